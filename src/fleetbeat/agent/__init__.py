@@ -1,0 +1,1 @@
+"""The agent: scheduler, heartbeats, sampling and the pipeline to the outputs."""

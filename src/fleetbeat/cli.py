@@ -1,0 +1,137 @@
+"""The `fleetbeat` command line. The only place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+from fleetbeat import __version__
+from fleetbeat.errors import ConfigError, FleetbeatError
+
+EX_CONFIG = 78  # sysexits.h: a config error; systemd units do not restart on it
+
+log = logging.getLogger("fleetbeat")
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _config_failed(err: ConfigError) -> int:
+    count = len(err.problems)
+    print(f"fleetbeat: {count} config error{'s' if count > 1 else ''}:", file=sys.stderr)
+    for line in err.problems:
+        print(f"  {line}", file=sys.stderr)
+    return EX_CONFIG
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from fleetbeat.agent.runtime import Agent
+    from fleetbeat.config.agent import load_agent_config
+
+    config = load_agent_config(args.config)
+    _setup_logging(args.log_level or config.agent.log_level)
+    show = None
+    if args.show:
+
+        def show(name: str, payload: bytes, dropped: bool) -> None:
+            status = "DROPPED" if dropped else "sent"
+            text = payload.decode(errors="replace")
+            print(f"{time.strftime('%H:%M:%S')} {status} -> {name}: {text}", flush=True)
+
+    return Agent(config, show=show, sysfs_root=args.sysfs_root).run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from fleetbeat.config.agent import load_agent_config
+    from fleetbeat.config.render import table_lines
+
+    config = load_agent_config(args.file)
+    lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
+    lines += table_lines("[agent]", config.agent)
+    for comp in config.sensors:
+        header = f"[[{comp.path.split('[')[0]}]]" if "[" in comp.path else f"[{comp.path}]"
+        lines += ["", *table_lines(header, comp.config)]
+    for comp in config.outputs:
+        lines += ["", *table_lines(f"[[{comp.path.split('[')[0]}]]", comp.config)]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_sensors(args: argparse.Namespace) -> int:
+    from fleetbeat.config.agent import load_agent_config
+    from fleetbeat.sensors.report import sensor_report
+
+    config = load_agent_config(args.config)
+    _setup_logging("warning")
+    print(sensor_report(config, sysfs_root=args.sysfs_root, settle=args.settle))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleetbeat",
+        description="At-most-once heartbeats and telemetry for fleets of small Linux devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleetbeat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "agent",
+        help="run the agent: sample, send heartbeats and readings",
+        description="Run the agent. Without -c it runs on embedded defaults: heartbeats and "
+        "system readings every 10 s as JSON over UDP to 127.0.0.1:9746.",
+    )
+    p.add_argument("-c", "--config", metavar="FILE", help="agent TOML file (default: none, "
+                   "embedded defaults)")  # fmt: skip
+    p.add_argument("--show", action="store_true", help="print every payload sent on stdout")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="override [agent] log_level")  # fmt: skip
+    p.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser(
+        "check-config",
+        help="validate a config file and print the effective config",
+        description="Validate FILE; print the effective configuration with defaults filled "
+        "in and secrets masked. Exit status 78 when it is invalid.",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "sensors",
+        help="read every configured sensor once and show what this device can report",
+        description="Read every configured sensor once and print what this device can "
+        "report, what it cannot, and why.",
+    )
+    p.add_argument("-c", "--config", metavar="FILE", help="agent TOML file (default: embedded "
+                   "defaults)")  # fmt: skip
+    p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
+                   help="time between the priming read and the real one (rates need two "
+                   "samples; default 1)")  # fmt: skip
+    p.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_sensors)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        return _config_failed(err)
+    except FleetbeatError as err:
+        print(f"fleetbeat: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

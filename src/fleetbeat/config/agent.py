@@ -1,0 +1,149 @@
+"""The agent's configuration: `[agent]`, `[sensors.*]` and `[outputs.*]`.
+
+With no file at all the agent runs on embedded defaults: heartbeats and system
+readings every 10 s, as wire v1 JSON over UDP to 127.0.0.1:9746.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from fleetbeat import wire
+from fleetbeat.config.loader import read_toml
+from fleetbeat.config.schema import (
+    Problems,
+    array,
+    duration,
+    load_table,
+    mapping,
+    option,
+    option_factory,
+    scalar_text,
+    string,
+    suggest,
+)
+from fleetbeat.errors import ConfigError
+from fleetbeat.outputs import OUTPUTS
+from fleetbeat.outputs import load as load_class
+from fleetbeat.sensors import SENSORS
+
+DEFAULT_HEARTBEAT_METRICS = ("cpu", "mem", "temp")
+TAG_KEY = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
+
+
+def default_device_id() -> str:
+    """The hostname, cut to what a device id may hold."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0])[:64]
+    return name or "device"
+
+
+def _heartbeat_metric(value: Any, path: str, problems: Problems) -> Any:
+    from fleetbeat.sensors.system import FIXED_METRICS, metric_group
+
+    parsed = string(what="a system metric name")(value, path, problems)
+    if isinstance(parsed, str) and metric_group(parsed) is None:
+        names = [m for ms in FIXED_METRICS.values() for m in ms] + ["disk.<mount>", "net.<if>.rx"]
+        problems.add(path, f"unknown system metric {wire_repr(parsed)}{suggest(parsed, names)}")
+        return None
+    return parsed
+
+
+def wire_repr(value: str) -> str:
+    return f'"{value}"'
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    device_id: str = option_factory(
+        default_device_id,
+        string(pattern=wire.DEVICE_ID.pattern, what="1-64 characters of A-Z a-z 0-9 . _ -"),
+    )
+    heartbeat_interval: float = option(10.0, duration(min=0.01))
+    jitter: float = option(10.0, duration(allow_zero=True))
+    tags: Mapping[str, str] = option_factory(
+        dict, mapping(scalar_text(), key_pattern=TAG_KEY, what="letters, digits, _ . -")
+    )
+    heartbeat_metrics: tuple[str, ...] = option(DEFAULT_HEARTBEAT_METRICS, array(_heartbeat_metric))
+    log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
+
+
+@dataclass(frozen=True)
+class Component:
+    """One configured sensor or output: its registry type, TOML path and config."""
+
+    type: str
+    path: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent: AgentSection
+    sensors: tuple[Component, ...]
+    outputs: tuple[Component, ...]
+    source: str = "<defaults>"
+
+    def sensor_configs(self, type_: str) -> list[Any]:
+        return [c.config for c in self.sensors if c.type == type_]
+
+
+def load_agent_config(path: Optional[str] = None) -> AgentConfig:
+    """Load and validate an agent config file; None gives the embedded defaults."""
+    if path is None:
+        return parse_agent_config({}, "<defaults>")
+    return parse_agent_config(read_toml(path), path)
+
+
+def parse_agent_config(data: Mapping[str, Any], source: str) -> AgentConfig:
+    """Validate a TOML document; raise ConfigError listing every problem."""
+    problems = Problems(source)
+    for key in data:
+        if key not in ("agent", "sensors", "outputs"):
+            problems.add(key, "unknown key" + suggest(key, ["agent", "sensors", "outputs"]))
+    agent = load_table(AgentSection, data.get("agent", {}), "agent", problems)
+    sensors = _components(data.get("sensors", {}), "sensors", SENSORS, "sensor", problems)
+    if not any(c.type == "system" for c in sensors):
+        from fleetbeat.sensors.system import SystemConfig
+
+        sensors = (Component("system", "sensors.system", SystemConfig()), *sensors)
+    outputs = _components(data.get("outputs", {}), "outputs", OUTPUTS, "output", problems)
+    if not outputs and "outputs" not in data:
+        from fleetbeat.outputs.udp import UdpConfig
+
+        outputs = (Component("udp", "outputs.udp[0]", UdpConfig()),)
+    elif not outputs and not problems:
+        problems.add("outputs", "no output configured: add an [[outputs.udp]] table")
+    names = [c.config.name for c in sensors if hasattr(c.config, "name")]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.add("sensors", f'two sensors are named "{name}": names must be unique')
+    if problems:
+        raise ConfigError(problems.items)
+    return AgentConfig(agent=agent, sensors=sensors, outputs=outputs, source=source)
+
+
+def _components(
+    section: Any, path: str, registry: Mapping[str, str], what: str, problems: Problems
+) -> tuple[Component, ...]:
+    if not isinstance(section, Mapping):
+        problems.expected(path, "a table", section)
+        return ()
+    found: list[Component] = []
+    for type_, body in section.items():
+        if type_ not in registry:
+            valid = ", ".join(sorted(registry))
+            hint = suggest(type_, list(registry))
+            hint = hint if hint.startswith("; did") else ""
+            problems.add(f"{path}.{type_}", f"unknown {what} type{hint}; valid types: {valid}")
+            continue
+        cls = load_class(registry[type_])
+        tables = body if isinstance(body, list) else [body]
+        for i, item in enumerate(tables):
+            item_path = f"{path}.{type_}[{i}]" if isinstance(body, list) else f"{path}.{type_}"
+            found.append(
+                Component(type_, item_path, load_table(cls.Config, item, item_path, problems))
+            )
+    return tuple(found)

@@ -1,0 +1,25 @@
+"""The exceptions fleetbeat raises: one root, a few children."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FleetbeatError(Exception):
+    """Root of every error fleetbeat raises on purpose."""
+
+
+class ConfigError(FleetbeatError):
+    """A configuration is invalid; carries every problem found, not only the first."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SensorError(FleetbeatError):
+    """A sensor could not read; the `reason` is counted in the heartbeat."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        self.reason = reason
+        super().__init__(message or reason)

@@ -1,0 +1,116 @@
+"""What every encoder and output shares: the outgoing message, the two interfaces, drops.
+
+An encoder turns an `Outgoing` message into payloads (bytes); an output hands each
+payload to the kernel at once or drops it, and counts the drop by reason. Nothing
+in between queues.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Protocol
+
+from fleetbeat.logutil import RateLimitedLog
+
+
+class Identity:
+    """Who sends: the parts of every message that do not change while the agent runs."""
+
+    __slots__ = ("boot_time", "dev", "run", "tags", "version")
+
+    def __init__(
+        self, *, dev: str, run: str, boot_time: float, version: str, tags: dict[str, str]
+    ) -> None:
+        self.dev = dev
+        self.run = run
+        self.boot_time = boot_time
+        self.version = version
+        self.tags = tags
+
+
+class Outgoing:
+    """One message before encoding: a heartbeat, a reading or a bye.
+
+    `seq` is not here: encoders draw one from `next_seq` per payload they produce,
+    because a reading too large for one datagram becomes several messages.
+    """
+
+    __slots__ = ("drop", "drop_by", "errors", "interval", "kind", "metrics", "rate", "src", "ts")
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        ts: float,
+        metrics: Optional[dict[str, float]] = None,
+        src: Optional[str] = None,
+        rate: float = 1.0,
+        interval: Optional[float] = None,
+        drop: int = 0,
+        drop_by: Optional[dict[str, int]] = None,
+        errors: Optional[dict[str, dict[str, int]]] = None,
+    ) -> None:
+        self.kind = kind
+        self.ts = ts
+        self.metrics = metrics or {}
+        self.src = src
+        self.rate = rate
+        self.interval = interval
+        self.drop = drop
+        self.drop_by = drop_by
+        self.errors = errors
+
+
+class Encoder(Protocol):
+    """Turns a message into payloads no larger than `limit` bytes each."""
+
+    def encode(
+        self, msg: Outgoing, next_seq: Callable[[], int], limit: int
+    ) -> tuple[list[bytes], int]:
+        """Return the payloads and how many parts were dropped as too large."""
+        ...
+
+
+class Output(Protocol):
+    """Hands a payload to the kernel at once or drops it. Never raises, never keeps it."""
+
+    name: str
+    tally: Tally
+    max_payload: int
+
+    def start(self) -> None:
+        """Begin background work (name resolution, connecting). Never blocks."""
+
+    def send(self, payload: bytes, msg: Outgoing) -> None:
+        """Send now or drop and count; `msg` tells topic-based outputs where it goes."""
+
+    def close(self, *, timeout: float = 1.0) -> None:
+        """Stop background work; give up after `timeout` seconds."""
+
+
+class Tally:
+    """Counts what one output sent and dropped (by reason); logs drops at a limited rate."""
+
+    def __init__(self, output_name: str, logger: logging.Logger) -> None:
+        self.name = output_name
+        self.sent = 0
+        self.dropped = 0
+        self.by_reason: dict[str, int] = {}
+        self._log = RateLimitedLog(logger)
+
+    def drop(self, reason: str, detail: str = "", n: int = 1) -> None:
+        self.dropped += n
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        self._log.log(
+            logging.WARNING,
+            reason,
+            "%s: dropped %d message(s) (%s%s); %d dropped since start",
+            self.name,
+            n,
+            reason,
+            f": {detail}" if detail else "",
+            self.dropped,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"sent": self.sent, "dropped": self.dropped, "by_reason": dict(self.by_reason)}

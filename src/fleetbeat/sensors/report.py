@@ -1,0 +1,42 @@
+"""`fleetbeat sensors`: read every configured sensor once and show the result."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fleetbeat.config.agent import AgentConfig
+from fleetbeat.outputs import load
+from fleetbeat.sensors import SENSORS
+from fleetbeat.sensors.system import SystemConfig, SystemSensor
+
+
+def sensor_report(config: AgentConfig, *, sysfs_root: str = "/sys", settle: float = 1.0) -> str:
+    sections: list[tuple[str, list[tuple[str, str, str]]]] = []
+    for comp in config.sensors:
+        if comp.type == "system":
+            cfg = comp.config if comp.config.enabled else SystemConfig()
+            system = SystemSensor(cfg, sysfs_root=sysfs_root)
+            system.prime()
+            time.sleep(settle)
+            system.read()
+            title = "system" + ("" if comp.config.enabled else " (disabled in the config)")
+            sections.append((title, system.report()))
+        else:
+            sensor: Any = load(SENSORS[comp.type])(comp.config)
+            sections.append((f"{comp.type} {sensor.name}", sensor.report()))
+    return format_sections(sections)
+
+
+def format_sections(sections: list[tuple[str, list[tuple[str, str, str]]]]) -> str:
+    lines: list[str] = []
+    for title, rows in sections:
+        lines.append(f"== {title}")
+        if not rows:
+            lines.append("  (nothing)")
+        w1 = max((len(r[0]) for r in rows), default=0)
+        w2 = max((len(r[1]) for r in rows), default=0)
+        for name, value, note in rows:
+            lines.append(f"  {name:<{w1}}  {value:>{w2}}  {note}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
