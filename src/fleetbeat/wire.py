@@ -46,6 +46,32 @@ def dumps(obj: dict[str, Any]) -> bytes:
     return _dumps(obj).encode()
 
 
+_KEYS: dict[str, str] = {}  # metric name -> its JSON-escaped form and colon
+
+
+def metrics_json(metrics: dict[str, float]) -> str:
+    """A clean metrics dict as a JSON object: faster than json for the hot path.
+
+    Values must be finite ints or floats (see `clean_metrics`): Python's repr of
+    those is valid JSON.
+    """
+    keys = _KEYS
+    parts = []
+    for name, value in metrics.items():
+        key = keys.get(name)
+        if key is None:
+            key = _dumps(name) + ":"
+            if len(keys) < 10_000:  # bounded: names come from configs and devices
+                keys[name] = key
+        parts.append(key + repr(value))
+    return "{" + ",".join(parts) + "}"
+
+
+def dumps_str(obj: dict[str, Any]) -> str:
+    """Compact JSON as text, for payloads assembled from pre-encoded parts."""
+    return _dumps(obj)
+
+
 # --- parsing (the collector's side) -------------------------------------------------
 
 

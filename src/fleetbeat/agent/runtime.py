@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import selectors
 import signal
 import threading
@@ -49,19 +48,21 @@ class Emitter:
         return n
 
     def emit(self, msg: Outgoing) -> None:
+        output = self.output
         with self._lock:
             self._stream = "rd" if msg.kind == "rd" else "hb"
-            payloads, too_large = self.encoder.encode(msg, self._next_seq, self.output.max_payload)
+            payloads, too_large = self.encoder.encode(msg, self._next_seq, output.max_payload)
             if too_large:
-                self.output.tally.drop(
-                    "too_large", f"a {msg.kind} part over the size limit", too_large
-                )
-            tally = self.output.tally
+                output.tally.drop("too_large", f"a {msg.kind} part over the size limit", too_large)
+            if self._show is None:
+                for payload in payloads:
+                    output.send(payload, msg)
+                return
+            tally = output.tally
             for payload in payloads:
                 before = tally.dropped
-                self.output.send(payload, msg)
-                if self._show is not None:
-                    self._show(self.output.name, payload, tally.dropped > before)
+                output.send(payload, msg)
+                self._show(output.name, payload, tally.dropped > before)
 
 
 class Channel:
@@ -96,7 +97,8 @@ class Agent:
         config: the validated configuration.
         show: called with (output name, payload, dropped) for every payload (`--show`).
         sysfs_root: where sysfs is mounted (tests use a prepared tree).
-        clock: monotonic seconds; wall: epoch seconds; rng: uniform [0, 1).
+        clock: monotonic seconds; wall: epoch seconds; rng: uniform [0, 1) draws for the
+            start offset and sampling (default: os.urandom / random.random).
     """
 
     def __init__(
@@ -107,7 +109,7 @@ class Agent:
         sysfs_root: str = "/sys",
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        rng: Callable[[], float] = random.random,
+        rng: Optional[Callable[[], float]] = None,
     ) -> None:
         self.config = config
         self.run_id = os.urandom(8).hex()
@@ -115,6 +117,7 @@ class Agent:
         self._clock = clock
         self._wall = wall
         self._rng = rng
+        self._jitter_draw = rng or _uniform
         self._sysfs_root = sysfs_root
         self._stopping = False
         self._reload_requested = False
@@ -176,11 +179,11 @@ class Agent:
         if not names:
             return {}
         if self.system.config.enabled:
-            source = self.system.last
+            source = self.system.last  # the sensor's own values: already clean numbers
         else:
             groups = tuple(dict.fromkeys(g for g in map(metric_group, names) if g))
-            source = self.system.read(groups)
-        return wire.clean_metrics({n: source[n] for n in names if n in source})
+            source = wire.clean_metrics(self.system.read(groups))
+        return {n: source[n] for n in names if n in source}
 
     def send_heartbeat(self, kind: str = "hb") -> None:
         metrics = self.heartbeat_metrics() if kind == "hb" else {}
@@ -221,7 +224,7 @@ class Agent:
             if sensor.interval is None:
                 sensor.start(self.channels[sensor.name].offer)
         sched = Scheduler(self._clock)
-        offset = self._rng() * self.config.agent.jitter
+        offset = self._jitter_draw() * self.config.agent.jitter
         first = self._clock() + offset
         for sensor in self.sensors:  # sensors before the heartbeat: it carries their values
             if sensor.interval is not None:
@@ -299,6 +302,11 @@ class Agent:
             log.info(
                 "%s: %d sent, %d dropped %s", em.output.name, t.sent, t.dropped, t.by_reason or ""
             )
+
+
+def _uniform() -> float:
+    """A uniform draw in [0, 1) without importing `random` (memory on a Pi Zero)."""
+    return int.from_bytes(os.urandom(7), "big") / 2**56
 
 
 def _bind(fn: Callable[[Any], None], arg: Any) -> Callable[[], None]:

@@ -24,10 +24,9 @@ every = "10s"         # ... of this length
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
 from typing import Callable, Optional
 
+from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import Problems, duration, number, option, string
 
 REDUCERS = ("mean", "min", "max", "last")
@@ -56,6 +55,10 @@ class SamplingConfig:
         return self == SamplingConfig()
 
 
+def _never() -> float:
+    raise AssertionError("no draws without a rate")
+
+
 class _Window:
     """Running aggregate of one metric over one window."""
 
@@ -72,7 +75,7 @@ class Sampler:
     Args:
         config: the sensor's sampling table.
         clock: monotonic seconds; injectable for tests.
-        rng: source of uniform draws in [0, 1); injectable (seeded) for tests.
+        rng: uniform draws in [0, 1) for `rate`; default `random.random`; seeded in tests.
     """
 
     def __init__(
@@ -80,11 +83,15 @@ class Sampler:
         config: SamplingConfig,
         *,
         clock: Callable[[], float],
-        rng: Callable[[], float] = random.random,
+        rng: Optional[Callable[[], float]] = None,
     ) -> None:
         self.config = config
         self._clock = clock
-        self._rng = rng
+        if rng is None and config.rate < 1.0:
+            import random  # only when a rate is set: 0.2 MB a Pi Zero need not pay
+
+            rng = random.random
+        self._rng = rng or _never
         self._window: dict[str, _Window] = {}
         self._window_end: float | None = None
         self._sent: dict[str, tuple[float, float]] = {}  # metric -> (value, when)
@@ -92,8 +99,9 @@ class Sampler:
     def offer(self, metrics: dict[str, float]) -> dict[str, float] | None:
         """Take one reading; return what to send now, or None."""
         if self.config.reduce is not None:
+            closed = self.flush()  # a reading after the window's end belongs to the next one
             self._accumulate(metrics)
-            return self.flush()
+            return closed
         return self._thin(metrics)
 
     def flush(self) -> dict[str, float] | None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from fleetbeat import wire
+from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.loader import read_toml
 from fleetbeat.config.schema import (
     Problems,

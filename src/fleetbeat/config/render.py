@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from fleetbeat.config import frozen as dataclasses
 
 MASK = "********"
 

@@ -8,11 +8,12 @@ naming the file, the key path, what was expected and what was found.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
+
+from fleetbeat.config import frozen as dataclasses
 
 T = TypeVar("T")
 
@@ -110,10 +111,11 @@ def load_table(cls: type[T], table: Any, path: str, problems: Problems) -> T:
 
 def integer(*, min: int | None = None, max: int | None = None) -> Parser:
     def parse(value: Any, path: str, problems: Problems) -> Any:
+        expected = _range("an integer", min, max)
         if isinstance(value, bool) or not isinstance(value, int):
-            return problems.expected(path, "an integer", value)
+            return problems.expected(path, expected, value)
         if (min is not None and value < min) or (max is not None and value > max):
-            return problems.expected(path, _range("an integer", min, max), value)
+            return problems.expected(path, expected, value)
         return value
 
     return parse
@@ -125,15 +127,16 @@ def number(
     """A finite int or float; `above` is an exclusive lower bound."""
 
     def parse(value: Any, path: str, problems: Problems) -> Any:
+        low = f"above {above:g}" if above is not None else None
+        expected = _range("a number", min, max, low)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return problems.expected(path, "a number", value)
+            return problems.expected(path, expected, value)
         bad = not math.isfinite(value)
         bad |= min is not None and value < min
         bad |= max is not None and value > max
         bad |= above is not None and value <= above
         if bad:
-            low = f"above {above}" if above is not None else None
-            return problems.expected(path, _range("a number", min, max, low), value)
+            return problems.expected(path, expected, value)
         return float(value)
 
     return parse

@@ -20,9 +20,9 @@ import errno
 import logging
 import socket
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import duration, integer, option, string
 from fleetbeat.outputs import ENCODERS
 from fleetbeat.outputs.base import Outgoing, Tally
@@ -81,12 +81,14 @@ class UdpOutput:
         *,
         name: str = "",
         resolver: Resolver = socket.getaddrinfo,
+        socket_factory: Callable[[int, int], socket.socket] = socket.socket,
     ) -> None:
         self.config = config
         self.name = name or f"udp {config.host}:{config.port}"
         self.tally = Tally(self.name, log)
         self.max_payload = config.max_datagram
         self._resolver = resolver
+        self._socket_factory = socket_factory
         self._target = _literal_address(config.host, config.port)
         self._sock: Optional[socket.socket] = None
         self._connected_to: Any = None
@@ -110,11 +112,13 @@ class UdpOutput:
 
     def send(self, payload: bytes, msg: Optional[Outgoing] = None) -> None:
         target = self._target  # one read: the resolver thread may replace it
-        if target is None:
-            self.tally.drop("unresolved", self.config.host)
-            return
+        sock = self._sock
         try:
-            sock = self._socket_for(target)
+            if sock is None or target is not self._connected_to:
+                if target is None:
+                    self.tally.drop("unresolved", self.config.host)
+                    return
+                sock = self._connect(target)
             sock.send(payload)
         except OSError as exc:  # BlockingIOError included: EAGAIN
             reason = _REASONS.get(exc.errno or 0, "os_error")
@@ -122,20 +126,20 @@ class UdpOutput:
             return
         self.tally.sent += 1
 
-    def _socket_for(self, target: tuple[int, Any]) -> socket.socket:
-        """The socket connected to `target`; connecting a UDP socket sends nothing."""
+    def _connect(self, target: tuple[int, Any]) -> socket.socket:
+        """A socket connected to `target`; connecting a UDP socket sends nothing."""
         family, sockaddr = target
         sock = self._sock
         if sock is None or sock.family != family:
             if sock is not None:
                 sock.close()
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            self._sock = None
+            sock = self._socket_factory(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             self._sock = sock
-            self._connected_to = None
-        if self._connected_to != sockaddr:
-            sock.connect(sockaddr)  # may raise ENETUNREACH: retried at the next send
-            self._connected_to = sockaddr
+        self._connected_to = None
+        sock.connect(sockaddr)  # may raise ENETUNREACH: retried at the next send
+        self._connected_to = target
         return sock
 
     def _resolve_loop(self) -> None:
@@ -147,7 +151,7 @@ class UdpOutput:
                 new = (family, sockaddr)
                 if new != self._target:
                     log.info("%s: %s resolves to %s", self.name, cfg.host, sockaddr[0])
-                self._target = new
+                    self._target = new
                 wait = cfg.resolve_every
             except (OSError, UnicodeError, IndexError) as exc:
                 keep = "keeping the last address" if self._target else "dropping until it does"

@@ -24,12 +24,12 @@ import glob
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import psutil
 
 from fleetbeat.agent.sampling import SamplingConfig
+from fleetbeat.config.frozen import dataclass, field
 from fleetbeat.config.schema import array, boolean, duration, option, string, table
 from fleetbeat.sensors.base import SensorErrors
 
