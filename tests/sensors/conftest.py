@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 import tty
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -57,3 +58,44 @@ def pty_port(tmp_path: Path) -> Iterator[PtyPort]:
     port = PtyPort(tmp_path / "ttyUSB0")
     yield port
     port.close()
+
+
+class Feeder:
+    """A device that prints `line(i)` every `every` seconds until stopped."""
+
+    def __init__(self, port: PtyPort, line: Callable[[int], str], every: float = 0.01) -> None:
+        self.port = port
+        self.line = line
+        self.every = every
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.port.write(self.line(self.sent))
+            except (OSError, AssertionError):
+                return
+            self.sent += 1
+            self._stop.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+@pytest.fixture
+def feed() -> Iterator[Callable[..., Feeder]]:
+    """Start Feeders; all are stopped at teardown."""
+    feeders: list[Feeder] = []
+
+    def start(port: PtyPort, line: Callable[[int], str], every: float = 0.01) -> Feeder:
+        f = Feeder(port, line, every)
+        feeders.append(f)
+        return f
+
+    yield start
+    for f in feeders:
+        f.stop()

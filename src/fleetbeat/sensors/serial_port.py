@@ -103,7 +103,9 @@ class SerialConfig:
     fields: tuple[str, ...] = option((), array(string(what="a metric name", allow_empty=True)))
     delimiter: str = option(",", string(what="a cell separator"))
     skip_header: bool = option(False, boolean())
-    pattern: str = option("", string(what="a regular expression with named groups"))
+    pattern: str = option(
+        "", string(what="a regular expression with named groups", allow_empty=True)
+    )
     metrics: tuple[str, ...] = option((), array(string(pattern=METRIC, what="a metric name")))
     scale: dict[str, float] = field(
         default_factory=dict, metadata={"parse": mapping(number()), "secret": False}
