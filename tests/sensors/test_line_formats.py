@@ -6,6 +6,8 @@ import math
 from functools import reduce
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleetbeat.sensors.line_formats import (
     KNOTS_TO_MS,
@@ -258,3 +260,35 @@ def test_parsers_never_emit_non_finite_values():
     for parse, line in zip([parse_kv, parse_json, CsvParser(["a", "b"])], lines):
         metrics, _ = parse(line)
         assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_json_names_that_are_not_metric_names_are_skipped():
+    """Keys with spaces or control characters are counted as bad_field, not sent."""
+    metrics, skipped = parse_json('{"temp": 1, "a b": 2, "\\u0000x": 3, "env": {"": 4}}')
+    assert metrics == {"temp": 1}
+    assert skipped == ["bad_field"] * 3
+
+
+def test_regex_group_names_must_be_metric_names():
+    """A named group that is not a valid metric name is refused when the parser is built."""
+    with pytest.raises(ValueError, match="not a metric name"):
+        RegexParser(r"(?P<température>\d+)")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gives_finite_numbers_or_a_line_error(text):
+    """Whatever text arrives, every parser returns finite numbers or raises LineError."""
+    parsers = [
+        parse_kv,
+        parse_json,
+        CsvParser(["a", "b"], skip_header=True),
+        NmeaParser(),
+        RegexParser(r"(?P<a>\S+)=(?P<b>\S*)"),
+    ]
+    for parse in parsers:
+        try:
+            metrics, _ = parse(text)
+        except LineError:
+            continue
+        assert all(type(v) in (int, float) and math.isfinite(v) for v in metrics.values())

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 import time
 from functools import reduce
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleetbeat.config.agent import parse_agent_config
 from fleetbeat.errors import ConfigError
@@ -189,14 +193,22 @@ def test_over_long_unterminated_line_is_capped_and_counted(pty_port, run_sensor)
 
 
 def test_port_held_by_another_process_is_busy_until_released(pty_port, run_sensor):
-    """With exclusive = true a locked port counts port_busy and is opened once released."""
-    holder = serial.Serial(str(pty_port.path), exclusive=True)
+    """With exclusive = true a port another process locked counts port_busy, then is read."""
+    code = (
+        "import serial, sys, time; p = serial.Serial(sys.argv[1], exclusive=True); "
+        "print('held', flush=True); time.sleep(30)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(pty_port.path)], stdout=subprocess.PIPE, text=True
+    )
     try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         sensor, got = run_sensor(port=str(pty_port.path))
         wait_until(lambda: sensor.errors.by_reason.get("port_busy", 0) >= 2)
         assert sensor.state == "busy"
     finally:
-        holder.close()
+        holder.kill()
+        holder.wait(5)
     sync(pty_port, got)
     pty_port.write("temp=2\n")
     wait_until(lambda: got.items == [{"temp": 2.0}])
@@ -283,6 +295,23 @@ def test_line_assembler_joins_chunks_and_accepts_every_line_ending():
     assert lines.feed(b"1\r\nhum=4") == [b"temp=21"]
     assert lines.feed(b"0\rpres=1\n\n\n") == [b"hum=40", b"pres=1"]
     assert counted == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a=1", b"bb", b"\n", b"\r", b"\r\n", b"x" * 7]), max_size=60),
+    st.data(),
+)
+def test_line_assembler_output_does_not_depend_on_how_bytes_are_chunked(pieces, data):
+    """Feeding a stream in any chunks gives the same lines as feeding it at once."""
+    stream = b"".join(pieces)
+    whole = LineAssembler(12, lambda reason: None).feed(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    chunked = LineAssembler(12, lambda reason: None)
+    got: list[bytes] = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)]):
+        got += chunked.feed(stream[start:end])
+    assert got == whole
 
 
 def test_line_assembler_caps_memory_and_resyncs_at_the_next_line_end():

@@ -10,6 +10,9 @@ sensor's errors, so garbage is never sent and never silent.
 - `csv`: cells named by `fields` (an empty name skips a column), same count or the
   line is refused; with `skip_header` a line without any number is a header, skipped;
 - `json`: one object per line, nested keys joined with `.`, true/false as 1/0;
+
+Metric names are words of letters, digits, `_` and `-` joined by `.`, starting with
+a letter or `_`, up to 128 characters; other names are skipped as `bad_field`.
 - `nmea`: GGA and RMC sentences via pynmea2, checksum required and verified;
 - `regex`: a pattern with named groups, each group a metric.
 """
@@ -27,6 +30,9 @@ LineParser = Callable[[str], Parsed]
 
 FORMATS = ("kv", "csv", "json", "nmea", "regex")
 KNOTS_TO_MS = 1852.0 / 3600.0
+# dot-separated words of letters, digits, _ and -, 1-128 characters
+METRIC_NAME = r"(?=.{1,128}\Z)[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*"
+_METRIC_NAME = re.compile(METRIC_NAME)
 
 
 class LineError(ValueError):
@@ -49,7 +55,6 @@ def to_number(text: str) -> float | None:
 # --- kv ----------------------------------------------------------------------------
 
 _KV_SPLIT = re.compile(r"[\s,;]+")
-_KV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 
 def parse_kv(line: str) -> Parsed:
@@ -62,7 +67,7 @@ def parse_kv(line: str) -> Parsed:
         key, sep, value = token.partition("=")
         if not sep:
             key, sep, value = token.partition(":")
-        if not sep or not _KV_KEY.fullmatch(key):
+        if not sep or not _METRIC_NAME.fullmatch(key):
             skipped.append("bad_field")
             continue
         number = to_number(value)
@@ -132,8 +137,10 @@ def parse_json(line: str) -> Parsed:
 
 def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, float], skipped: list[str]) -> None:
     for key, value in obj.items():
-        name = prefix + str(key)
-        if value is True or value is False:
+        name = prefix + key
+        if not _METRIC_NAME.fullmatch(name):
+            skipped.append("bad_field")  # a name no receiver could take as a metric
+        elif value is True or value is False:
             out[name] = int(value)
         elif isinstance(value, (int, float)):
             if math.isfinite(value):
@@ -235,6 +242,9 @@ class RegexParser:
         self.pattern = re.compile(pattern)
         if not self.pattern.groupindex:
             raise ValueError("the pattern has no named group, e.g. (?P<temp>[-\\d.]+)")
+        for name in self.pattern.groupindex:
+            if not _METRIC_NAME.fullmatch(name):
+                raise ValueError(f"group name {name!r} is not a metric name (A-Z a-z 0-9 _)")
 
     def __call__(self, line: str) -> Parsed:
         m = self.pattern.search(line)

@@ -72,7 +72,13 @@ from fleetbeat.config.schema import (
     table,
 )
 from fleetbeat.sensors.base import Emit, SensorErrors
-from fleetbeat.sensors.line_formats import FORMATS, LineError, LineParser, make_parser
+from fleetbeat.sensors.line_formats import (
+    FORMATS,
+    METRIC_NAME,
+    LineError,
+    LineParser,
+    make_parser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,6 @@ SYNC_WINDOW = 0.05  # bytes this soon after opening are likely the tail of a lin
 PROBE_SECONDS = 2.0  # `fleetbeat sensors` listens this long for a line
 PARITIES = {"none": "N", "even": "E", "odd": "O", "mark": "M", "space": "S"}
 NAME = r"[A-Za-z0-9._-]{1,64}"
-METRIC = r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}"
 
 
 def _stopbits(value: Any, path: str, problems: Problems) -> Any:
@@ -100,13 +105,15 @@ class SerialConfig:
     stopbits: float = option(1, _stopbits)
     encoding: str = option("utf-8", string(what="a text encoding such as utf-8 or latin-1"))
     format: str = option("kv", string(choices=FORMATS))
-    fields: tuple[str, ...] = option((), array(string(what="a metric name", allow_empty=True)))
+    fields: tuple[str, ...] = option(
+        (), array(string(pattern=f"|{METRIC_NAME}", what="a metric name", allow_empty=True))
+    )
     delimiter: str = option(",", string(what="a cell separator"))
     skip_header: bool = option(False, boolean())
     pattern: str = option(
         "", string(what="a regular expression with named groups", allow_empty=True)
     )
-    metrics: tuple[str, ...] = option((), array(string(pattern=METRIC, what="a metric name")))
+    metrics: tuple[str, ...] = option((), array(string(pattern=METRIC_NAME, what="a metric name")))
     scale: dict[str, float] = field(
         default_factory=dict, metadata={"parse": mapping(number()), "secret": False}
     )
