@@ -380,3 +380,22 @@ def test_two_serial_sensors_need_distinct_names():
     doc = {"sensors": {"serial": [{"port": "/dev/a"}, {"port": "/dev/b"}]}}
     with pytest.raises(ConfigError, match='two sensors are named "serial"'):
         parse_agent_config(doc, "agent.toml")
+
+
+def test_pyserial_and_pynmea2_load_only_when_needed():
+    """Building a kv serial sensor imports neither library; pyserial loads on open, pynmea2
+    only for format nmea."""
+    code = (
+        "import sys\n"
+        "from fleetbeat.sensors.serial_port import SerialConfig, SerialSensor\n"
+        "s = SerialSensor(SerialConfig(port='/nonexistent/tty'))\n"
+        "print('serial' in sys.modules, 'pynmea2' in sys.modules)\n"
+        "s._open()\n"
+        "print('serial' in sys.modules, 'pynmea2' in sys.modules)\n"
+        "SerialSensor(SerialConfig(port='/x', format='nmea'))\n"
+        "print('pynmea2' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert out.split("\n")[:3] == ["False False", "True False", "True"]
