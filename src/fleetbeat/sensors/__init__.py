@@ -9,4 +9,5 @@ from __future__ import annotations
 
 SENSORS: dict[str, str] = {
     "system": "fleetbeat.sensors.system:SystemSensor",
+    "serial": "fleetbeat.sensors.serial_port:SerialSensor",
 }
