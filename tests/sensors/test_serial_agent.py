@@ -147,8 +147,7 @@ def test_every_example_file_is_valid():
 
 def test_the_example_serial_block_is_complete():
     """examples/agent.toml carries a commented serial block with every key of the sensor."""
-    import dataclasses
-
+    from fleetbeat.config import frozen as dataclasses
     from fleetbeat.sensors.serial_port import SerialConfig
 
     text = (ROOT / "examples" / "agent.toml").read_text()

@@ -352,7 +352,7 @@ def test_config_problems_are_reported_with_key_paths():
         "sensors.serial[2].scale.h: not one of the kept metrics",
         'sensors.serial[3].parity: expected one of "none", "even"',
         'did you mean "even"?',
-        'sensors.serial[3].baudrate: expected an integer, got "fast"',
+        'sensors.serial[3].baudrate: expected an integer from 50 to 4000000, got "fast"',
     ]:
         assert expected in text
 

@@ -278,7 +278,7 @@ def scalar_text() -> Parser:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _range(kind: str, low: float | None, high: float | None, low_text: str | None = None) -> str:

@@ -54,11 +54,11 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from fleetbeat import wire
 from fleetbeat.agent.sampling import SamplingConfig
+from fleetbeat.config.frozen import dataclass, field
 from fleetbeat.config.schema import (
     Problems,
     array,
