@@ -67,7 +67,7 @@ def metrics_json(metrics: dict[str, float]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def dumps_str(obj: dict[str, Any]) -> str:
+def dumps_str(obj: Any) -> str:
     """Compact JSON as text, for payloads assembled from pre-encoded parts."""
     return _dumps(obj)
 

@@ -81,17 +81,22 @@ class JsonEncoder:
     def _readings(
         self, msg: Outgoing, next_seq: Callable[[], int], limit: int
     ) -> tuple[list[bytes], int]:
-        base: dict[str, Any] = {"ts": round(msg.ts, 3), "src": msg.src}
+        head = f'"ts":{msg.ts:.3f},"src":{wire.dumps_str(msg.src)}'
         if msg.rate < 1.0:
-            base["rate"] = msg.rate
+            head += f',"rate":{msg.rate!r}'
+        prefix = self._prefix["rd"]
+        room = limit - len(prefix) - _SEQ_DIGITS
+        body = f'{head},"m":{wire.metrics_json(msg.metrics)}}}'.encode()
+        if len(body) <= room:  # the usual case: one message
+            return [f"{prefix}{next_seq()},".encode() + body], 0
         payloads: list[bytes] = []
         too_large = 0
         pending = [list(msg.metrics.items())]
         while pending:
             items = pending.pop()
-            payload = self._fit("rd", {**base, "m": dict(items)}, next_seq, limit)
-            if payload is not None:
-                payloads.append(payload)
+            body = f'{head},"m":{wire.metrics_json(dict(items))}}}'.encode()
+            if len(body) <= room:
+                payloads.append(f"{prefix}{next_seq()},".encode() + body)
             elif len(items) <= 1:
                 too_large += 1
             else:
