@@ -30,7 +30,9 @@ with a backslash. A backslash itself is written `\\\\` (InfluxDB 2/3 and
 VictoriaMetrics read it back as one; InfluxDB 1.x keeps both). Line protocol
 cannot carry a newline: `\\n` and `\\r` become spaces. A tag with an empty value
 is left out (InfluxDB rejects it); a tag named `device` gives way to the device
-id; an empty metric name becomes `_`.
+id; an empty name becomes `_`, and so does a leading `#` in a measurement (a
+line starting with `#` is a comment) and a double quote in a field key
+(VictoriaMetrics would read it as the start of a string and store 0).
 
 A reading whose line would exceed `max_datagram` is split into several lines
 (same measurement, tags and timestamp: InfluxDB merges them into one point);
@@ -62,15 +64,24 @@ _INT64 = 2**63
 _NEWLINE = {"\n": "\\ ", "\r": "\\ "}  # a newline becomes an (escaped) space
 _MEASUREMENT = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ ", **_NEWLINE})
 _KEY = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", **_NEWLINE})
+# VictoriaMetrics reads a lone " in a field key as the start of a string value and
+# stores 0: a double quote in a field key is written as _ instead.
+_FIELD_KEY = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", '"': "_", **_NEWLINE})
 
 
 def escape_measurement(name: str) -> str:
+    if name.startswith("#"):  # a line starting with # is a comment
+        name = "_" + name[1:]
     return name.translate(_MEASUREMENT) or "_"
 
 
 def escape_key(text: str) -> str:
-    """A tag key, tag value or field key."""
+    """A tag key or tag value."""
     return text.translate(_KEY) or "_"
+
+
+def escape_field_key(text: str) -> str:
+    return text.translate(_FIELD_KEY) or "_"
 
 
 def field_value(value: Number) -> Optional[str]:
@@ -106,20 +117,18 @@ class InfluxEncoder:
             head = self._heads[src] = (escape_measurement(src) + self._tags + " ").encode()
         return head
 
-    def _field(self, name: str, value: Number) -> Optional[bytes]:
+    def _key(self, name: str) -> bytes:
         key = self._fields.get(name)
         if key is None:
             if len(self._fields) >= _CACHE_MAX:
                 self._fields.clear()
-            key = self._fields[name] = (escape_key(name) + "=").encode()
-        text = field_value(value)
-        return None if text is None else key + text.encode()
+            key = self._fields[name] = (escape_field_key(name) + "=").encode()
+        return key
 
     def encode(
         self, msg: Outgoing, next_seq: Callable[[], int], limit: int
     ) -> tuple[list[bytes], int]:
         tail = b" %d" % (round(msg.ts * 1000) * 1_000_000)
-        field = self._field
         items: Iterable[tuple[str, Number]]
         if msg.kind == "rd":
             head = self._head(msg.src or "readings")
@@ -127,9 +136,17 @@ class InfluxEncoder:
         else:
             head = self._hb_head
             items = heartbeat_fields(msg, self.identity)
-        fields = [field(name, value) for name, value in items]
-        unwritable = sum(f is None for f in fields)
-        parts = [f for f in fields if f is not None]
+        # escaped key -> "key=value": names that escape alike (rare) keep the last value
+        written: dict[bytes, bytes] = {}
+        unwritable = 0
+        for name, value in items:
+            key = self._key(name)
+            text = field_value(value)
+            if text is None:
+                unwritable += 1
+            else:
+                written[key] = key + text.encode()
+        parts = list(written.values())
         room = limit - len(head) - len(tail)
         if msg.kind != "rd":
             parts.insert(0, b"seq=" + MAX_SEQ_TEXT.encode() + b"i")
