@@ -24,15 +24,15 @@ int outside the signed 64-bit range is written as a float. Floats are written
 in their shortest exact form (`3.5`, `1e-07`). No string fields are sent
 (VictoriaMetrics would store them as 0).
 
-Escaping, per the line protocol reference: in the measurement, commas and spaces;
-in tag keys, tag values and field keys, commas, equals signs and spaces; each
-with a backslash. A backslash itself is written `\\\\` (InfluxDB 2/3 and
-VictoriaMetrics read it back as one; InfluxDB 1.x keeps both). Line protocol
-cannot carry a newline: `\\n` and `\\r` become spaces. A tag with an empty value
-is left out (InfluxDB rejects it); a tag named `device` gives way to the device
-id; an empty name becomes `_`, and so does a leading `#` in a measurement (a
-line starting with `#` is a comment) and a double quote in a field key
-(VictoriaMetrics would read it as the start of a string and store 0).
+Escaping, per the line protocol reference: in the measurement, commas and
+spaces; in tag keys, tag values and field keys, commas, equals signs and spaces;
+each with a backslash. A backslash itself is written `\\\\`, which the reference
+(and VictoriaMetrics, tested) reads as one backslash; older parsers may keep
+both. Line protocol cannot carry a newline: `\\n` and `\\r` become spaces. A tag
+with an empty value is left out (InfluxDB rejects it); a tag named `device`
+gives way to the device id; an empty name becomes `_`, and so does a leading `#`
+in a measurement (a line starting with `#` is a comment) and a double quote in a
+field key (VictoriaMetrics would read it as the start of a string and store 0).
 
 A reading whose line would exceed `max_datagram` is split into several lines
 (same measurement, tags and timestamp: InfluxDB merges them into one point);
