@@ -4,12 +4,13 @@ Run: .venv/bin/python benchmarks/encoders.py [--seconds 0.5] [--repeat 5]
 
 Prints messages encoded per second for every encoder and its ratio to the JSON
 encoder (wire v1) measured in the same run: on a shared machine only the ratios
-mean anything. The best of `--repeat` rounds is kept for each.
+mean anything. Rounds interleave the encoders; the best of `--repeat` is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Any, Callable
 
@@ -68,31 +69,23 @@ def messages() -> dict[str, Outgoing]:
     }
 
 
-def rate(encode: Callable[[], Any], seconds: float, repeat: int) -> float:
-    """Best calls per second over `repeat` rounds of about `seconds` each."""
+def calibrate(encode: Callable[[], Any], seconds: float) -> int:
+    """How many calls take about `seconds`."""
     n = 1
-    while True:  # calibrate: enough calls to take about `seconds`
+    while True:
         t0 = time.perf_counter()
         for _ in range(n):
             encode()
         took = time.perf_counter() - t0
         if took >= seconds / 5:
-            break
+            return max(1, int(n * seconds / took))
         n *= 2
-    n = max(1, int(n * seconds / took))
-    best = 0.0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            encode()
-        best = max(best, n / (time.perf_counter() - t0))
-    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.5, help="length of one round")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds per figure (best kept)")
+    parser.add_argument("--seconds", type=float, default=0.3, help="length of one timing")
+    parser.add_argument("--repeat", type=int, default=7, help="rounds (best kept per encoder)")
     args = parser.parse_args()
     seq = iter(range(1 << 62)).__next__
     names = list(ENCODERS)  # json first: the baseline
@@ -101,18 +94,27 @@ def main() -> None:
         f"{'kind':<10} {'encoder':<10} {'msgs/s':>10} {'vs json':>8} {'datagrams':>9} {'bytes':>6}"
     )
     for kind, msg in messages().items():
-        baseline = 0.0
+        calls: dict[str, tuple[Callable[[], Any], int]] = {}
+        best = dict.fromkeys(names, 0.0)
+        shape: dict[str, tuple[int, int]] = {}
         for name in names:
             encoder = load(ENCODERS[name])(IDENTITY, UdpConfig(format=name))
             payloads, too_large = encoder.encode(msg, seq, 1432)
             assert too_large == 0
-            per_s = rate(lambda e=encoder, m=msg: e.encode(m, seq, 1432), args.seconds, args.repeat)
-            baseline = baseline or per_s
-            size = sum(len(p) for p in payloads)
-            print(
-                f"{kind:<10} {name:<10} {per_s:>10,.0f} {per_s / baseline:>7.2f}x"
-                f" {len(payloads):>9} {size:>6}"
-            )
+            shape[name] = (len(payloads), sum(len(p) for p in payloads))
+            call = functools.partial(encoder.encode, msg, seq, 1432)
+            calls[name] = (call, calibrate(call, args.seconds))
+        # rounds interleave the encoders, so a change in machine load hits them all alike
+        for _ in range(args.repeat):
+            for name, (call, n) in calls.items():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    call()
+                best[name] = max(best[name], n / (time.perf_counter() - t0))
+        for name in names:
+            count, size = shape[name]
+            ratio = best[name] / best["json"]
+            print(f"{kind:<10} {name:<10} {best[name]:>10,.0f} {ratio:>7.2f}x {count:>9} {size:>6}")
 
 
 if __name__ == "__main__":

@@ -139,8 +139,12 @@ class InfluxEncoder:
         # escaped key -> "key=value": names that escape alike (rare) keep the last value
         written: dict[bytes, bytes] = {}
         unwritable = 0
+        keys = self._fields
         for name, value in items:
-            key = self._key(name)
+            key = keys.get(name) or self._key(name)
+            if type(value) is float:  # the common case, inlined: this runs per metric
+                written[key] = key + repr(value).encode()
+                continue
             text = field_value(value)
             if text is None:
                 unwritable += 1

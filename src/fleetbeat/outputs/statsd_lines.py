@@ -119,7 +119,16 @@ class _GaugeEncoder:
         gauge = self._gauge
         if msg.kind == "rd":
             src = msg.src or "readings"
-            units = [gauge(name(src, metric), value) for metric, value in msg.metrics.items()]
+            names = self._names
+            tail = self._suffix
+            units = []
+            for metric, value in msg.metrics.items():  # runs per metric: kept lean
+                full = names.get((src, metric)) or name(src, metric)
+                if value and value > 0:
+                    text = repr(value) if type(value) is float else str(value)
+                    units.append(f"{full}:{text}{tail}".encode())
+                else:
+                    units.append(gauge(full, value))
             if not any(len(u) <= limit for u in units):
                 return [], len(units)
             next_seq()  # one per message: keeps `seq` meaning "messages sent"
