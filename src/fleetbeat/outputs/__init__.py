@@ -15,6 +15,9 @@ OUTPUTS: dict[str, str] = {
 
 ENCODERS: dict[str, str] = {
     "json": "fleetbeat.outputs.json_wire:JsonEncoder",
+    "statsd": "fleetbeat.outputs.statsd_lines:StatsdEncoder",
+    "dogstatsd": "fleetbeat.outputs.statsd_lines:DogStatsdEncoder",
+    "influx": "fleetbeat.outputs.influx_lines:InfluxEncoder",
 }
 
 

@@ -8,7 +8,7 @@ are dropped as `unresolved`; if it stops resolving, the last address is kept.
 [[outputs.udp]]
 host = "127.0.0.1"       # collector address: IPv4, IPv6 or a host name
 port = 9746              # collector UDP port
-format = "json"          # encoder: "json" (wire v1, for the collector)
+format = "json"          # "json" (wire v1, for the collector), "statsd", "dogstatsd", "influx"
 max_datagram = 1432      # bytes; larger readings are split into several datagrams
 resolve_every = "5m"     # how often a host name is resolved again
 ```
