@@ -31,8 +31,10 @@ class Identity:
 class Outgoing:
     """One message before encoding: a heartbeat, a reading or a bye.
 
-    `seq` is not here: encoders draw one from `next_seq` per payload they produce,
-    because a reading too large for one datagram becomes several messages.
+    `seq` is not here: encoders draw one from `next_seq` per message they send.
+    The JSON encoder splits a reading too large for one datagram into several
+    messages, each with its own seq; line encoders pack a message's lines into
+    datagrams and draw one seq per message.
     """
 
     __slots__ = ("drop", "drop_by", "errors", "interval", "kind", "metrics", "rate", "src", "ts")
