@@ -108,11 +108,7 @@ def test_agent_reconnects_by_itself_after_a_broker_restart(broker, subscribe, st
 @pytest.mark.slow
 def test_frozen_broker_drops_instead_of_buffering(broker, subscribe, start_agent):
     """A broker frozen 20 s: RSS grows < 1 MB, drops are counted, publishing resumes after it."""
-    # ~40 KB heartbeats 100 times a second fill the kernel's socket buffers within seconds
-    tags = ", ".join(f't{i} = "{"x" * 1000}"' for i in range(40))
-    config = mqtt_toml(broker.port, interval="0.01s", agent_extra=f"tags = {{ {tags} }}",
-                       system="enabled = false", keepalive="10s")  # fmt: skip
-    agent = start_agent(config)
+    agent = start_agent(big_heartbeats_toml(broker.port))
     sub = subscribe(broker.port, HB)
     sub.wait_for(lambda ms: len(ms) >= 100, timeout=10)
     time.sleep(1.0)  # steady state
@@ -139,6 +135,33 @@ def test_frozen_broker_drops_instead_of_buffering(broker, subscribe, start_agent
     agent.signal(signal.SIGTERM)
     assert agent.wait(5) == 0
     assert "backpressure" in agent.log()
+    assert "malformed" not in broker.log().lower()
+
+
+def big_heartbeats_toml(port):
+    """~40 KB heartbeats 100 times a second: they fill the kernel's socket buffers in seconds."""
+    tags = ", ".join(f't{i} = "{"x" * 1000}"' for i in range(40))
+    return mqtt_toml(port, interval="0.01s", agent_extra=f"tags = {{ {tags} }}",
+                     system="enabled = false", keepalive="10s")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_short_stall_keeps_the_stream_intact(broker, subscribe, start_agent):
+    """Messages cut by a full socket are finished first: after a stall the broker parses all."""
+    agent = start_agent(big_heartbeats_toml(broker.port))
+    sub = subscribe(broker.port, HB)
+    sub.wait_for(lambda ms: len(ms) >= 50, timeout=10)
+    broker.freeze()
+    time.sleep(5)
+    broker.thaw()
+    thawed = time.time()
+    sub.wait_for(lambda ms: any(json.loads(p)["ts"] > thawed + 0.5 for p in sub.on(HB)), timeout=10)
+    for payload in sub.on(HB):
+        wire.parse(payload, max_size=1 << 20)
+    last = json.loads(sub.on(HB)[-1])
+    assert last["drop_by"].get("backpressure", 0) > 0, last["drop_by"]
+    assert "connection lost" not in agent.log()
+    assert "malformed" not in broker.log().lower() and "protocol" not in broker.log().lower()
 
 
 def test_tls_with_a_generated_ca(make_broker, tls_files, subscribe, start_agent):

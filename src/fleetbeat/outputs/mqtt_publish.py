@@ -6,19 +6,22 @@ Topics: `{topic_prefix}/{device_id}/hb` (heartbeats and the bye),
 retained `offline` as the Last Will and on a graceful stop. Payloads are wire v1.
 
 How it keeps the delivery rules with paho (whose QoS 0 packets wait in an
-unbounded deque while the socket cannot take them):
-- a message is published only while connected and while paho has nothing left
-  to write (`want_write()` is false after trying to write what is pending);
-  otherwise it is dropped as `not_connected` or `backpressure`. At most one
-  message is ever partly written, so memory stays flat while the broker stalls.
-- the publishing thread writes the packet to the socket itself (paho's external
-  loop API: `loop_read` / `loop_write` / `loop_misc` run by our own background
-  thread under a lock, not `loop_start`, whose thread would write later and
-  is woken through a socket pair on every publish).
-- connecting, TLS handshakes and name lookups happen only in that background
-  thread, with capped exponential backoff and jitter; the sampling path never
-  waits for them. paho is imported only when an MQTT output is configured.
+unbounded deque while the socket cannot take them, and whose `loop_start`
+thread writes them later):
+- the sending thread builds the QoS 0 PUBLISH and writes it to the socket
+  itself, only while connected and while nothing earlier is unwritten (paho's
+  `want_write()` is false and no message of ours is partly out); otherwise the
+  message is dropped as `not_connected` or `backpressure`. A packet the socket
+  does not take at all is dropped; of one it took in part, only the end is kept
+  and finished before any other byte. Memory stays flat while a broker stalls.
+- paho does the rest (CONNECT, keepalive, reading, Will, TLS, auth) through its
+  external-loop API (`loop_read` / `loop_write` / `loop_misc`), driven by our own
+  background thread; one lock keeps writers apart. Connecting, TLS handshakes
+  and name lookups happen only there, with capped exponential backoff and
+  jitter; the sampling path never waits for them. A connection that takes no
+  byte for two keepalives is dropped and made again.
 - QoS is 0, always: paho replays QoS 1 on reconnect, which is buffering.
+- paho is imported only when an MQTT output is configured.
 
 The password comes from `password_file`, else the `FLEETBEAT_MQTT_PASSWORD`
 environment variable, else `$CREDENTIALS_DIRECTORY/mqtt-password` (systemd's
@@ -77,7 +80,7 @@ from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs.base import Identity, Outgoing, Tally
 
 if TYPE_CHECKING:  # paho is imported at run time only when an MQTT output is built
-    from paho.mqtt.client import Client, MQTTMessageInfo
+    from paho.mqtt.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +176,27 @@ def _describe_os_error(exc: BaseException) -> str:
     return text
 
 
+def _varint(n: int) -> bytes:
+    """MQTT's variable byte integer (the remaining length)."""
+    if n < 0x4000:  # heartbeats and most readings: one or two bytes
+        return bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7))
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _publish_head(topic: str, props: bytes) -> bytes:
+    """What follows the fixed header of a QoS 0 PUBLISH on `topic`, before the payload."""
+    raw = topic.encode()
+    return len(raw).to_bytes(2, "big") + raw + props
+
+
+_PUBLISH = (b"\x30", b"\x31")  # QoS 0 PUBLISH, without / with the retain flag
+
+
 class MqttOutput:
     """Publishes each payload at QoS 0 at once, or drops and counts it."""
 
@@ -187,6 +211,7 @@ class MqttOutput:
         name: str = "",
         environ: Mapping[str, str] = os.environ,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
@@ -196,18 +221,27 @@ class MqttOutput:
         self.tally = Tally(self.name, log)
         self.max_payload = config.max_payload
         self._rng = rng
+        self._clock = clock
         self._ok = mqtt.MQTT_ERR_SUCCESS
-        self._error_string = mqtt.error_string
         dev = identity.dev
         base = f"{config.topic_prefix}/{dev}"
         self.hb_topic = f"{base}/hb"
         self.status_topic = f"{base}/status"
         self._rd_base = f"{base}/rd/"
-        self._rd_topics: dict[Optional[str], str] = {}
         self._where = f"{config.host}:{config.port}"
 
-        password = read_password(config, name=self.name, environ=environ)
         v5 = config.protocol == "5"
+        # MQTT 5 PUBLISH carries a property block (empty, or the message expiry)
+        props = b""
+        if v5:
+            expiry = config.message_expiry
+            props = b"\x00" if expiry is None else b"\x05\x02" + int(expiry).to_bytes(4, "big")
+        self._props = props
+        self._status_head = _publish_head(self.status_topic, b"\x00" if v5 else b"")
+        self._hb_head = _publish_head(self.hb_topic, props)
+        self._rd_heads: dict[Optional[str], bytes] = {}
+
+        password = read_password(config, name=self.name, environ=environ)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id or f"fleetbeat-{dev}",
@@ -218,33 +252,28 @@ class MqttOutput:
             client.username_pw_set(config.username, password)
         elif password is not None and config.password_file is None:
             log.info("%s: a password is available but no username is set: not using it", self.name)
+        self._want_write: tuple[type[BaseException], ...] = (BlockingIOError,)
         if config.tls is not None:
             self._set_tls(client, config.tls)
         client.will_set(self.status_topic, b"offline", qos=0, retain=True)
         client.connect_timeout = config.connect_timeout
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        self._props: Any = None
-        if config.message_expiry is not None:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            self._props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            self._props.MessageExpiryInterval = int(config.message_expiry)
-        keepalive = max(1, round(config.keepalive))
+        self._keepalive = max(1, round(config.keepalive))
         port = config.port or 1883  # always set by MqttConfig.__post_init__
         if v5:
-            client.connect_async(config.host, port, keepalive, clean_start=True)
+            client.connect_async(config.host, port, self._keepalive, clean_start=True)
         else:
-            client.connect_async(config.host, port, keepalive)
+            client.connect_async(config.host, port, self._keepalive)
         self._client: Client = client
 
-        # Guards every use of the client: paho is not thread-safe for concurrent writes,
-        # and TLS sockets must not read and write at once. Held only for non-blocking work.
+        # Guards every use of the client and its socket: one writer at a time, and TLS
+        # sockets must not read and write at once. Held only for non-blocking work.
         self._lock = threading.RLock()
         self._connected = False  # CONNACK accepted and the socket not lost since
         self._closing = False
-        self._inflight: Optional[MQTTMessageInfo] = None  # a message still partly unwritten
+        self._tail: Optional[bytes] = None  # the unwritten end of the last message
+        self._stalled_since: Optional[float] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -269,6 +298,8 @@ class MqttOutput:
                 [f"{self.name}: tls: cannot load the certificates: {_describe_os_error(exc)}"]
             ) from None
         client.tls_insecure_set(tls.insecure)
+        # a TLS socket that cannot write says so with this; the record must be retried whole
+        self._want_write = (BlockingIOError, ssl.SSLWantWriteError)
 
     # --- the sending path (any thread; never blocks) -----------------------------------
 
@@ -283,17 +314,17 @@ class MqttOutput:
         kind = msg.kind if msg is not None else "hb"
         if kind == "rd":
             src = msg.src if msg is not None else None
-            topic = self._rd_topics.get(src)
-            if topic is None:
-                topic = self._rd_topics[src] = self._rd_base + (src or "unknown")
+            head = self._rd_heads.get(src)
+            if head is None:
+                head = self._rd_heads[src] = self._rd_head(src)
         else:
-            topic = self.hb_topic
+            head = self._hb_head
         try:
             with self._lock:
                 if kind == "bye" and self._connected:
                     # the retained status first, so `offline` is set when the bye is seen
-                    self._publish(self.status_topic, b"offline", retain=True, props=None)
-                reason = self._publish(topic, payload, retain=False, props=self._props)
+                    self._publish(self._status_head, b"offline", retain=True)
+                reason = self._publish(head, payload)
         except Exception as exc:  # an output never raises into the loop
             log.debug("%s: publish failed", self.name, exc_info=True)
             reason = f"error: {type(exc).__name__}"
@@ -302,22 +333,64 @@ class MqttOutput:
         else:
             self.tally.drop(reason)
 
-    def _publish(self, topic: str, payload: bytes, *, retain: bool, props: Any) -> Optional[str]:
-        """Publish now; None when handed to the socket, else the drop reason. Under the lock."""
+    def _rd_head(self, src: Optional[str]) -> bytes:
+        level = (src or "unknown").replace("+", "_").replace("#", "_").replace("\0", "_")
+        return _publish_head(self._rd_base + level, self._props)
+
+    def _publish(self, head: bytes, payload: bytes, *, retain: bool = False) -> Optional[str]:
+        """Write one PUBLISH now; None when the socket took it, else the drop reason.
+
+        Called with the lock held. The packet is built and written here rather than by
+        paho's publish(), which would keep it in its deque when the socket is full:
+        here a packet the socket does not take at all is dropped, and only the end
+        of one the socket took in part is kept, to be finished before anything else.
+        """
         if not self._connected or self._closing:
             return "not_connected"
-        client = self._client
-        if client.want_write():
-            client.loop_write()  # what the socket takes now of packets already in paho's deque
-            if client.want_write():
-                return "backpressure"
-        info = client.publish(topic, payload, 0, retain, props)  # writes to the socket directly
-        if info.rc != self._ok:
+        if not self._flush():
+            return "backpressure"
+        sock = self._client.socket()
+        if sock is None:
             return "not_connected"
-        if client.want_write():  # the socket took only part: the rest goes when it drains
-            self._inflight = info
+        packet = b"".join((_PUBLISH[retain], _varint(len(head) + len(payload)), head, payload))
+        try:
+            written = sock.send(packet)
+        except BlockingIOError:
+            return "backpressure"
+        except self._want_write:  # TLS: the record may be partly out; retried as a whole
+            self._tail = packet
+            self._wake()
+            return None
+        except OSError as exc:  # the connection broke: the network thread will see it too
+            log.debug("%s: write failed: %s", self.name, exc)
+            return "not_connected"
+        if written < len(packet):
+            self._tail = packet[written:]  # a copy, only when the socket is nearly full
             self._wake()
         return None
+
+    def _flush(self) -> bool:
+        """Write what is pending (our tail, then paho's packets); True when nothing is left."""
+        tail = self._tail
+        if tail is not None:
+            sock = self._client.socket()
+            if sock is None:
+                return False
+            try:
+                written = sock.send(tail)
+            except self._want_write:
+                return False
+            except OSError:  # broken: the network thread will see it and reconnect
+                return False
+            if written < len(tail):
+                self._tail = tail[written:]
+                return False
+            self._tail = None
+        client = self._client
+        if client.want_write():
+            client.loop_write()
+            return not client.want_write()
+        return True
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full or closed: the thread is awake or gone
@@ -331,7 +404,7 @@ class MqttOutput:
         while not self._stop.is_set():
             with self._lock:
                 self._connected = False
-                self._lost_partial()
+                self._lost_tail()
             connects = self.connects
             try:
                 client.reconnect()  # blocking TCP connect + TLS handshake: only here
@@ -350,9 +423,7 @@ class MqttOutput:
     def _backoff(self, failures: int) -> float:
         cfg = self.config
         ceiling = min(cfg.reconnect_max, cfg.reconnect_min * 2 ** min(max(failures - 1, 0), 30))
-        return float(
-            ceiling * (0.5 + 0.5 * self._rng())
-        )  # jitter: a fleet does not reconnect at once
+        return float(ceiling * (0.5 + 0.5 * self._rng()))  # jitter: a fleet spreads out
 
     def _serve(self, client: Client) -> None:
         """Run paho's network events until the connection is lost or we stop."""
@@ -363,9 +434,10 @@ class MqttOutput:
                 return
             pending = getattr(sock, "pending", None)
             ready_now = bool(pending and pending())  # TLS bytes select() cannot see
+            unwritten = self._tail is not None or client.want_write()
             try:
                 readable, _, _ = select.select(
-                    [sock, wake], [sock] if client.want_write() else [], [], 0 if ready_now else 1.0
+                    [sock, wake], [sock] if unwritten else [], [], 0 if ready_now else 1.0
                 )
             except (OSError, ValueError):  # the socket was closed by a write in another thread
                 readable = []
@@ -377,26 +449,38 @@ class MqttOutput:
                 rc = self._ok
                 if sock in readable or ready_now:
                     rc = client.loop_read()
-                if rc == self._ok and client.want_write():
-                    rc = client.loop_write()
-                if rc == self._ok:
+                if rc != self._ok:
+                    return
+                if self._flush():
+                    self._stalled_since = None
+                    # keepalive pings and timeouts; paho writes its PINGREQ directly, so
+                    # only when our tail is out (it must not cut into a packet)
                     rc = client.loop_misc()
-                if self._inflight is not None and not client.want_write():
-                    self._inflight = None
+                elif self._stalled(sock):
+                    return
             if rc != self._ok:
                 return
 
-    def _lost_partial(self) -> None:
-        """Count a message whose tail never reached the socket before the connection ended."""
-        info = self._inflight
-        self._inflight = None
-        if info is None:
-            return
-        try:
-            written = info.is_published()
-        except (RuntimeError, ValueError):  # paho raises when it recorded an error
-            written = False
-        if not written:
+    def _stalled(self, sock: Any) -> bool:
+        """True when the broker has not taken our bytes for two keepalives: give up on it."""
+        now = self._clock()
+        if self._stalled_since is None:
+            self._stalled_since = now
+            return False
+        if now - self._stalled_since < 2 * self._keepalive:
+            return False
+        log.warning("%s: connection lost (the broker took nothing for %.0f s); reconnecting "
+                    "in the background", self.name, now - self._stalled_since)  # fmt: skip
+        self._stalled_since = None
+        self._connected = False
+        self._lost_tail()
+        sock.close()  # paho's reconnect() starts afresh
+        return True
+
+    def _lost_tail(self) -> None:
+        """Count a message whose end never reached the socket before the connection ended."""
+        if self._tail is not None:
+            self._tail = None
             self.tally.sent -= 1
             self.tally.drop("not_connected", "connection lost while it was being written")
 
@@ -417,23 +501,23 @@ class MqttOutput:
         tls = ", TLS" if self.config.tls is not None else ""
         log.info("%s: connected (MQTT %s%s)", self.name, self.config.protocol, tls)
         if not self._closing:
-            client.publish(self.status_topic, b"online", 0, True)
+            self._tail = None
             self._connected = True
+            self._publish(self._status_head, b"online", retain=True)
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         was = self._connected
         self._connected = False
-        self._lost_partial()
+        self._lost_tail()
         if self._closing:
             return
         if was:
-            by = (
-                "by the broker" if getattr(flags, "is_disconnect_packet_from_server", False) else ""
+            by = "by the broker " if getattr(flags, "is_disconnect_packet_from_server", 0) else ""
+            log.warning(
+                "%s: connection lost %s(%s); reconnecting in the background", self.name, by, reason
             )
-            log.warning("%s: connection lost %s(%s); reconnecting in the background",
-                        self.name, by + " " if by else "", reason)  # fmt: skip
 
     # --- stopping -----------------------------------------------------------------------
 
@@ -453,9 +537,7 @@ class MqttOutput:
             with self._lock:
                 if client.socket() is None:
                     break
-                if client.want_write():
-                    client.loop_write()
-                if not client.want_write():
+                if self._flush():
                     self._connected = False
                     client.disconnect()  # DISCONNECT written now; paho then closes the socket
                     clean = True
