@@ -44,6 +44,17 @@ def test_defaults():
     out.close(timeout=0.1)
 
 
+def test_reconnect_backoff_doubles_is_capped_and_jittered():
+    """Waits double from reconnect_min to reconnect_max, each jittered to 50-100 %."""
+    cfg = mqtt_config('reconnect_min = "1s"\nreconnect_max = "8s"')
+    low = MqttOutput(cfg, identity=IDENTITY, environ={}, rng=lambda: 0.0)
+    high = MqttOutput(cfg, identity=IDENTITY, environ={}, rng=lambda: 0.999999)
+    assert [low._backoff(n) for n in range(6)] == [0.5, 0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [round(high._backoff(n), 3) for n in range(6)] == [1.0, 1.0, 2.0, 4.0, 8.0, 8.0]
+    low.close(timeout=0.1)
+    high.close(timeout=0.1)
+
+
 def test_tls_table_switches_the_default_port_to_8883():
     """A [tls] table, even empty, turns TLS on and makes 8883 the default port."""
     assert mqtt_config("[outputs.mqtt.tls]").port == 8883

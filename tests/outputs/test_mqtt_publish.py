@@ -254,6 +254,11 @@ def test_dead_or_silent_broker_never_delays_udp_heartbeats(udp_receiver, start_a
         gaps = [b - a for a, b in zip(hb_ts, hb_ts[1:])]
         assert max(gaps) < 0.15, max(gaps)  # 0.05 s cadence; a connect attempt never stalls it
         assert agent.proc.poll() is None
+        agent.signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        assert agent.wait(3) == 0
+        assert time.monotonic() - stopping < 1.5  # close() is bounded even without a broker
+        assert any(m["k"] == "bye" for m in udp_receiver.messages())
     finally:
         silent.close()
 
