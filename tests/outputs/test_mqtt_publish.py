@@ -282,3 +282,23 @@ def test_mqtt5_with_message_expiry(broker, start_agent):
     finally:
         sub.disconnect()
         sub.loop_stop()
+
+
+def test_close_without_a_bye_still_sets_offline_before_disconnecting(broker, subscribe):
+    """close() publishes offline itself when no bye did, since a clean DISCONNECT skips the Will."""
+    from fleetbeat.outputs.base import Identity, Outgoing
+    from fleetbeat.outputs.mqtt_publish import MqttConfig, MqttOutput
+
+    ident = Identity(dev=DEV, run="0" * 16, boot_time=0, version="0", tags={})
+    out = MqttOutput(MqttConfig(port=broker.port), identity=ident, environ={})
+    out.start()
+    sub = subscribe(broker.port)
+    sub.wait_for(lambda ms: b"online" in status_payloads(sub))
+    out.send(b'{"k":"hb"}', Outgoing("hb", ts=0.0))
+    out.close(timeout=1.0)
+    sub.wait_for(lambda ms: status_payloads(sub)[-1] == b"offline")
+    assert sub.on(HB) == [b'{"k":"hb"}']
+    assert out.tally.sent == 1
+    wait_until(lambda: f"Client fleetbeat-{DEV} disconnected." in broker.log(), timeout=2)
+    out.send(b"late", Outgoing("hb", ts=0.0))  # after close: dropped, never raised
+    assert out.tally.by_reason == {"not_connected": 1}

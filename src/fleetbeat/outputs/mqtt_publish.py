@@ -272,6 +272,7 @@ class MqttOutput:
         self._lock = threading.RLock()
         self._connected = False  # CONNACK accepted and the socket not lost since
         self._closing = False
+        self._offline_sent = False
         self._tail: Optional[bytes] = None  # the unwritten end of the last message
         self._stalled_since: Optional[float] = None
         self._stop = threading.Event()
@@ -279,7 +280,8 @@ class MqttOutput:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._problems = RateLimitedLog(log, every=300.0)
+        # connection news, at most once a minute per text: a flapping link cannot flood the log
+        self._news = RateLimitedLog(log, every=60.0)
         self.connects = 0  # successful connects since start
 
     def _set_tls(self, client: Client, tls: MqttTlsConfig) -> None:
@@ -323,7 +325,9 @@ class MqttOutput:
             with self._lock:
                 if kind == "bye" and self._connected:
                     # the retained status first, so `offline` is set when the bye is seen
-                    self._publish(self._status_head, b"offline", retain=True)
+                    self._offline_sent = (
+                        self._publish(self._status_head, b"offline", retain=True) is None
+                    )
                 reason = self._publish(head, payload)
         except Exception as exc:  # an output never raises into the loop
             log.debug("%s: publish failed", self.name, exc_info=True)
@@ -347,6 +351,9 @@ class MqttOutput:
         """
         if not self._connected or self._closing:
             return "not_connected"
+        return self._write(head, payload, retain)
+
+    def _write(self, head: bytes, payload: bytes, retain: bool) -> Optional[str]:
         if not self._flush():
             return "backpressure"
         sock = self._client.socket()
@@ -469,8 +476,7 @@ class MqttOutput:
             return False
         if now - self._stalled_since < 2 * self._keepalive:
             return False
-        log.warning("%s: connection lost (the broker took nothing for %.0f s); reconnecting "
-                    "in the background", self.name, now - self._stalled_since)  # fmt: skip
+        self._problem("connection lost (the broker took nothing for %.0f s)", 2 * self._keepalive)
         self._stalled_since = None
         self._connected = False
         self._lost_tail()
@@ -486,9 +492,7 @@ class MqttOutput:
 
     def _problem(self, fmt: str, *args: Any) -> None:
         text = fmt % args
-        self._problems.log(
-            logging.WARNING, text, "%s: %s; retrying in the background", self.name, text
-        )
+        self._news.log(logging.WARNING, text, "%s: %s; retrying in the background", self.name, text)
 
     # --- paho callbacks (called with self._lock held) ---------------------------------
 
@@ -497,9 +501,9 @@ class MqttOutput:
             self._problem("broker refused the connection: %s", reason)
             return
         self.connects += 1
-        self._problems = RateLimitedLog(log, every=300.0)  # a new outage is reported anew
         tls = ", TLS" if self.config.tls is not None else ""
-        log.info("%s: connected (MQTT %s%s)", self.name, self.config.protocol, tls)
+        self._news.log(logging.INFO, "connected", "%s: connected (MQTT %s%s)", self.name,
+                       self.config.protocol, tls)  # fmt: skip
         if not self._closing:
             self._tail = None
             self._connected = True
@@ -515,9 +519,7 @@ class MqttOutput:
             return
         if was:
             by = "by the broker " if getattr(flags, "is_disconnect_packet_from_server", 0) else ""
-            log.warning(
-                "%s: connection lost %s(%s); reconnecting in the background", self.name, by, reason
-            )
+            self._problem("connection lost %s(%s)", by, reason)
 
     # --- stopping -----------------------------------------------------------------------
 
@@ -537,7 +539,10 @@ class MqttOutput:
             with self._lock:
                 if client.socket() is None:
                     break
-                if self._flush():
+                if not self._offline_sent and self._connected:
+                    # a clean DISCONNECT suppresses the Will: `offline` must be out first
+                    self._offline_sent = self._write(self._status_head, b"offline", True) is None
+                if self._offline_sent and self._flush():
                     self._connected = False
                     client.disconnect()  # DISCONNECT written now; paho then closes the socket
                     clean = True
