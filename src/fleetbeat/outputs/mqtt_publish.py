@@ -321,21 +321,21 @@ class MqttOutput:
                 head = self._rd_heads[src] = self._rd_head(src)
         else:
             head = self._hb_head
-        try:
-            with self._lock:
+        with self._lock:  # the network thread corrects `sent` when a message's end is lost
+            try:
                 if kind == "bye" and self._connected:
                     # the retained status first, so `offline` is set when the bye is seen
                     self._offline_sent = (
                         self._publish(self._status_head, b"offline", retain=True) is None
                     )
                 reason = self._publish(head, payload)
-        except Exception as exc:  # an output never raises into the loop
-            log.debug("%s: publish failed", self.name, exc_info=True)
-            reason = f"error: {type(exc).__name__}"
-        if reason is None:
-            self.tally.sent += 1
-        else:
-            self.tally.drop(reason)
+            except Exception as exc:  # an output never raises into the loop
+                log.debug("%s: publish failed", self.name, exc_info=True)
+                reason = f"error: {type(exc).__name__}"
+            if reason is None:
+                self.tally.sent += 1
+            else:
+                self.tally.drop(reason)
 
     def _rd_head(self, src: Optional[str]) -> bytes:
         level = (src or "unknown").replace("+", "_").replace("#", "_").replace("\0", "_")
@@ -411,6 +411,7 @@ class MqttOutput:
         while not self._stop.is_set():
             with self._lock:
                 self._connected = False
+                self._stalled_since = None
                 self._lost_tail()
             connects = self.connects
             try:
@@ -447,7 +448,7 @@ class MqttOutput:
                     [sock, wake], [sock] if unwritten else [], [], 0 if ready_now else 1.0
                 )
             except (OSError, ValueError):  # the socket was closed by a write in another thread
-                readable = []
+                return
             if wake in readable:
                 _drain(wake)
             with self._lock:
