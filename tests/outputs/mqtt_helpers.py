@@ -20,7 +20,7 @@ class Broker:
     """A mosquitto process on 127.0.0.1 that a test can stop, freeze and restart."""
 
     def __init__(self, workdir: Path, *, users: Optional[dict[str, str]] = None,
-                 tls: Optional[dict[str, Path]] = None) -> None:  # fmt: skip
+                 tls: Optional[dict[str, Path]] = None, conf: str = "") -> None:  # fmt: skip
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port(socket.SOCK_STREAM)
@@ -40,6 +40,8 @@ class Broker:
             lines.append("allow_anonymous true")
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+        if conf:
+            lines.append(conf)
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: Optional[subprocess.Popen[bytes]] = None

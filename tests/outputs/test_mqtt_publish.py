@@ -146,10 +146,15 @@ def big_heartbeats_toml(port):
 
 
 @pytest.mark.slow
-def test_short_stall_keeps_the_stream_intact(broker, subscribe, start_agent):
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_short_stall_keeps_the_stream_intact(make_broker, tls_files, subscribe, start_agent, tls):
     """Messages cut by a full socket are finished first: after a stall the broker parses all."""
-    agent = start_agent(big_heartbeats_toml(broker.port))
-    sub = subscribe(broker.port, HB)
+    broker = make_broker(tls=tls_files if tls else None)
+    config = big_heartbeats_toml(broker.port)
+    if tls:
+        config += f'[outputs.mqtt.tls]\nca_file = "{tls_files["ca"]}"\n'
+    agent = start_agent(config)
+    sub = subscribe(broker.port, HB, ca=tls_files["ca"] if tls else None)
     sub.wait_for(lambda ms: len(ms) >= 50, timeout=10)
     broker.freeze()
     time.sleep(5)
@@ -302,3 +307,18 @@ def test_close_without_a_bye_still_sets_offline_before_disconnecting(broker, sub
     wait_until(lambda: f"Client fleetbeat-{DEV} disconnected." in broker.log(), timeout=2)
     out.send(b"late", Outgoing("hb", ts=0.0))  # after close: dropped, never raised
     assert out.tally.by_reason == {"not_connected": 1}
+
+
+def test_mqtt5_broker_packet_limit_is_respected(make_broker, subscribe, start_agent):
+    """Messages over an MQTT 5 broker's announced maximum packet size are dropped as too_large."""
+    broker = make_broker(conf="max_packet_size 2000")
+    sub = subscribe(broker.port)
+    tags = 'tags = { big = "' + "x" * 3000 + '" }'
+    agent = start_agent(mqtt_toml(broker.port, extra='protocol = "5"', agent_extra=tags))
+    sub.wait_for(lambda ms: len(sub.on(RD_SYSTEM)) >= 5)
+    assert sub.on(HB) == []  # every heartbeat is over 3000 bytes
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(3) == 0
+    log = agent.log()
+    assert "too_large" in log
+    assert "connection lost" not in log

@@ -273,6 +273,7 @@ class MqttOutput:
         self._connected = False  # CONNACK accepted and the socket not lost since
         self._closing = False
         self._offline_sent = False
+        self._max_packet = 268435460  # MQTT's limit; an MQTT 5 broker may announce less
         self._tail: Optional[bytes] = None  # the unwritten end of the last message
         self._stalled_since: Optional[float] = None
         self._stop = threading.Event()
@@ -360,6 +361,8 @@ class MqttOutput:
         if sock is None:
             return "not_connected"
         packet = b"".join((_PUBLISH[retain], _varint(len(head) + len(payload)), head, payload))
+        if len(packet) > self._max_packet:  # the broker would disconnect us for it
+            return "too_large"
         try:
             written = sock.send(packet)
         except BlockingIOError:
@@ -502,6 +505,7 @@ class MqttOutput:
             self._problem("broker refused the connection: %s", reason)
             return
         self.connects += 1
+        self._max_packet = int(getattr(props, "MaximumPacketSize", 268435460))
         tls = ", TLS" if self.config.tls is not None else ""
         self._news.log(logging.INFO, "connected", "%s: connected (MQTT %s%s)", self.name,
                        self.config.protocol, tls)  # fmt: skip
