@@ -40,7 +40,7 @@ username = "pi-1"                # optional
 password_file = "/etc/fleetbeat/mqtt-password"  # optional; see above for the other sources
 max_payload = 262144             # bytes; larger readings are split into several messages
 reconnect_min = "1s"             # first wait before reconnecting; doubles per failure ...
-reconnect_max = "30s"            # ... up to this, each wait jittered down to half
+reconnect_max = "10s"            # ... up to this, each wait jittered down to half
 connect_timeout = "10s"          # TCP connect + TLS handshake, in the background
 # message_expiry = "5m"          # MQTT 5 only: the broker drops what it could not deliver by then
 
@@ -122,7 +122,7 @@ class MqttConfig:
     message_expiry: Optional[float] = option(None, duration(min=1.0, max=4294967295.0))
     max_payload: int = option(262144, integer(min=256, max=268435455))
     reconnect_min: float = option(1.0, duration(min=0.05))
-    reconnect_max: float = option(30.0, duration(min=0.05))
+    reconnect_max: float = option(10.0, duration(min=0.05))
     connect_timeout: float = option(10.0, duration(min=0.1))
 
     def __post_init__(self) -> None:
