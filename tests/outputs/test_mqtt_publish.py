@@ -257,7 +257,7 @@ def test_dead_or_silent_broker_never_delays_udp_heartbeats(udp_receiver, start_a
         msgs = udp_receiver.wait_for(lambda ms: sum(m["k"] == "hb" for m in ms) >= 60, timeout=6)
         hb_ts = [m["ts"] for m in msgs if m["k"] == "hb"]
         gaps = [b - a for a, b in zip(hb_ts, hb_ts[1:])]
-        assert max(gaps) < 0.15, max(gaps)  # 0.05 s cadence; a connect attempt never stalls it
+        assert max(gaps) < 0.5, max(gaps)  # 0.05 s cadence; waiting on a connect would take 2 s+
         assert agent.proc.poll() is None
         agent.signal(signal.SIGTERM)
         stopping = time.monotonic()
