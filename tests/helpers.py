@@ -50,8 +50,10 @@ class UdpReceiver:
 
     def poll(self, timeout: float = 0.0) -> list[bytes]:
         """Read what has arrived (waiting up to `timeout` for the first one)."""
-        self.sock.settimeout(timeout if timeout > 0 else None)
-        self.sock.setblocking(timeout > 0)
+        if timeout > 0:
+            self.sock.settimeout(timeout)  # blocking, but never longer than timeout
+        else:
+            self.sock.setblocking(False)
         got = []
         try:
             while True:

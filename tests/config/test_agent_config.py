@@ -57,11 +57,12 @@ def test_durations(text, seconds):
 
 
 def test_examples_agent_toml_parses_with_every_key():
-    """examples/agent.toml is valid, and it sets every documented [agent] key explicitly."""
+    """examples/agent.toml is valid, safe to install on every device, and shows every key."""
     path = ROOT / "examples" / "agent.toml"
     cfg = load_agent_config(str(path))
-    assert cfg.agent.device_id == "pi-kitchen"
-    assert dict(cfg.agent.tags) == {"site": "kitchen", "rack": "2"}
+    assert cfg.agent.device_id == load_agent_config(None).agent.device_id  # the hostname
+    assert [c.type for c in cfg.sensors] == ["system"]
+    assert [(c.type, c.config.host) for c in cfg.outputs] == [("udp", "127.0.0.1")]
     text = path.read_text()
     from fleetbeat.config.agent import AgentSection
     from fleetbeat.config.frozen import fields

@@ -154,7 +154,10 @@ class Agent:
             return 0.0
 
     def _build_emitter(self, comp: Component) -> Emitter:
-        output = load(OUTPUTS[comp.type])(comp.config, name=_output_name(comp))
+        cls = load(OUTPUTS[comp.type])
+        # topic-based outputs (MQTT) put the device id in their topics
+        extra = {"identity": self.identity} if getattr(cls, "uses_identity", False) else {}
+        output = cls(comp.config, name=_output_name(comp), **extra)
         fmt = getattr(comp.config, "format", "json")
         encoder = load(ENCODERS[fmt])(self.identity, comp.config)
         return Emitter(output, encoder, show=self._show)

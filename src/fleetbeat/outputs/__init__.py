@@ -11,6 +11,7 @@ from typing import Any
 
 OUTPUTS: dict[str, str] = {
     "udp": "fleetbeat.outputs.udp:UdpOutput",
+    "mqtt": "fleetbeat.outputs.mqtt_publish:MqttOutput",
 }
 
 ENCODERS: dict[str, str] = {
