@@ -21,8 +21,7 @@ class NotifyReceiver:
 
     def poll(self, timeout: float = 0.0) -> None:
         """Read what has arrived, waiting up to `timeout` for the first datagram."""
-        self.sock.settimeout(timeout if timeout > 0 else None)
-        self.sock.setblocking(timeout > 0)
+        self.sock.settimeout(timeout if timeout > 0 else 0.0)  # 0.0: non-blocking
         try:
             while True:
                 data = self.sock.recv(65536)
