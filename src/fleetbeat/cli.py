@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "agent",
         help="run the agent: sample, send heartbeats and readings",
         description="Run the agent. Without -c it runs on embedded defaults: heartbeats and "
-        "system readings every 10 s as JSON over UDP to 127.0.0.1:9746.",
+        "system readings every 10 s as JSON over UDP to 127.0.0.1:9746. SIGHUP re-reads the "
+        "config file (an invalid one is logged and ignored); SIGTERM sends bye and exits. "
+        "Under systemd (Type=notify) it reports readiness and status and pings the watchdog.",
     )
     p.add_argument("-c", "--config", metavar="FILE", help="agent TOML file (default: none, "
                    "embedded defaults)")  # fmt: skip
