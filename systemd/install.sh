@@ -62,6 +62,20 @@ LIVE=0
 if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then LIVE=1; fi
 SYSTEMCTL=(systemctl)
 [ -n "$ROOT" ] && SYSTEMCTL=(systemctl "--root=$ROOT")
+if ! command -v systemctl >/dev/null; then
+    [ -n "$ROOT" ] || die "systemctl not found: is this a systemd machine?"
+    SYSTEMCTL=(offline_systemctl)  # building an image on a machine without systemd
+fi
+
+# offline_systemctl enable|disable|is-enabled [--quiet] UNIT: the [Install] symlink by hand.
+offline_systemctl() {
+    local link="$UNITDIR/multi-user.target.wants/${*: -1}"
+    case "$1" in
+        enable) mkdir -p "${link%/*}"; ln -sfn "/etc/systemd/system/${*: -1}" "$link" ;;
+        disable) rm -f "$link"; rmdir "${link%/*}" 2>/dev/null || true ;;
+        is-enabled) [ -L "$link" ] ;;
+    esac
+}
 
 # install_file SRC DEST MODE: copy only when the content or mode differs; return 0 if it changed.
 install_file() {

@@ -7,7 +7,7 @@ import stat
 import subprocess
 
 import pytest
-from systemd_helpers import run_install, tree_digest
+from systemd_helpers import INSTALL, fake_venv, run_install, tree_digest
 
 from helpers import ROOT
 
@@ -130,3 +130,24 @@ def test_real_venv_install_builds_a_working_fleetbeat(tmp_path):
     assert again.returncode == 0
     assert "venv is up to date" in again.stdout
     assert tree_digest(root) == before
+
+
+def test_without_systemctl_the_root_gets_the_same_tree(tmp_path):
+    """On a build machine without systemctl, --root yields exactly what `systemctl --root` does."""
+    bin_dir = tmp_path / "bin"  # every command of /usr/bin but systemctl
+    bin_dir.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name != "systemctl":
+            (bin_dir / name).symlink_to(f"/usr/bin/{name}")
+    trees = []
+    for label, path in (("with", os.environ["PATH"]), ("without", str(bin_dir))):
+        root = tmp_path / label
+        fake_venv(root)
+        env = {**os.environ, "PATH": path}
+        for args in (("agent",), ("collector",), ("collector", "--uninstall")):
+            cmd = ["bash", str(INSTALL), *args, "--root", str(root), "--no-venv"]
+            result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            assert result.returncode == 0, result.stderr
+        trees.append({p: (v[0], v[3]) for p, v in tree_digest(root).items()})  # mode, link
+    assert trees[0] == trees[1]
+    assert "etc/systemd/system/multi-user.target.wants/fleetbeat-agent.service" in trees[1]
