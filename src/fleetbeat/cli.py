@@ -11,6 +11,7 @@ from typing import Optional
 
 from fleetbeat import __version__
 from fleetbeat.errors import ConfigError, FleetbeatError
+from fleetbeat.logutil import JournalFormatter, is_journal_stream
 
 EX_CONFIG = 78  # sysexits.h: a config error; systemd units do not restart on it
 
@@ -18,18 +19,22 @@ log = logging.getLogger("fleetbeat")
 
 
 def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Human-readable lines with timestamps; under systemd, journald's `<N>` priority prefixes."""
+    handler = logging.StreamHandler(sys.stderr)
+    if is_journal_stream(sys.stderr):
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def _config_failed(err: ConfigError) -> int:
     count = len(err.problems)
-    print(f"fleetbeat: {count} config error{'s' if count > 1 else ''}:", file=sys.stderr)
+    err_prefix = "<3>" if is_journal_stream(sys.stderr) else ""  # journalctl -p err shows it
+    print(f"{err_prefix}fleetbeat: {count} config error{'s' if count > 1 else ''}:",
+          file=sys.stderr)  # fmt: skip
     for line in err.problems:
-        print(f"  {line}", file=sys.stderr)
+        print(f"{err_prefix}  {line}", file=sys.stderr)
     return EX_CONFIG
 
 
@@ -89,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "agent",
         help="run the agent: sample, send heartbeats and readings",
         description="Run the agent. Without -c it runs on embedded defaults: heartbeats and "
-        "system readings every 10 s as JSON over UDP to 127.0.0.1:9746.",
+        "system readings every 10 s as JSON over UDP to 127.0.0.1:9746. SIGHUP re-reads the "
+        "config file (an invalid one is logged and ignored); SIGTERM sends bye and exits. "
+        "Under systemd (Type=notify) it reports readiness and status and pings the watchdog.",
     )
     p.add_argument("-c", "--config", metavar="FILE", help="agent TOML file (default: none, "
                    "embedded defaults)")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -35,3 +36,52 @@ class RateLimitedLog:
             msg += " (%d more like this since the last report)"
             args = (*args, hidden)
         self._logger.log(level, msg, *args)
+
+
+# syslog priorities journald reads from a "<N>" line prefix (sd-daemon.h)
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (levels between two round down)."""
+    for level in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+        if levelno >= level:
+            return _PRIORITY[level]
+    return 7
+
+
+class JournalFormatter(logging.Formatter):
+    """`<N>logger: message` with no timestamp: journald adds the time and reads the priority.
+
+    Every line of a multi-line record (a traceback) carries the prefix, because
+    journald makes each line an entry of its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+def is_journal_stream(stream: Any) -> bool:
+    """True if `stream` is the journald stream systemd connected (`$JOURNAL_STREAM`).
+
+    systemd sets JOURNAL_STREAM=device:inode of the stream it gave the service;
+    comparing it with the stream's own fstat tells a redirected stderr (a child
+    process, `2>file`) from the real journal connection.
+    """
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError, AttributeError):
+        return False

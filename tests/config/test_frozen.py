@@ -44,3 +44,18 @@ def test_same_behaviour_as_dataclasses(mod):
         Rec()  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         Rec(1, nope=2)  # type: ignore[call-arg]
+
+
+def test_config_classes_use_the_light_records():
+    """No module imports dataclasses: option() fields only work with config.frozen records."""
+    import pathlib
+    import re
+
+    src = pathlib.Path(frozen.__file__).resolve().parents[1]
+    offenders = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if p.name != "frozen.py"
+        and re.search(r"^\s*(from dataclasses import|import dataclasses)", p.read_text(), re.M)
+    ]
+    assert offenders == [], "use fleetbeat.config.frozen instead of dataclasses"

@@ -20,9 +20,11 @@ from typing import Any, Callable, Optional
 from fleetbeat import __version__, wire
 from fleetbeat.agent.sampling import Sampler
 from fleetbeat.agent.scheduler import Scheduler
-from fleetbeat.config.agent import AgentConfig, Component
+from fleetbeat.config.agent import AgentConfig, Component, load_agent_config
+from fleetbeat.errors import ConfigError
 from fleetbeat.outputs import ENCODERS, OUTPUTS, load
 from fleetbeat.outputs.base import Encoder, Identity, Outgoing, Output
+from fleetbeat.sdnotify import Notifier, Supervision
 from fleetbeat.sensors import SENSORS
 from fleetbeat.sensors.system import SystemConfig, SystemSensor, metric_group
 
@@ -99,6 +101,7 @@ class Agent:
         sysfs_root: where sysfs is mounted (tests use a prepared tree).
         clock: monotonic seconds; wall: epoch seconds; rng: uniform [0, 1) draws for the
             start offset and sampling (default: os.urandom / random.random).
+        notifier: systemd notifications (default: from `$NOTIFY_SOCKET`, a no-op without).
     """
 
     def __init__(
@@ -110,8 +113,11 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: Optional[Callable[[], float]] = None,
+        notifier: Optional[Notifier] = None,
     ) -> None:
         self.config = config
+        self._notifier = notifier
+        self.scheduler: Optional[Scheduler] = None
         self.run_id = os.urandom(8).hex()
         self._show = show
         self._clock = clock
@@ -153,11 +159,15 @@ class Agent:
             log.info("boot time not available (%s); bt will be 0", exc)
             return 0.0
 
-    def _build_emitter(self, comp: Component) -> Emitter:
+    def _build_output(self, comp: Component, identity: Identity) -> Output:
         cls = load(OUTPUTS[comp.type])
         # topic-based outputs (MQTT) put the device id in their topics
-        extra = {"identity": self.identity} if getattr(cls, "uses_identity", False) else {}
-        output = cls(comp.config, name=_output_name(comp), **extra)
+        extra = {"identity": identity} if getattr(cls, "uses_identity", False) else {}
+        output: Output = cls(comp.config, name=_output_name(comp), **extra)
+        return output
+
+    def _build_emitter(self, comp: Component) -> Emitter:
+        output = self._build_output(comp, self.identity)
         fmt = getattr(comp.config, "format", "json")
         encoder = load(ENCODERS[fmt])(self.identity, comp.config)
         return Emitter(output, encoder, show=self._show)
@@ -226,19 +236,11 @@ class Agent:
         for sensor in self.sensors:
             if sensor.interval is None:
                 sensor.start(self.channels[sensor.name].offer)
-        sched = Scheduler(self._clock)
+        sched = self.scheduler = Scheduler(self._clock)
         offset = self._jitter_draw() * self.config.agent.jitter
         first = self._clock() + offset
-        for sensor in self.sensors:  # sensors before the heartbeat: it carries their values
-            if sensor.interval is not None:
-                sched.add(f"read {sensor.name}", sensor.interval, _bind(self.read_sensor, sensor),
-                          first=first)  # fmt: skip
-        for name, channel in self.channels.items():
-            every = channel.sampler.config.every
-            if every is not None:
-                sched.add(f"flush {name}", every, channel.flush, first=first + every)
-        sched.add("heartbeat", self.config.agent.heartbeat_interval, self.send_heartbeat,
-                  first=first)  # fmt: skip
+        for name, interval, fn, delay in self._jobs():
+            sched.add(name, interval, fn, first=first + delay)
         log.info(
             "fleetbeat agent %s: device %s, run %s; outputs: %s; sensors: %s; first tick in %.1f s",
             __version__, self.identity.dev, self.run_id,
@@ -248,8 +250,29 @@ class Agent:
         )  # fmt: skip
         return sched
 
+    def _jobs(self) -> list[tuple[str, float, Callable[[], None], float]]:
+        """(name, interval, function, delay after the schedule's start) of every job."""
+        jobs = []
+        for sensor in self.sensors:  # sensors before the heartbeat: it carries their values
+            if sensor.interval is not None:
+                jobs.append((f"read {sensor.name}", sensor.interval,
+                             _bind(self.read_sensor, sensor), 0.0))  # fmt: skip
+        for name, channel in self.channels.items():
+            every = channel.sampler.config.every
+            if every is not None:
+                jobs.append((f"flush {name}", every, channel.flush, every))
+        jobs.append(("heartbeat", self.config.agent.heartbeat_interval, self.send_heartbeat, 0.0))
+        return jobs
+
     def run(self, *, install_signals: bool = True) -> int:
-        """Run until SIGTERM/SIGINT (or `request_stop`); send `bye`; return the exit status."""
+        """Run until SIGTERM/SIGINT (or `request_stop`); send `bye`; return the exit status.
+
+        Under systemd (`Type=notify`) it sends READY=1 once started, WATCHDOG=1 from
+        this loop (the select never sleeps past a ping, so a stuck job stops the
+        pings), STATUS= when the counts change, RELOADING=1/READY=1 around a SIGHUP
+        reload and STOPPING=1 before the `bye`.
+        """
+        service = Supervision(self._notifier or Notifier(), self.status_line, clock=self._clock)
         selector = selectors.DefaultSelector()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
@@ -267,8 +290,12 @@ class Agent:
                 previous[sig] = signal.signal(sig, handler)
         try:
             sched = self.start()
+            # READY once start() has sampled (the system sensor's priming read), opened
+            # the outputs and started the streaming sensors: waiting for the first tick
+            # would hold `systemctl start` for up to `jitter` seconds.
+            service.ready()
             while not self._stopping:
-                next_due = sched.run_due()
+                next_due = min(sched.run_due(), service.tick())
                 self.ticks += 1
                 if self._stopping:
                     break
@@ -276,8 +303,9 @@ class Agent:
                 _drain(wake_r)
                 if self._reload_requested:
                     self._reload_requested = False
-                    log.warning("reload requested: not supported yet, keeping the running config")
+                    self._reload_from_file(service)
         finally:
+            service.stopping()
             self.shutdown()
             if install_signals:
                 signal.set_wakeup_fd(-1)
@@ -306,6 +334,185 @@ class Agent:
                 "%s: %d sent, %d dropped %s", em.output.name, t.sent, t.dropped, t.by_reason or ""
             )
 
+    # --- systemd status and reload (SIGHUP) ------------------------------------------
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: messages sent and dropped, sensors with errors."""
+        sent = sum(em.output.tally.sent for em in self.emitters)
+        dropped = sum(em.output.tally.dropped for em in self.emitters)
+        errors = [f"{name} ({sum(r.values())})" for name, r in self.sensor_errors().items()]
+        failing = f"sensors with errors: {', '.join(errors)}" if errors else "no sensor errors"
+        return f"{sent} messages sent, {dropped} dropped; {failing}"
+
+    def _reload_from_file(self, service: Supervision) -> None:
+        """Re-read the config file; apply it if valid, else log every error and keep going."""
+        source = self.config.source
+        if source == "<defaults>":
+            log.warning("reload requested, but no config file was given (-c): nothing to re-read")
+            return
+        service.reloading()
+        try:
+            new = load_agent_config(source)
+            self.reload(new)
+        except ConfigError as err:
+            for problem in err.problems:
+                log.error("reload: %s", problem)
+            log.error(
+                "reload rejected (%d config error%s): still running the previous configuration",
+                len(err.problems), "s" if len(err.problems) > 1 else "",
+            )  # fmt: skip
+            service.note = "last reload rejected: invalid config"
+        except Exception:  # a sensor or output that cannot be built: nothing was changed
+            log.exception("reload failed: still running the previous configuration")
+            service.note = "last reload failed"
+        else:
+            service.note = ""
+        service.ready()
+
+    def reload(self, config: AgentConfig) -> None:
+        """Apply a new, validated configuration without a new run id or a `seq` reset.
+
+        Outputs: one whose type, host, port and format are unchanged keeps its
+        Emitter, so its `seq` streams and drop counts continue (if its other
+        settings changed, a new output object takes over the same tally). A new
+        output starts its own streams at 0; a removed one gets a `bye`, then closes.
+        Sensors: one whose config is unchanged keeps running with its sampler state;
+        the others are replaced (streaming ones stopped, new ones started). Jobs
+        whose interval is unchanged keep their phase; a changed one runs within its
+        new interval (spread by `jitter`) and never later than it was due before.
+        Everything new is built before anything is changed: if building raises,
+        the running configuration stays as it was.
+        """
+        identity = Identity(
+            dev=config.agent.device_id,
+            run=self.run_id,
+            boot_time=self.identity.boot_time,
+            version=__version__,
+            tags=dict(config.agent.tags),
+        )
+        # --- build (may raise; nothing running has been touched) ---
+        old_outputs = list(zip(self.config.outputs, self.emitters))
+        emitters: list[Emitter] = []
+        encoders: list[tuple[Emitter, Encoder]] = []  # kept emitters get the new identity
+        fresh: list[Emitter] = []  # outputs to start
+        retired: list[Emitter] = []  # replaced by a new output object: closed, no bye
+        for comp in config.outputs:
+            fmt = getattr(comp.config, "format", "json")
+            encoder = load(ENCODERS[fmt])(identity, comp.config)
+            match = next((p for p in old_outputs if _output_key(p[0]) == _output_key(comp)), None)
+            if match is None:
+                output = self._build_output(comp, identity)
+                em = Emitter(output, encoder, show=self._show)
+                fresh.append(em)
+            else:
+                old_outputs.remove(match)
+                old_comp, em = match
+                if old_comp.config == comp.config and identity.dev == self.identity.dev:
+                    encoders.append((em, encoder))
+                else:
+                    output = self._build_output(comp, identity)
+                    output.tally = em.output.tally  # drop counts continue
+                    successor = Emitter(output, encoder, show=self._show)
+                    successor.seq = em.seq  # the seq streams continue
+                    successor._lock = em._lock  # a streaming thread may still hold `em`
+                    retired.append(em)
+                    fresh.append(successor)
+                    em = successor
+            emitters.append(em)
+        removed = [em for _, em in old_outputs]  # gone for good: bye, then close
+
+        old_sensors = self._sensor_pairs()
+        system = self.system
+        system_comp = next((c for c in config.sensors if c.type == "system"), None)
+        system_cfg = system_comp.config if system_comp else SystemConfig(enabled=False)
+        if system_cfg != self.system.config:
+            system = SystemSensor(system_cfg, sysfs_root=self._sysfs_root, clock=self._clock,
+                                  wall=self._wall)  # fmt: skip
+        sensors: list[Any] = []
+        channels: dict[str, Channel] = {}
+        for comp in config.sensors:
+            match_s = next((p for p in old_sensors if (p[0].type, p[0].config) ==
+                            (comp.type, comp.config)), None)  # fmt: skip
+            if match_s is not None:
+                old_sensors.remove(match_s)
+                sensor = match_s[1]
+                channels[sensor.name] = self.channels[sensor.name]
+            else:
+                if comp.type == "system":
+                    sensor = system if comp.config.enabled else None
+                else:
+                    sensor = self._build_sensor(comp)
+                if sensor is None:
+                    continue
+                sampler = Sampler(comp.config.sampling, clock=self._clock, rng=self._rng)
+                channels[sensor.name] = Channel(sensor.name, sampler, self)
+            sensors.append(sensor)
+        kept_sensors = [s for s in sensors if any(s is o for o in self.sensors)]
+        gone_sensors = [s for s in self.sensors if not any(s is k for k in kept_sensors)]
+        new_sensors = [s for s in sensors if not any(s is k for k in kept_sensors)]
+
+        # --- commit ---
+        for sensor in gone_sensors:
+            if sensor.interval is None:
+                try:
+                    sensor.stop()
+                except Exception:
+                    log.exception("sensor %s did not stop cleanly", sensor.name)
+        if self.config.agent.log_level != config.agent.log_level:
+            log.warning("log_level changes at the next restart, not on reload")
+        self.config = config
+        self.identity = identity
+        for em, encoder in encoders:
+            em.encoder = encoder
+        self.emitters = emitters
+        for em in removed:  # tell that collector the device is gone from it
+            em.emit(Outgoing("bye", ts=self._wall()))
+        for em in removed + retired:
+            em.output.close(timeout=0.5)
+        for em in fresh:
+            em.output.start()
+        if system is not self.system and system.config.enabled:
+            system.prime()
+        self.system = system
+        self.sensors = sensors
+        self.channels = channels
+        for sensor in new_sensors:
+            if sensor.interval is None:
+                try:
+                    sensor.start(channels[sensor.name].offer)
+                except Exception:
+                    log.exception("sensor %s did not start", sensor.name)
+        if self.scheduler is not None:
+            self._reschedule(self.scheduler)
+        log.info(
+            "reloaded %s: outputs: %s; sensors: %s; heartbeat every %g s",
+            config.source,
+            ", ".join(em.output.name for em in self.emitters) or "none",
+            ", ".join(_sensor_summary(s) for s in self.sensors) or "none",
+            config.agent.heartbeat_interval,
+        )
+
+    def _sensor_pairs(self) -> list[tuple[Component, Any]]:
+        """(config component, running sensor) pairs, in the order __init__ built them."""
+        comps = [c for c in self.config.sensors if c.type != "system" or c.config.enabled]
+        if len(comps) != len(self.sensors):  # cannot pair them safely: rebuild every sensor
+            return []
+        return list(zip(comps, self.sensors))
+
+    def _reschedule(self, sched: Scheduler) -> None:
+        old = {job.name: job for job in sched.jobs}
+        now = self._clock()
+        sched.jobs = []
+        for name, interval, fn, delay in self._jobs():
+            prev = old.get(name)
+            if prev is not None and prev.interval == interval:
+                due = prev.due
+            else:
+                due = now + delay + self._jitter_draw() * min(self.config.agent.jitter, interval)
+                if prev is not None:
+                    due = min(due, prev.due)
+            sched.add(name, interval, fn, first=due)
+
 
 def _uniform() -> float:
     """A uniform draw in [0, 1) without importing `random` (memory on a Pi Zero)."""
@@ -322,6 +529,13 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def _output_key(comp: Component) -> tuple[Any, ...]:
+    """What identifies an output across a reload: same key, same seq streams."""
+    cfg = comp.config
+    return (comp.type, getattr(cfg, "host", comp.path), getattr(cfg, "port", None),
+            getattr(cfg, "format", None))  # fmt: skip
 
 
 def _output_name(comp: Component) -> str:
