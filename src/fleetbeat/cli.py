@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-c", "--config", metavar="FILE", help="agent TOML file (default: none, "
                    "embedded defaults)")  # fmt: skip
-    p.add_argument("--show", action="store_true", help="print every payload sent on stdout")
+    p.add_argument(
+        "--show", action="store_true", help="print every payload on stdout, marked sent or DROPPED"
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="override [agent] log_level")  # fmt: skip
     p.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)

@@ -17,9 +17,10 @@ class ConfigError(FleetbeatError):
         super().__init__("\n".join(self.problems))
 
 
-class SensorError(FleetbeatError):
-    """A sensor could not read; the `reason` is counted in the heartbeat."""
+class InputError(FleetbeatError, ValueError):
+    """Bad input from outside (a datagram, a serial line); `reason` is the label it is
+    counted under, never a crash."""
 
-    def __init__(self, reason: str, message: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
-        super().__init__(message or reason)
+        super().__init__(f"{reason}: {detail}" if detail else reason)

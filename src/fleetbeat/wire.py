@@ -19,6 +19,8 @@ import math
 import re
 from typing import Any, Optional
 
+from fleetbeat.errors import InputError
+
 VERSION = 1
 KINDS = ("hb", "rd", "bye")
 DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -75,12 +77,8 @@ def dumps_str(obj: Any) -> str:
 # --- parsing (the collector's side) -------------------------------------------------
 
 
-class WireError(ValueError):
+class WireError(InputError):
     """A payload is not valid wire v1; `reason` is a short label counted by receivers."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 class Message:

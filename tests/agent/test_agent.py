@@ -28,18 +28,17 @@ def test_schedule_starts_at_a_random_offset_within_jitter():
 
 
 def test_heartbeats_are_never_sampled(start_agent):
-    """With rate = 0.01 on the system sensor, readings thin out but every heartbeat is sent."""
+    """With rate = 0.3 on the system sensor, readings thin out but every heartbeat is sent."""
     rx = UdpReceiver()
     try:
-        start_agent(
-            agent_toml(rx.port, system='interval = "0.05s"\n[sensors.system.sampling]\nrate = 0.01')
-        )
-        msgs = rx.wait_for(lambda ms: sum(m["k"] == "hb" for m in ms) >= 20)
+        system = 'interval = "0.05s"\n[sensors.system.sampling]\nrate = 0.3'
+        start_agent(agent_toml(rx.port, interval="0.05s", system=system))
+        msgs = rx.wait_for(lambda ms: sum(m["k"] == "hb" for m in ms) >= 40, timeout=10)
         hbs = [m for m in msgs if m["k"] == "hb"]
         rds = [m for m in msgs if m["k"] == "rd"]
         assert [m["seq"] for m in hbs] == list(range(len(hbs)))
-        assert len(rds) < len(hbs)  # ~40 reads at 0.05 s, ~1% kept
-        assert all(m["rate"] == 0.01 for m in rds)
+        assert 1 <= len(rds) < 0.7 * len(hbs)  # one read per heartbeat, ~30% kept
+        assert all(m["rate"] == 0.3 for m in rds)
         assert [m["seq"] for m in rds] == list(range(len(rds)))  # seq counts sent messages only
     finally:
         rx.close()
@@ -108,3 +107,20 @@ def test_sensors_command_shows_what_the_device_can_report(tmp_path):
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
     assert "% busy" in lines["cpu"] and "% used" in lines["disk.root"]
     assert "not available: no Raspberry Pi firmware throttling flags" in lines["throttle"]
+
+
+def test_a_sensor_cannot_grow_state_without_bound():
+    """Past MAX_METRICS_PER_SENSOR distinct names, new names are dropped and counted."""
+    from fleetbeat.agent.runtime import MAX_METRICS_PER_SENSOR
+
+    rx = UdpReceiver()
+    try:
+        agent = make_agent(rx.port, "\n[sensors.system.sampling]\ndeadband = 1\n")
+        channel = agent.channels["system"]
+        for i in range(MAX_METRICS_PER_SENSOR + 500):
+            channel.offer({f"m{i}": 1.0, "m0": float(i)})
+        assert len(channel.sampler._sent) == MAX_METRICS_PER_SENSOR
+        assert agent.system.errors.by_reason == {"too_many_metrics": 500}
+        agent.shutdown()
+    finally:
+        rx.close()

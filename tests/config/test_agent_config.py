@@ -101,6 +101,14 @@ BAD_CONFIGS = [
     ('[[outputs.udp]]\nhots = "a"\n', ['outputs.udp[0].hots: unknown key; did you mean "host"?']),
     ("outputs = []\n", ["outputs: expected a table, got an array"]),
     ("[colector]\n", ['colector: unknown key; valid keys: agent, outputs, sensors']),
+    ('[agent]\njitter = "30d"\n', ['agent.jitter: expected a duration of at most 86400 s, got "30d"']),
+    ("[[sensors.system]]\n[[sensors.system]]\n", ["sensors.system: expected one [sensors.system] table, got an array"]),
+    ('[[sensors.serial]]\nname = "system"\nport = "/dev/ttyUSB0"\n', ['sensors.serial[0].name: "system" is the system sensor\'s name']),
+    ('[[sensors.serial]]\nname = "a"\nport = "/dev/ttyUSB0"\n[[sensors.serial]]\nname = "a"\nport = "/dev/ttyUSB1"\n', ['sensors: two sensors are named "a"']),
+    ('[agent]\nheartbeat_metrics = ["disk.boot"]\n', ['agent.heartbeat_metrics[0]: "disk.boot" is not a configured disk (sensors.system.disks gives: disk.root)']),
+    ('[agent]\nheartbeat_metrics = ["temp"]\n[sensors.system]\ninclude = ["cpu"]\n', ['agent.heartbeat_metrics[0]: "temp" needs "temp" in sensors.system.include']),
+    ('[agent]\nheartbeat_metrics = ["net.eth0.rxx"]\n', ['expected net.<interface>.rx, .tx, .rx_err or .tx_err, got "net.eth0.rxx"']),
+    ('[[outputs.mqtt]]\nhost = "b"\n[[outputs.mqtt]]\nhost = "b"\n', ["outputs.mqtt: two outputs connect to b:1883 with the default client_id"]),
 ]  # fmt: skip
 
 

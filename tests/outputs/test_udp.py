@@ -218,3 +218,15 @@ port = {dead_port}
     assert elapsed < 4.0, f"20 heartbeats at 0.1 s took {elapsed:.1f} s"
     agent.stop()
     assert "refused" in agent.log()
+
+
+def test_a_closed_output_drops_instead_of_reopening(udp_receiver):
+    """After close(), send drops as `closed`: nothing goes out after a bye, no socket leaks."""
+    out = UdpOutput(UdpConfig(port=udp_receiver.port))
+    out.start()
+    out.send(b"before")
+    out.close()
+    out.send(b"after")
+    assert udp_receiver.poll(1.0) == [b"before"]
+    assert out.tally.by_reason == {"closed": 1}
+    assert out._sock is None

@@ -26,6 +26,7 @@ from fleetbeat.outputs import ENCODERS, OUTPUTS, load
 from fleetbeat.outputs.base import Encoder, Identity, Outgoing, Output
 from fleetbeat.sdnotify import Notifier, Supervision
 from fleetbeat.sensors import SENSORS
+from fleetbeat.sensors.base import SensorErrors
 from fleetbeat.sensors.system import SystemConfig, SystemSensor, metric_group
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,23 @@ class Emitter:
                 self._show(output.name, payload, tally.dropped > before)
 
 
-class Channel:
-    """One sensor's path into the pipeline: clean, sample, emit to every output."""
+MAX_METRICS_PER_SENSOR = 1024
 
-    def __init__(self, name: str, sampler: Sampler, agent: Agent) -> None:
+
+class Channel:
+    """One sensor's path into the pipeline: clean, sample, emit to every output.
+
+    A sensor may report at most MAX_METRICS_PER_SENSOR distinct metric names: a
+    garbled serial line or interface churn must not grow the sampler's per-metric
+    state without bound. New names past the cap are dropped and counted.
+    """
+
+    def __init__(self, name: str, sampler: Sampler, agent: Agent, errors: SensorErrors) -> None:
         self.name = name
         self.sampler = sampler
         self._agent = agent
+        self._errors = errors
+        self._known: set[str] = set()
         self._lock = threading.Lock()
 
     def offer(self, metrics: dict[str, Any]) -> None:
@@ -81,6 +92,16 @@ class Channel:
         if not clean:
             return
         with self._lock:
+            known = self._known
+            if not known.issuperset(clean):
+                for name in [n for n in clean if n not in known]:
+                    if len(known) < MAX_METRICS_PER_SENSOR:
+                        known.add(name)
+                    else:
+                        del clean[name]
+                        self._errors.count("too_many_metrics", f"{name!r} left out")
+                if not clean:
+                    return
             out = self.sampler.offer(clean)
         if out:
             self._agent.emit_readings(self.name, out, self.sampler.config.rate)
@@ -148,7 +169,7 @@ class Agent:
                 continue
             self.sensors.append(sensor)
             sampler = Sampler(comp.config.sampling, clock=clock, rng=rng)
-            self.channels[sensor.name] = Channel(sensor.name, sampler, self)
+            self.channels[sensor.name] = Channel(sensor.name, sampler, self, sensor.errors)
 
     # --- building -------------------------------------------------------------------
 
@@ -299,7 +320,8 @@ class Agent:
                 self.ticks += 1
                 if self._stopping:
                     break
-                selector.select(max(0.0, next_due - self._clock()))
+                # capped: the kernel refuses timeouts of weeks, and an hour costs nothing
+                selector.select(min(3600.0, max(0.0, next_due - self._clock())))
                 _drain(wake_r)
                 if self._reload_requested:
                     self._reload_requested = False
@@ -445,7 +467,7 @@ class Agent:
                 if sensor is None:
                     continue
                 sampler = Sampler(comp.config.sampling, clock=self._clock, rng=self._rng)
-                channels[sensor.name] = Channel(sensor.name, sampler, self)
+                channels[sensor.name] = Channel(sensor.name, sampler, self, sensor.errors)
             sensors.append(sensor)
         kept_sensors = [s for s in sensors if any(s is o for o in self.sensors)]
         gone_sensors = [s for s in self.sensors if not any(s is k for k in kept_sensors)]

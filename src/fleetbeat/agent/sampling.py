@@ -15,7 +15,7 @@ Heartbeats never pass through here.
 [sensors.system.sampling]
 rate = 1.0            # keep each reading with this probability (0 < rate <= 1)
 deadband = 0.5        # absolute change needed to send a metric again
-deadband_pct = 2      # ... or relative change, in percent of the last sent value
+# deadband_pct = 2    # ... or relative change, in percent of the last sent value (not both)
 max_silence = "5m"    # send a metric after this long even if it did not move
 reduce = "mean"       # "mean", "min", "max" or "last" over each window ...
 every = "10s"         # ... of this length

@@ -62,8 +62,8 @@ class AgentSection:
         default_device_id,
         string(pattern=wire.DEVICE_ID.pattern, what="1-64 characters of A-Z a-z 0-9 . _ -"),
     )
-    heartbeat_interval: float = option(10.0, duration(min=0.01))
-    jitter: float = option(10.0, duration(allow_zero=True))
+    heartbeat_interval: float = option(10.0, duration(min=0.01, max=86400.0))
+    jitter: float = option(10.0, duration(allow_zero=True, max=86400.0))
     tags: Mapping[str, str] = option_factory(
         dict, mapping(scalar_text(), key_pattern=TAG_KEY, what="letters, digits, _ . -")
     )
@@ -117,12 +117,50 @@ def parse_agent_config(data: Mapping[str, Any], source: str) -> AgentConfig:
         outputs = (Component("udp", "outputs.udp[0]", UdpConfig()),)
     elif not outputs and not problems:
         problems.add("outputs", "no output configured: add an [[outputs.udp]] table")
-    names = [c.config.name for c in sensors if hasattr(c.config, "name")]
-    for name in {n for n in names if names.count(n) > 1}:
+    systems = [c for c in sensors if c.type == "system"]
+    if len(systems) > 1:
+        problems.add("sensors.system", "expected one [sensors.system] table, got an array")
+    named = [c for c in sensors if c.type != "system"]
+    for comp in named:
+        if comp.config.name == "system":
+            problems.add(f"{comp.path}.name", '"system" is the system sensor\'s name: pick another')
+    names = [c.config.name for c in named]
+    for name in sorted({n for n in names if names.count(n) > 1}):
         problems.add("sensors", f'two sensors are named "{name}": names must be unique')
+    if systems and not problems:
+        _check_heartbeat_metrics(agent, systems[0].config, problems)
+    brokers = [
+        (c.config.host, c.config.port, c.config.client_id or "")
+        for c in outputs
+        if c.type == "mqtt"
+    ]
+    for host, port, client_id in sorted({b for b in brokers if brokers.count(b) > 1}):
+        who = f'client_id "{client_id}"' if client_id else "the default client_id"
+        problems.add("outputs.mqtt", f"two outputs connect to {host}:{port} with {who}: "
+                     "the broker would keep disconnecting one for the other")  # fmt: skip
     if problems:
         raise ConfigError(problems.items)
     return AgentConfig(agent=agent, sensors=sensors, outputs=outputs, source=source)
+
+
+def _check_heartbeat_metrics(agent: AgentSection, system: Any, problems: Problems) -> None:
+    """A heartbeat metric must be one the system sensor, as configured, will read."""
+    from fleetbeat.sensors.system import disk_metric, metric_group
+
+    disks = {disk_metric(m): m for m in system.disks}
+    for i, name in enumerate(agent.heartbeat_metrics):
+        path = f"agent.heartbeat_metrics[{i}]"
+        group = metric_group(name)
+        if system.enabled and group not in system.include:
+            problems.add(path, f'"{name}" needs "{group}" in sensors.system.include')
+        elif group == "disk" and name not in disks:
+            known = ", ".join(sorted(disks)) or "none"
+            problems.add(path, f'"{name}" is not a configured disk (sensors.system.disks '
+                         f"gives: {known})")  # fmt: skip
+        elif group == "net" and not re.fullmatch(r"net\.[^.]+\.(rx|tx|rx_err|tx_err)", name):
+            problems.add(
+                path, f'expected net.<interface>.rx, .tx, .rx_err or .tx_err, got "{name}"'
+            )
 
 
 def _components(

@@ -161,6 +161,8 @@ def read_password(config: MqttConfig, *, name: str, environ: Mapping[str, str]) 
         raise ConfigError([f'{name}: {key}: "{path}" is not UTF-8 text']) from None
     password = password.rstrip("\r\n")  # editors add a final newline; it is not part of it
     if not password:
+        if config.password_file is None:
+            return None  # install.sh creates the credential empty: no password set yet
         raise ConfigError([f'{name}: {key}: "{path}" is empty'])
     return password
 

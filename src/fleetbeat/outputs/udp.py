@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import duration, integer, option, string
+from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs import ENCODERS
 from fleetbeat.outputs.base import Outgoing, Tally
 
@@ -93,6 +94,8 @@ class UdpOutput:
         self._sock: Optional[socket.socket] = None
         self._connected_to: Any = None
         self._stop = threading.Event()
+        self._closed = False
+        self._log = RateLimitedLog(log, every=600.0)
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
@@ -103,6 +106,7 @@ class UdpOutput:
             self._thread.start()
 
     def close(self, *, timeout: float = 1.0) -> None:
+        self._closed = True  # a streaming thread may still hold this output after a reload
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -113,6 +117,9 @@ class UdpOutput:
     def send(self, payload: bytes, msg: Optional[Outgoing] = None) -> None:
         target = self._target  # one read: the resolver thread may replace it
         sock = self._sock
+        if self._closed:
+            self.tally.drop("closed", "the output was closed (reload or stop)")
+            return
         try:
             if sock is None or target is not self._connected_to:
                 if target is None:
@@ -155,7 +162,8 @@ class UdpOutput:
                 wait = cfg.resolve_every
             except (OSError, UnicodeError, IndexError) as exc:
                 keep = "keeping the last address" if self._target else "dropping until it does"
-                log.warning("%s: cannot resolve %s (%s); %s", self.name, cfg.host, exc, keep)
+                self._log.log(logging.WARNING, "resolve", "%s: cannot resolve %s (%s); %s",
+                              self.name, cfg.host, exc, keep)  # fmt: skip
                 # an unresolved name is retried sooner than a resolved one is refreshed
                 wait = min(cfg.resolve_every, 10.0 if self._target is None else cfg.resolve_every)
             self._stop.wait(wait)

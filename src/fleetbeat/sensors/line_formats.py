@@ -25,6 +25,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Callable
 
+from fleetbeat.errors import InputError
+
 Parsed = tuple[dict[str, float], list[str]]
 LineParser = Callable[[str], Parsed]
 
@@ -35,12 +37,8 @@ METRIC_NAME = r"(?=.{1,128}\Z)[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*"
 _METRIC_NAME = re.compile(METRIC_NAME)
 
 
-class LineError(ValueError):
+class LineError(InputError):
     """A line that gives no reading at all; `reason` is counted in the heartbeat."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 def to_number(text: str) -> float | None:

@@ -31,6 +31,7 @@ import psutil
 from fleetbeat.agent.sampling import SamplingConfig
 from fleetbeat.config.frozen import dataclass, field
 from fleetbeat.config.schema import array, boolean, duration, option, string, table
+from fleetbeat.errors import FleetbeatError
 from fleetbeat.sensors.base import SensorErrors
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def disk_metric(mount: str) -> str:
 @dataclass(frozen=True)
 class SystemConfig:
     enabled: bool = option(True, boolean())
-    interval: float = option(10.0, duration(min=0.01))
+    interval: float = option(10.0, duration(min=0.01, max=86400.0))
     include: tuple[str, ...] = option(GROUPS, array(string(choices=GROUPS)))
     disks: tuple[str, ...] = option(("/",), array(string(pattern=r"/.*", what="a mount point")))
     interfaces: tuple[str, ...] = option((), array(string(what="an interface name")))
@@ -85,7 +86,7 @@ class SystemConfig:
     )
 
 
-class Unavailable(Exception):
+class Unavailable(FleetbeatError):
     """This machine cannot provide a metric group; said once at INFO, then skipped."""
 
 
@@ -214,6 +215,8 @@ class SystemSensor:
             if rx >= 0 and tx >= 0:  # a counter reset gives no rate this time
                 out[f"net.{nic}.rx"] = round(rx / elapsed, 1)
                 out[f"net.{nic}.tx"] = round(tx / elapsed, 1)
+        for gone in [nic for nic in self._net_prev if nic not in counters]:
+            del self._net_prev[gone]  # interfaces come and go (USB, VPN): keep only present ones
         for nic in wanted:
             if nic not in counters and f"net.{nic}" not in self.unavailable:
                 self.unavailable[f"net.{nic}"] = "no such interface (yet)"
