@@ -1,0 +1,619 @@
+"""Fleet state: every device's liveness, loss and last report, and the event log.
+
+THE CONTRACT (read by the HTTP side; kept stable). Every read method is
+thread-safe and returns plain JSON-ready data (dicts, lists, str, int, float,
+bool, None) that the caller may keep or mutate:
+
+- `Fleet.devices() -> list[dict]`, sorted by id. Each dict has:
+    id, state ("up" | "late" | "down" | "offline"), state_since (epoch s),
+    last_seen (epoch s of the last message received), addr ("host:port" or
+    the MQTT topic prefix + id), transport ("udp" | "mqtt"), run (16 hex),
+    boot_time (epoch s or None), interval (s), version (agent version or None),
+    tags (dict str -> str), metrics (dict str -> float, from the last
+    heartbeat), clock_skew (sender clock minus collector clock at receipt, s),
+    restarts, reboots (counted events), agent_drops (the agent's own count
+    of messages it dropped locally, from the last heartbeat),
+    received, expected, lost, duplicates, reordered (heartbeat stream, all
+    runs since the device was first seen: lifetime), loss_pct (lifetime, %),
+    recent_loss_pct (over the last few hundred expected heartbeats, %),
+    run_received, run_expected, run_lost (the current run only),
+    readings_received, readings_lost (the readings stream, lifetime),
+    down_after_effective (missed intervals after which the device is called
+    down: the configured number, or the loss-aware "auto" value).
+- `Fleet.device(dev_id) -> dict | None`: the same dict for one device.
+- `Fleet.events(since=0.0, limit=1000) -> list[dict]`: transitions and
+  restarts with time > since, oldest first, at most `limit` (the newest
+  ones when more match). Each: time (epoch s), device, from (state or None
+  for a new device), to (state), reason (a short label: "first_seen",
+  "heartbeat", "late", "missed_heartbeats", "bye", "last_will", "restart",
+  "reboot", "silent_through_restart").
+- `Fleet.stats() -> dict`: received {"udp": n, "mqtt": n} (datagrams /
+  messages that reached the collector, valid or not), accepted {"udp": n,
+  "mqtt": n}, rejected {reason: n} (wire reasons from `wire.parse`, plus
+  "max_devices", "seq_jump", "topic_mismatch"), devices {state: n for
+  every state}, devices_known, max_devices, started_at (epoch s).
+- The config object given to `fleetbeat.collector.http.start(fleet, config)`
+  is a `CollectorConfig`; `config.http_listen` is the "host:port" to bind.
+
+Loss follows RFC 3550's logic with 64-bit `seq`: within one run, expected =
+highest - first + 1, lost = expected - distinct received; a late arrival
+lowers `lost`, a duplicate does not count twice (a 128-seq window tells them
+apart; an arrival older than that is counted as reordered). A new `run`
+starts a new count; lifetime figures add up every run.
+
+Liveness: `up` -> `late` once `late_after` intervals pass without a heartbeat,
+-> `down` after `down_after` intervals; `offline` after `bye` or the MQTT
+Last Will. `down_after = "auto"` picks, per device, the smallest k >= 3 with
+p^k < 1e-6, p being the device's recent loss rate (smoothed), capped by
+`max_down_after`: a lossy link gets more patience instead of flapping.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from fleetbeat import wire
+from fleetbeat.collector.config import CollectorSection
+
+STATES = ("up", "late", "down", "offline")
+MAX_PLAIN_JUMP = 1000  # seq jumps beyond this (and beyond the time elapsed) are suspect
+SEQ_WINDOW = 128  # seqs behind the highest in which a duplicate is told from a late arrival
+_WINDOW_MASK = (1 << SEQ_WINDOW) - 1
+RECENT_BUCKET = 128  # expected heartbeats per recent-loss bucket (two buckets kept)
+FALSE_DOWN_ODDS = 1e-6  # how rarely an alive device may be called down, per interval
+MIN_DOWN_AFTER = 3
+REBOOT_TOLERANCE = 5.0  # s: boot_time jitter (clock steps) that is not a reboot
+MAX_EVENTS_IN_MEMORY = 10_000
+
+Clock = Callable[[], float]
+
+
+def auto_down_after(lost: int, expected: int, cap: float) -> int:
+    """Smallest k >= 3 with p^k < 1e-6, p the smoothed loss rate, at most `cap`."""
+    # Laplace smoothing: a device we know little about gets the benefit of the doubt.
+    p = (lost + 1) / (expected + 2)
+    if p <= 0.0:
+        return MIN_DOWN_AFTER
+    k = MIN_DOWN_AFTER if p >= 1.0 else math.floor(math.log(FALSE_DOWN_ODDS) / math.log(p)) + 1
+    return int(max(MIN_DOWN_AFTER, min(k, cap)))
+
+
+class SeqTracker:
+    """Loss, duplicates and reordering of one seq stream within one run."""
+
+    __slots__ = (
+        "duplicates", "expected", "highest", "probe", "received", "reordered", "resync", "seen",
+    )  # fmt: skip
+
+    def __init__(self, seq: int) -> None:
+        self.highest = seq
+        self.seen = 1  # bit i: highest - i was received
+        self.received = 1
+        self.expected = 1
+        self.duplicates = 0
+        self.reordered = 0
+        self.resync = False
+        self.probe = -1  # a seq rejected as an absurd jump; its successor confirms the jump
+
+    def plausible(self, seq: int, elapsed_intervals: float) -> bool:
+        """False for an absurd jump (RFC 3550's MAX_DROPOUT idea), unless it is confirmed.
+
+        Forward jumps up to 1000 seqs or twice the intervals elapsed are plausible;
+        anything else, and a jump back beyond the duplicate window, is rejected until
+        the next seq follows it: then the sender really jumped and counting resyncs.
+        """
+        jump = seq - self.highest
+        if jump > 0:
+            if jump <= MAX_PLAIN_JUMP + 2 * elapsed_intervals:
+                return True
+        elif jump > -SEQ_WINDOW:
+            return True
+        if self.probe >= 0 and seq == self.probe + 1:
+            self.highest = seq - 1
+            self.seen = 0
+            self.resync = True
+            self.probe = -1
+            return True
+        self.probe = seq
+        return False
+
+    def add(self, seq: int) -> int:
+        """Count one arrival; return the number of newly expected seqs (0 for old ones).
+
+        -1 means a duplicate.
+        """
+        gap = seq - self.highest
+        if gap > 0:
+            if self.resync:  # first arrival after a collector restart: the gap is not network loss
+                self.resync = False
+                gap = 1
+                self.seen = 1
+            else:
+                self.seen = ((self.seen << gap) | 1) & _WINDOW_MASK if gap < SEQ_WINDOW else 1
+            self.highest = seq
+            self.expected += gap
+            self.received += 1
+            return gap
+        off = -gap
+        if off < SEQ_WINDOW:
+            bit = 1 << off
+            if self.seen & bit:
+                self.duplicates += 1
+                return -1
+            self.seen |= bit
+        self.received += 1
+        self.reordered += 1
+        return 0
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    def figures(self) -> tuple[int, int, int, int]:
+        return self.received, self.expected, self.duplicates, self.reordered
+
+
+class Device:
+    """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
+
+    __slots__ = (
+        "addr", "agent_drops", "boot_time", "clock_skew", "deadline", "down_k", "hb", "id",
+        "interval", "last_seen", "metric_names", "metric_values", "prev_run", "prior", "rd",
+        "rd_prior",
+        "reboots", "recent", "restarts", "run", "state", "state_since", "tags", "transport",
+        "version",
+    )  # fmt: skip
+
+    def __init__(self, dev_id: str, now: float) -> None:
+        self.id = dev_id
+        self.state = "up"
+        self.state_since = now
+        self.last_seen = now
+        self.addr: Any = ""  # the socket address tuple as received (formatted when read)
+        self.transport = "udp"
+        self.run = ""
+        self.prev_run = ""
+        self.boot_time: Optional[float] = None
+        self.interval = 10.0
+        self.version: Optional[str] = None
+        self.tags: dict[str, str] = _NO_TAGS
+        self.metric_names: tuple[str, ...] = ()
+        self.metric_values: tuple[float, ...] = ()
+        self.clock_skew = 0.0
+        self.restarts = 0
+        self.reboots = 0
+        self.agent_drops = 0
+        self.hb: Optional[SeqTracker] = None
+        self.rd: Optional[SeqTracker] = None
+        # lifetime figures of finished runs: received, expected, duplicates, reordered
+        self.prior = _ZERO4
+        self.rd_prior = _ZERO2  # readings: received, expected
+        # recent loss: [lost, expected] of the previous and the current bucket
+        self.recent = [0, 0, 0, 0]
+        self.down_k = float(MIN_DOWN_AFTER)
+        self.deadline = math.inf  # next time the liveness check has something to do
+
+    def snapshot(self) -> dict[str, Any]:
+        hb = self.hb
+        run = hb.figures() if hb is not None else (0, 0, 0, 0)
+        received, expected, dups, reordered = (a + b for a, b in zip(self.prior, run))
+        lost = max(0, expected - received)
+        rd_received, rd_expected = self.rd_prior
+        if self.rd is not None:
+            rd_received += self.rd.received
+            rd_expected += self.rd.expected
+        r = self.recent
+        recent_exp = r[1] + r[3]
+        return {
+            "id": self.id,
+            "state": self.state,
+            "state_since": self.state_since,
+            "last_seen": self.last_seen,
+            "addr": _addr_text(self.addr),
+            "transport": self.transport,
+            "run": self.run,
+            "boot_time": self.boot_time,
+            "interval": self.interval,
+            "version": self.version,
+            "tags": dict(self.tags),
+            "metrics": dict(zip(self.metric_names, self.metric_values)),
+            "clock_skew": self.clock_skew,
+            "restarts": self.restarts,
+            "reboots": self.reboots,
+            "agent_drops": self.agent_drops,
+            "received": received,
+            "expected": expected,
+            "lost": lost,
+            "duplicates": dups,
+            "reordered": reordered,
+            "loss_pct": _pct(lost, expected),
+            "recent_loss_pct": _pct(r[0] + r[2], recent_exp),
+            "run_received": run[0],
+            "run_expected": run[1],
+            "run_lost": max(0, run[1] - run[0]),
+            "readings_received": rd_received,
+            "readings_lost": max(0, rd_expected - rd_received),
+            "down_after_effective": self.down_k,
+        }
+
+
+_NO_TAGS: dict[str, str] = {}
+
+
+def _addr_text(addr: Any) -> str:
+    """ "host:port" from a socket address ("[v6]:port" for IPv6); text as it is."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+_ZERO4 = (0, 0, 0, 0)
+_ZERO2 = (0, 0)
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 3) if whole > 0 else 0.0
+
+
+class Fleet:
+    """The state of every device, fed by receivers, read by the HTTP side and the store.
+
+    Args:
+        config: the `[collector]` section.
+        clock: wall clock (epoch seconds); injected by tests.
+    """
+
+    def __init__(self, config: CollectorSection, *, clock: Clock = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._devices: dict[str, Device] = {}
+        self._events: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=MAX_EVENTS_IN_MEMORY
+        )
+        self._new_events: list[dict[str, Any]] = []  # not yet handed to the store
+        self._dirty: set[str] = set()
+        self._received = {"udp": 0, "mqtt": 0}
+        self._accepted = {"udp": 0, "mqtt": 0}
+        self._rejected: dict[str, int] = {}
+        self._fixed_down: Optional[float] = (
+            None if config.down_after == "auto" else float(config.down_after)
+        )
+        self._late_after = config.late_after
+        self._max_devices = config.max_devices
+        self._max_payload = config.max_payload
+        self._tag_cache: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._names_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.started_at = clock()
+
+    # --- ingest (receiver threads) ----------------------------------------------
+
+    def receive(self, data: bytes, addr: Any, transport: str = "udp") -> None:
+        """Parse one datagram or MQTT payload and apply it; bad input is counted, never raised."""
+        try:
+            msg = wire.parse(data, max_size=self._max_payload)
+        except wire.WireError as err:
+            with self._lock:
+                self._received[transport] += 1
+                self._reject(err.reason)
+            return
+        with self._lock:
+            self._received[transport] += 1
+            self._apply(msg, addr, transport)
+
+    def reject(self, reason: str, transport: str = "udp") -> None:
+        """Count a payload a receiver turned away before parsing (e.g. an MQTT topic)."""
+        with self._lock:
+            self._received[transport] += 1
+            self._reject(reason)
+
+    def mark_offline(self, dev_id: str, reason: str = "last_will") -> None:
+        """The broker says the device is gone (MQTT Last Will / retained `offline`)."""
+        with self._lock:
+            d = self._devices.get(dev_id)
+            if d is not None and d.state != "offline":
+                self._transition(d, "offline", reason, self._clock())
+                d.deadline = math.inf
+
+    def _reject(self, reason: str) -> None:
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
+
+    def _apply(self, msg: wire.Message, addr: Any, transport: str) -> None:
+        now = self._clock()
+        dev_id = msg.dev
+        d = self._devices.get(dev_id)
+        kind = msg.kind
+        if d is None:
+            if len(self._devices) >= self._max_devices:
+                self._reject("max_devices")
+                return
+            if kind == "rd":  # a device is known by its heartbeats; a reading alone proves little
+                self._reject("unknown_device")
+                return
+            d = Device(dev_id, now)
+            self._devices[dev_id] = d
+            d.run = msg.run
+            if kind == "bye":
+                d.state = "offline"
+            self._event(now, dev_id, None, d.state, "first_seen")
+        elif msg.run != d.run and not self._new_run(d, msg, now):
+            return
+        seq = msg.seq
+        tracker = d.rd if kind == "rd" else d.hb
+        if tracker is not None and not tracker.plausible(seq, (now - d.last_seen) / d.interval):
+            self._reject("seq_jump")
+            return
+        self._accepted[transport] += 1
+        self._dirty.add(dev_id)
+        d.last_seen = now
+        if d.addr != addr:
+            d.addr = addr
+        d.transport = transport
+        if kind == "rd":
+            if tracker is None:
+                d.rd = SeqTracker(seq)
+            else:
+                tracker.add(seq)
+            return
+        hb = tracker
+        if hb is None:
+            d.hb = SeqTracker(seq)
+            gap = 1
+        else:
+            gap = hb.add(seq)
+            if gap < 0:  # duplicate: it says nothing new
+                return
+        r = d.recent
+        if gap > 0:
+            r[1] += gap
+            r[0] += gap - 1
+            if r[1] >= RECENT_BUCKET:
+                r[2] = r[0]
+                r[3] = r[1]
+                r[0] = r[1] = 0
+        elif r[0] > 0:  # a late arrival: one fewer lost
+            r[0] -= 1
+        elif r[2] > 0:
+            r[2] -= 1
+        if gap == 0:  # an old heartbeat: loss figures only
+            return
+        d.clock_skew = msg.ts - now
+        if kind == "bye":
+            if d.state != "offline":
+                self._transition(d, "offline", "bye", now)
+            d.deadline = math.inf
+            return
+        interval: float = msg.interval  # type: ignore[assignment]
+        d.interval = interval
+        bt = msg.bt
+        if bt is not None:
+            d.boot_time = bt
+        if msg.ver is not None:
+            d.version = msg.ver
+        if msg.drop is not None:
+            d.agent_drops = int(msg.drop)
+        tags = msg.tags
+        if tags is not None and tags != d.tags:
+            d.tags = self._shared_tags(tags)
+        m = msg.metrics
+        if m:
+            names = tuple(m)
+            if names != d.metric_names:
+                names = self._names_cache.setdefault(names, names)
+            d.metric_names = names
+            d.metric_values = tuple(m.values())
+        if self._fixed_down is None:
+            d.down_k = auto_down_after(r[0] + r[2], r[1] + r[3], self.config.max_down_after)
+        else:
+            d.down_k = self._fixed_down
+        if d.state != "up":
+            self._transition(d, "up", "heartbeat", now)
+        d.deadline = now + self._late_after * interval
+
+    def _new_run(self, d: Device, msg: wire.Message, now: float) -> bool:
+        """A message from a new run: restart or reboot. False when it is a stale old-run one."""
+        if msg.run == d.prev_run:  # a straggler from the run before: not a restart
+            self._reject("old_run")
+            return False
+        d.prev_run = d.run
+        # Fold the finished run into the lifetime figures.
+        if d.hb is not None:
+            d.prior = tuple(a + b for a, b in zip(d.prior, d.hb.figures()))  # type: ignore[assignment]
+        if d.rd is not None:
+            d.rd_prior = (d.rd_prior[0] + d.rd.received, d.rd_prior[1] + d.rd.expected)
+        d.hb = None
+        d.rd = None
+        d.run = msg.run
+        bt = msg.bt
+        rebooted = (
+            bt is not None and d.boot_time is not None and abs(bt - d.boot_time) > REBOOT_TOLERANCE
+        )
+        if rebooted:
+            d.reboots += 1
+            reason = "reboot"
+        else:
+            d.restarts += 1
+            reason = "restart"
+        to = "offline" if msg.kind == "bye" else "up"
+        self._event(now, d.id, d.state, to, reason)
+        if d.state != to:
+            d.state = to
+            d.state_since = now
+        d.deadline = math.inf if to == "offline" else now + self._late_after * d.interval
+        self._dirty.add(d.id)
+        return True
+
+    def _shared_tags(self, tags: dict[str, str]) -> dict[str, str]:
+        # Most of a fleet shares a handful of tag sets: keep one copy of each.
+        key = tuple(tags.items())
+        if len(self._tag_cache) > 10_000:
+            self._tag_cache.clear()
+        return self._tag_cache.setdefault(key, tags)
+
+    # --- liveness (the main loop's tick) ----------------------------------------
+
+    def check(self, now: Optional[float] = None) -> int:
+        """Move silent devices to late or down; return how many changed state."""
+        changed = 0
+        with self._lock:
+            now = self._clock() if now is None else now
+            for d in self._devices.values():
+                if d.deadline <= now:
+                    changed += self._judge(d, now, "missed_heartbeats")
+        return changed
+
+    def _judge(self, d: Device, now: float, down_reason: str) -> int:
+        silent = (now - d.last_seen) / d.interval
+        if d.state in ("up", "late") and silent >= d.down_k:
+            self._transition(d, "down", down_reason, now)
+            d.deadline = math.inf
+            return 1
+        if d.state == "up" and silent >= self._late_after:
+            self._transition(d, "late", "late", now)
+            d.deadline = d.last_seen + d.down_k * d.interval
+            return 1
+        if d.state == "late":
+            d.deadline = d.last_seen + d.down_k * d.interval
+        elif d.state == "up":
+            d.deadline = d.last_seen + self._late_after * d.interval
+        return 0
+
+    def _transition(self, d: Device, to: str, reason: str, now: float) -> None:
+        self._event(now, d.id, d.state, to, reason)
+        d.state = to
+        d.state_since = now
+        self._dirty.add(d.id)
+
+    def _event(self, now: float, dev_id: str, from_: Optional[str], to: str, reason: str) -> None:
+        ev = {"time": now, "device": dev_id, "from": from_, "to": to, "reason": reason}
+        self._events.append(ev)
+        self._new_events.append(ev)
+
+    # --- reads (the contract) ---------------------------------------------------
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every device as a JSON-ready dict, sorted by id."""
+        with self._lock:
+            return [self._devices[k].snapshot() for k in sorted(self._devices)]
+
+    def device(self, dev_id: str) -> Optional[dict[str, Any]]:
+        """One device as a JSON-ready dict, or None when unknown."""
+        with self._lock:
+            d = self._devices.get(dev_id)
+            return d.snapshot() if d is not None else None
+
+    def events(self, since: float = 0.0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Events with time > since, oldest first; the newest `limit` when more match."""
+        with self._lock:
+            found = [dict(e) for e in self._events if e["time"] > since]
+        return found[-limit:] if limit > 0 else []
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /metrics and the dashboard header."""
+        with self._lock:
+            by_state = dict.fromkeys(STATES, 0)
+            for d in self._devices.values():
+                by_state[d.state] += 1
+            return {
+                "received": dict(self._received),
+                "accepted": dict(self._accepted),
+                "rejected": dict(self._rejected),
+                "devices": by_state,
+                "devices_known": len(self._devices),
+                "max_devices": self._max_devices,
+                "started_at": self.started_at,
+            }
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    # --- persistence (the store) ------------------------------------------------
+
+    def take_changes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Devices changed and events added since the last call (for the store)."""
+        with self._lock:
+            rows = [self._devices[k].snapshot() | {"_state": _persist(self._devices[k])}
+                    for k in self._dirty if k in self._devices]  # fmt: skip
+            self._dirty.clear()
+            events, self._new_events = self._new_events, []
+        return rows, events
+
+    def restore(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> int:
+        """Load stored devices and events at start; judge the silent ones at once.
+
+        Returns how many devices were loaded.
+        """
+        with self._lock:
+            now = self._clock()
+            for ev in events:
+                self._events.append(ev)
+            for row in rows:
+                d = _revive(row)
+                if d is None or d.id in self._devices:
+                    continue
+                self._devices[d.id] = d
+                if d.state in ("up", "late"):
+                    self._judge(d, now, "silent_through_restart")
+            return len(self._devices)
+
+
+def _persist(d: Device) -> dict[str, Any]:
+    """What a snapshot lacks to rebuild the device exactly."""
+    hb, rd = d.hb, d.rd
+    return {
+        "hb": None
+        if hb is None
+        else [hb.highest, hb.received, hb.expected, hb.duplicates, hb.reordered],
+        "rd": None if rd is None else [rd.highest, rd.received, rd.expected],
+        "prior": list(d.prior),
+        "rd_prior": list(d.rd_prior),
+        "recent": list(d.recent),
+    }
+
+
+def _revive(row: dict[str, Any]) -> Optional[Device]:
+    try:
+        st = row["_state"]
+        d = Device(str(row["id"]), float(row["state_since"]))
+        d.state = row["state"] if row["state"] in STATES else "down"
+        d.last_seen = float(row["last_seen"])
+        d.addr = str(row.get("addr", ""))
+        d.transport = str(row.get("transport", "udp"))
+        d.run = str(row["run"])
+        d.boot_time = row.get("boot_time")
+        d.interval = float(row["interval"])
+        d.version = row.get("version")
+        d.tags = dict(row.get("tags") or {})
+        metrics = row.get("metrics") or {}
+        d.metric_names = tuple(metrics)
+        d.metric_values = tuple(metrics.values())
+        d.clock_skew = float(row.get("clock_skew", 0.0))
+        d.restarts = int(row.get("restarts", 0))
+        d.reboots = int(row.get("reboots", 0))
+        d.agent_drops = int(row.get("agent_drops", 0))
+        d.down_k = float(row.get("down_after_effective", MIN_DOWN_AFTER))
+        if st.get("hb"):
+            highest, received, expected, dups, reordered = st["hb"]
+            t = SeqTracker(int(highest))
+            t.received, t.expected, t.duplicates, t.reordered = received, expected, dups, reordered
+            t.resync = True
+            d.hb = t
+        if st.get("rd"):
+            highest, received, expected = st["rd"]
+            t = SeqTracker(int(highest))
+            t.received, t.expected = received, expected
+            t.resync = True
+            d.rd = t
+        d.prior = tuple(int(x) for x in st["prior"])  # type: ignore[assignment]
+        d.rd_prior = tuple(int(x) for x in st["rd_prior"])  # type: ignore[assignment]
+        d.recent = [int(x) for x in st["recent"]]
+        if d.state in ("up", "late"):
+            d.deadline = d.last_seen  # judged at once
+    except (KeyError, TypeError, ValueError):
+        return None
+    return d
