@@ -51,6 +51,7 @@ p^k < 1e-6, p being the device's recent loss rate (smoothed), capped by
 from __future__ import annotations
 
 import collections
+import json
 import math
 import threading
 import time
@@ -190,8 +191,8 @@ class Device:
         self.hb: Optional[SeqTracker] = None
         self.rd: Optional[SeqTracker] = None
         # lifetime figures of finished runs: received, expected, duplicates, reordered
-        self.prior = _ZERO4
-        self.rd_prior = _ZERO2  # readings: received, expected
+        self.prior: tuple[int, int, int, int] = _ZERO4
+        self.rd_prior: tuple[int, int] = _ZERO2  # readings: received, expected
         # recent loss: [lost, expected] of the previous and the current bucket
         self.recent = [0, 0, 0, 0]
         self.down_k = float(MIN_DOWN_AFTER)
@@ -293,8 +294,13 @@ class Fleet:
 
     # --- ingest (receiver threads) ----------------------------------------------
 
-    def receive(self, data: bytes, addr: Any, transport: str = "udp") -> None:
-        """Parse one datagram or MQTT payload and apply it; bad input is counted, never raised."""
+    def receive(
+        self, data: bytes, addr: Any, transport: str = "udp", topic_dev: Optional[str] = None
+    ) -> None:
+        """Parse one datagram or MQTT payload and apply it; bad input is counted, never raised.
+
+        `topic_dev`: the device id in the MQTT topic, which must match the payload's.
+        """
         try:
             msg = wire.parse(data, max_size=self._max_payload)
         except wire.WireError as err:
@@ -304,6 +310,9 @@ class Fleet:
             return
         with self._lock:
             self._received[transport] += 1
+            if topic_dev is not None and topic_dev != msg.dev:
+                self._reject("topic_mismatch")
+                return
             self._apply(msg, addr, transport)
 
     def reject(self, reason: str, transport: str = "udp") -> None:
@@ -408,7 +417,7 @@ class Fleet:
             d.metric_names = names
             d.metric_values = tuple(m.values())
         if self._fixed_down is None:
-            d.down_k = auto_down_after(r[0] + r[2], r[1] + r[3], self.config.max_down_after)
+            d.down_k = float(auto_down_after(r[0] + r[2], r[1] + r[3], self.config.max_down_after))
         else:
             d.down_k = self._fixed_down
         if d.state != "up":
@@ -423,7 +432,8 @@ class Fleet:
         d.prev_run = d.run
         # Fold the finished run into the lifetime figures.
         if d.hb is not None:
-            d.prior = tuple(a + b for a, b in zip(d.prior, d.hb.figures()))  # type: ignore[assignment]
+            p, f = d.prior, d.hb.figures()
+            d.prior = (p[0] + f[0], p[1] + f[1], p[2] + f[2], p[3] + f[3])
         if d.rd is not None:
             d.rd_prior = (d.rd_prior[0] + d.rd.received, d.rd_prior[1] + d.rd.expected)
         d.hb = None
@@ -534,19 +544,30 @@ class Fleet:
 
     # --- persistence (the store) ------------------------------------------------
 
-    def take_changes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Devices changed and events added since the last call (for the store)."""
+    def take_changes(self, chunk: int = 2000) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+        """Rows of the devices changed and the events added since the last call (for the store).
+
+        Built in chunks, releasing the lock between them, so a big fleet's flush
+        never stalls the receivers for long.
+        """
         with self._lock:
-            rows = [self._devices[k].snapshot() | {"_state": _persist(self._devices[k])}
-                    for k in self._dirty if k in self._devices]  # fmt: skip
-            self._dirty.clear()
+            dirty, self._dirty = self._dirty, set()
             events, self._new_events = self._new_events, []
+        ids = list(dirty)
+        rows: list[tuple[Any, ...]] = []
+        tags_json: dict[int, str] = {}
+        for i in range(0, len(ids), chunk):
+            with self._lock:
+                for k in ids[i : i + chunk]:
+                    d = self._devices.get(k)
+                    if d is not None:
+                        rows.append(_row(d, tags_json))
         return rows, events
 
-    def restore(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> int:
+    def restore(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
         """Load stored devices and events at start; judge the silent ones at once.
 
-        Returns how many devices were loaded.
+        Returns how many devices were loaded; rows that cannot be read are skipped.
         """
         with self._lock:
             now = self._clock()
@@ -562,58 +583,81 @@ class Fleet:
             return len(self._devices)
 
 
-def _persist(d: Device) -> dict[str, Any]:
-    """What a snapshot lacks to rebuild the device exactly."""
+ROW_COLUMNS = (
+    "id", "state", "state_since", "last_seen", "addr", "transport", "run", "prev_run",
+    "boot_time", "interval", "version", "tags", "metrics", "clock_skew", "restarts", "reboots",
+    "agent_drops", "down_k", "counters",
+)  # fmt: skip
+"""The columns of a stored device row, in order (see `store`)."""
+
+
+def _row(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
+    tags = tags_json.get(id(d.tags))
+    if tags is None:
+        tags = tags_json[id(d.tags)] = json.dumps(d.tags)
     hb, rd = d.hb, d.rd
-    return {
-        "hb": None
-        if hb is None
-        else [hb.highest, hb.received, hb.expected, hb.duplicates, hb.reordered],
-        "rd": None if rd is None else [rd.highest, rd.received, rd.expected],
-        "prior": list(d.prior),
-        "rd_prior": list(d.rd_prior),
-        "recent": list(d.recent),
-    }
+    counters = [
+        *((hb.highest, hb.received, hb.expected, hb.duplicates, hb.reordered) if hb else ()),
+        *((rd.highest, rd.received, rd.expected) if rd else ()),
+    ]
+    return (
+        d.id, d.state, d.state_since, d.last_seen, _addr_text(d.addr), d.transport, d.run,
+        d.prev_run, d.boot_time, d.interval, d.version, tags,
+        json.dumps(dict(zip(d.metric_names, d.metric_values))), d.clock_skew, d.restarts,
+        d.reboots, d.agent_drops, d.down_k,
+        json.dumps([int(hb is not None), int(rd is not None), *counters, *d.prior, *d.rd_prior,
+                    *d.recent]),
+    )  # fmt: skip
 
 
-def _revive(row: dict[str, Any]) -> Optional[Device]:
+def _revive(row: tuple[Any, ...]) -> Optional[Device]:
+    """A device from a stored row; None when the row cannot be read."""
     try:
-        st = row["_state"]
-        d = Device(str(row["id"]), float(row["state_since"]))
-        d.state = row["state"] if row["state"] in STATES else "down"
-        d.last_seen = float(row["last_seen"])
-        d.addr = str(row.get("addr", ""))
-        d.transport = str(row.get("transport", "udp"))
-        d.run = str(row["run"])
-        d.boot_time = row.get("boot_time")
-        d.interval = float(row["interval"])
-        d.version = row.get("version")
-        d.tags = dict(row.get("tags") or {})
-        metrics = row.get("metrics") or {}
-        d.metric_names = tuple(metrics)
-        d.metric_values = tuple(metrics.values())
-        d.clock_skew = float(row.get("clock_skew", 0.0))
-        d.restarts = int(row.get("restarts", 0))
-        d.reboots = int(row.get("reboots", 0))
-        d.agent_drops = int(row.get("agent_drops", 0))
-        d.down_k = float(row.get("down_after_effective", MIN_DOWN_AFTER))
-        if st.get("hb"):
-            highest, received, expected, dups, reordered = st["hb"]
-            t = SeqTracker(int(highest))
-            t.received, t.expected, t.duplicates, t.reordered = received, expected, dups, reordered
-            t.resync = True
+        (dev_id, state, state_since, last_seen, addr, transport, run, prev_run, boot_time,
+         interval, version, tags, metrics, clock_skew, restarts, reboots, agent_drops, down_k,
+         counters) = row  # fmt: skip
+        d = Device(str(dev_id), float(state_since))
+        d.state = state if state in STATES else "down"
+        d.last_seen = float(last_seen)
+        d.addr = str(addr)
+        d.transport = str(transport)
+        d.run = str(run)
+        d.prev_run = str(prev_run)
+        d.boot_time = None if boot_time is None else float(boot_time)
+        d.interval = float(interval)
+        if not d.interval > 0:
+            return None
+        d.version = None if version is None else str(version)
+        d.tags = {str(k): str(v) for k, v in json.loads(tags).items()}
+        m = json.loads(metrics)
+        d.metric_names = tuple(m)
+        d.metric_values = tuple(float(v) for v in m.values())
+        d.clock_skew = float(clock_skew)
+        d.restarts = int(restarts)
+        d.reboots = int(reboots)
+        d.agent_drops = int(agent_drops)
+        d.down_k = float(down_k)
+        c = [int(x) for x in json.loads(counters)]
+        has_hb, has_rd, c = c[0], c[1], c[2:]
+        if has_hb:
+            t = SeqTracker(c[0])
+            t.received, t.expected, t.duplicates, t.reordered = c[1:5]
+            t.resync = True  # what was sent while the collector was away is not network loss
             d.hb = t
-        if st.get("rd"):
-            highest, received, expected = st["rd"]
-            t = SeqTracker(int(highest))
-            t.received, t.expected = received, expected
+            c = c[5:]
+        if has_rd:
+            t = SeqTracker(c[0])
+            t.received, t.expected = c[1:3]
             t.resync = True
             d.rd = t
-        d.prior = tuple(int(x) for x in st["prior"])  # type: ignore[assignment]
-        d.rd_prior = tuple(int(x) for x in st["rd_prior"])  # type: ignore[assignment]
-        d.recent = [int(x) for x in st["recent"]]
+            c = c[3:]
+        d.prior = (c[0], c[1], c[2], c[3])
+        d.rd_prior = (c[4], c[5])
+        d.recent = c[6:10]
+        if len(d.recent) != 4:
+            return None
         if d.state in ("up", "late"):
             d.deadline = d.last_seen  # judged at once
-    except (KeyError, TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, AttributeError):
         return None
     return d
