@@ -34,11 +34,14 @@ class CollectorProcess:
     """A real `fleetbeat collector` subprocess; `udp_port` is where it listens."""
 
     def __init__(self, tmp_path: Path, *, udp_port: Optional[int] = None, extra: str = "",
-                 state_dir: Optional[Path] = None, name: str = "collector") -> None:  # fmt: skip
+                 state_dir: Optional[Path] = None, name: str = "collector",
+                 udp_host: str = "127.0.0.1") -> None:  # fmt: skip
         self.udp_port = udp_port or free_port()
         self.state_dir = state_dir or tmp_path / "state"
         self.config_path = tmp_path / f"{name}.toml"
-        self.config_path.write_text(collector_toml(self.state_dir, self.udp_port, extra=extra))
+        self.config_path.write_text(
+            collector_toml(self.state_dir, self.udp_port, extra=extra, host=udp_host)
+        )
         self.log_path = tmp_path / f"{name}.log"
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -108,3 +111,34 @@ class Sender:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def stored_devices(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """The devices a collector has written to its store, as contract dicts (not re-judged)."""
+    from fleetbeat.collector.config import CollectorSection
+    from fleetbeat.collector.fleet import Fleet
+    from fleetbeat.collector.store import Store
+
+    if not (state_dir / "fleetbeat.db").exists():
+        return {}
+    store = Store(str(state_dir), retention=10 * 86400.0)
+    try:
+        rows, _ = store.load(time.time())
+    finally:
+        store.close()
+    fleet = Fleet(CollectorSection(), clock=lambda: 0.0)  # time 0: nobody judged silent
+    fleet.restore(rows, [])
+    return {d["id"]: d for d in fleet.devices()}
+
+
+def stored_events(state_dir: Path) -> list[dict[str, Any]]:
+    """The events a collector has written to its store, oldest first."""
+    from fleetbeat.collector.store import Store
+
+    if not (state_dir / "fleetbeat.db").exists():
+        return []
+    store = Store(str(state_dir), retention=10 * 86400.0)
+    try:
+        return store.load(time.time())[1]
+    finally:
+        store.close()
