@@ -126,7 +126,7 @@ def ago(seconds: Optional[float]) -> str:
 def percent(value: Any) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "-"
-    return f"{value:.0f}%" if value >= 10 else f"{value:.1f}%"
+    return f"{value:.0f}%" if value == 0 or value >= 10 else f"{value:.1f}%"
 
 
 def _row(dev: dict[str, Any], now: float) -> list[str]:
@@ -166,7 +166,7 @@ def render_table(data: dict[str, Any], *, color: bool = False) -> str:
         data["devices"], key=lambda d: (rank.get(d.get("state"), len(ORDER)), str(d.get("id")))
     )
     rows = [_row(d, now) for d in devices]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(HEADERS)]
 
     def line(cells: Sequence[str], state: Optional[str] = None) -> str:
         out = []
