@@ -120,6 +120,9 @@ def parse(data: bytes, *, max_size: int = 65507) -> Message:
         for key in ("bt", "drop"):
             if key in obj and not _is_number(obj[key]):
                 raise WireError("bad_field", key)
+        ver = obj.get("ver")
+        if ver is not None and type(ver) is not str:
+            raise WireError("bad_field", "ver")
         tags = obj.get("tags")
         if tags is not None and (
             type(tags) is not dict or not all(type(v) is str for v in tags.values())

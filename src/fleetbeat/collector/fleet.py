@@ -53,6 +53,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import sys
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -402,8 +403,9 @@ class Fleet:
         bt = msg.bt
         if bt is not None:
             d.boot_time = bt
-        if msg.ver is not None:
-            d.version = msg.ver
+        ver = msg.ver
+        if ver is not None and ver != d.version:
+            d.version = sys.intern(ver) if len(ver) < 40 else ver
         if msg.drop is not None:
             d.agent_drops = int(msg.drop)
         tags = msg.tags
@@ -412,9 +414,10 @@ class Fleet:
         m = msg.metrics
         if m:
             names = tuple(m)
-            if names != d.metric_names:
-                names = self._names_cache.setdefault(names, names)
-            d.metric_names = names
+            if names != d.metric_names:  # most of a fleet shares a few sets of names
+                if len(self._names_cache) > 10_000:
+                    self._names_cache.clear()
+                d.metric_names = self._names_cache.setdefault(names, names)
             d.metric_values = tuple(m.values())
         if self._fixed_down is None:
             d.down_k = float(auto_down_after(r[0] + r[2], r[1] + r[3], self.config.max_down_after))
