@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -103,7 +104,7 @@ def test_names_follow_prometheus_conventions(served: ServedFleet) -> None:
     served.hb("pi-1", 0, run="fedcba9876543210")
     _, _, body = get(served.url + "/metrics")
     families = list(text_string_to_metric_families(body.decode()))
-    ours = [f for f in families if not f.name.startswith(("process_", "python_"))]
+    ours = [f for f in families if not f.name.startswith("process_")]
     assert len(ours) > 20
     for fam in ours:
         assert fam.name.startswith("fleetbeat_"), fam.name
@@ -132,16 +133,36 @@ def test_metrics_are_read_at_scrape_time(served: ServedFleet) -> None:
     }  # fmt: skip
 
 
-def test_openmetrics_and_gzip_are_negotiated(served: ServedFleet) -> None:
-    """Accept: openmetrics gets OpenMetrics (ending in # EOF); Accept-Encoding: gzip gets gzip."""
+def test_text_format_whatever_is_asked_and_gzip_when_accepted(served: ServedFleet) -> None:
+    """An OpenMetrics-first Accept still gets text 0.0.4 (allowed); Accept-Encoding gzip, gzip."""
     served.hb("pi-1", 0)
     status, headers, body = get(
         served.url + "/metrics",
-        {"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "gzip"},
+        {
+            "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4",
+            "Accept-Encoding": "gzip",
+        },
     )
     assert status == 200
-    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert headers["Content-Encoding"] == "gzip"
     text = gzip.decompress(body).decode()
-    assert text.endswith("# EOF\n")
     assert 'fleetbeat_device_last_seen_timestamp_seconds{device="pi-1"}' in text
+    assert [f.name for f in text_string_to_metric_families(text)][:1] == ["fleetbeat_devices"]
+
+
+def test_label_values_and_numbers_are_escaped_and_formatted() -> None:
+    """Quotes, backslashes and newlines in label values, and non-finite values, parse back."""
+    from fleetbeat.collector import metrics
+
+    dev = {"id": "pi-1", "state": "up", "version": 'v"1\\2\nx', "transport": "udp",
+           "clock_skew": float("nan"), "interval": float("inf"), "received": 5}  # fmt: skip
+    text = metrics.render([dev], {"rejected": {'bad "json"': 2}})
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert fams["fleetbeat_device_info"].samples[0].labels["version"] == 'v"1\\2\nx'
+    assert fams["fleetbeat_rejected_messages"].samples[0].labels["reason"] == 'bad "json"'
+    skew = fams["fleetbeat_device_clock_skew_seconds"].samples[0].value
+    assert math.isnan(skew)
+    assert fams["fleetbeat_device_heartbeat_interval_seconds"].samples[0].value == float("inf")
+    assert fams["fleetbeat_device_heartbeats_received"].samples[0].value == 5
+    assert "fleetbeat_device_boot_time_seconds{" not in text  # absent field: no sample

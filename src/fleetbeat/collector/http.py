@@ -9,7 +9,7 @@ blocks receiving. Routes:
     GET /api/devices/{id}      one device; 404 with a JSON error when unknown
     GET /api/events            ?since=<event id or time>  ?limit=N (default 1000)
     GET /api/stats             the collector's own counters
-    GET /metrics               Prometheus text format (OpenMetrics if asked for, gzip if accepted)
+    GET /metrics               Prometheus text format 0.0.4 (gzip if accepted)
     GET /healthz               200 {"status": "ok"} while the collector serves
 """
 
@@ -209,9 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/stats":
             return _json(HTTPStatus.OK, {"time": time.time(), "stats": fleet.stats()})
         if path == "/metrics":
-            body, headers = self.server.exposition.render(
-                self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
-            )
+            body, headers = self.server.exposition.render(self.headers.get("Accept-Encoding", ""))
             return HTTPStatus.OK, body, headers
         if path == "/healthz":
             return _json(HTTPStatus.OK, {"status": "ok", "time": time.time()})
