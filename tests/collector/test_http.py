@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from collections.abc import Iterator
@@ -217,3 +218,16 @@ def test_parse_listen_accepts_v4_and_v6() -> None:
     assert http.parse_listen("[::1]:9747") == ("::1", 9747)
     with pytest.raises(FleetbeatError, match="HOST:PORT"):
         http.parse_listen("localhost")
+
+
+def test_big_answers_are_gzipped_when_accepted(served: ServedFleet) -> None:
+    """A client that accepts gzip gets big answers compressed; small ones stay plain."""
+    for i in range(20):
+        served.hb(f"extra-{i:02d}", 0, tags={"site": "home"})
+    status, headers, body = get(served.url + "/api/devices", {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert len(json.loads(gzip.decompress(body))["devices"]) == 23
+    status, headers, body = get(served.url + "/healthz", {"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in headers and json.loads(body)["status"] == "ok"
+    status, headers, body = get(served.url + "/api/devices")
+    assert "Content-Encoding" not in headers and json.loads(body)["count"] == 23

@@ -21,7 +21,6 @@ Alert examples:
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Mapping
 from typing import Any, Optional, Protocol
@@ -223,12 +222,3 @@ class Exposition:
         """The exposition, read from the fleet now."""
         devices = self._fleet.devices()
         return render(devices, self._fleet.stats()) + self._process.render()
-
-    def render(self, accept_encoding: str = "") -> tuple[bytes, dict[str, str]]:
-        """The body and headers for a scrape (gzip when the scraper accepts it)."""
-        body = self.text().encode()
-        headers = {"Content-Type": CONTENT_TYPE}
-        if "gzip" in accept_encoding.lower():
-            body = gzip.compress(body, compresslevel=1)  # fast: scrapes are frequent
-            headers["Content-Encoding"] = "gzip"
-        return body, headers

@@ -181,7 +181,7 @@ def render_table(data: dict[str, Any], *, color: bool = False) -> str:
     lines = [f"\x1b[1m{head}\x1b[0m" if color else head]
     lines += [line(r, r[1]) for r in rows]
     if not rows:
-        lines = ["no devices"]
+        return "no devices"
     foot = summary(data)
     if color and any(r[1] == "down" for r in rows):
         foot = f"\x1b[1;31m{foot}\x1b[0m"
