@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gzip
 import math
+import time
 from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from web import ServedFleet, get
+
+from helpers import agent_toml, wait_until
 
 
 @pytest.fixture
@@ -166,3 +170,34 @@ def test_label_values_and_numbers_are_escaped_and_formatted() -> None:
     assert fams["fleetbeat_device_heartbeat_interval_seconds"].samples[0].value == float("inf")
     assert fams["fleetbeat_device_heartbeats_received"].samples[0].value == 5
     assert "fleetbeat_device_boot_time_seconds{" not in text  # absent field: no sample
+
+
+def test_collector_process_serves_metrics_for_a_live_agent(
+    start_collector: Callable[..., Any], start_agent: Callable[..., Any]
+) -> None:
+    """A real collector subprocess fed by a real agent exposes it in /metrics, parseable."""
+    collector = start_collector()
+    url = wait_until(collector.http_url)
+    start_agent(agent_toml(collector.udp_port, interval="0.05s", device="pi-scraped"))
+
+    def scraped() -> dict[str, list[Sample]]:
+        _, _, body = get(url + "/metrics")
+        fams = {f.name: list(f.samples) for f in text_string_to_metric_families(body.decode())}
+        received = fams.get("fleetbeat_device_heartbeats_received", [])
+        return fams if any(s.value >= 5 for s in received) else {}
+
+    m = wait_until(scraped, timeout=10)
+    seen = value(
+        m["fleetbeat_device_last_seen_timestamp_seconds"],
+        "fleetbeat_device_last_seen_timestamp_seconds",
+        device="pi-scraped",
+    )
+    assert abs(seen - time.time()) < 5
+    assert (
+        value(
+            m["fleetbeat_device_state"], "fleetbeat_device_state", device="pi-scraped", state="up"
+        )
+        == 1
+    )
+    assert value(m["fleetbeat_devices"], "fleetbeat_devices", state="up") == 1
+    assert m["process_resident_memory_bytes"][0].value > 1e6
