@@ -142,7 +142,7 @@ def test_healthz_stats_unknown_paths_and_head(served: ServedFleet) -> None:
     assert status == 404 and body["error"] == "not found"
     host, port = served.server.host, served.server.port
     with socket.create_connection((host, port), timeout=5) as conn:
-        conn.sendall(b"HEAD /api/devices HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        conn.sendall(b"HEAD /api/devices HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         raw = b""
         while chunk := conn.recv(65536):
             raw += chunk
@@ -231,3 +231,12 @@ def test_big_answers_are_gzipped_when_accepted(served: ServedFleet) -> None:
     assert "Content-Encoding" not in headers and json.loads(body)["status"] == "ok"
     status, headers, body = get(served.url + "/api/devices")
     assert "Content-Encoding" not in headers and json.loads(body)["count"] == 23
+
+
+def test_loopback_server_refuses_foreign_host_names(served: ServedFleet) -> None:
+    """Bound to loopback, a request naming another host (DNS rebinding) is refused with 403."""
+    for host in ("evil.example:9747", "192.0.2.1:9747"):
+        status, _, body = get(served.url + "/api/devices", {"Host": host})
+        assert status == 403 and "loopback" in json.loads(body)["error"]
+    for host in ("localhost:9747", "127.0.0.1", "127.1.2.3:80", "[::1]:9747", "LOCALHOST"):
+        assert get(served.url + "/api/devices", {"Host": host})[0] == 200, host

@@ -18,6 +18,7 @@ Answers of 1,400 bytes or more are gzip-compressed when the client accepts it.
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import logging
 import math
@@ -139,6 +140,7 @@ class _Server(ThreadingHTTPServer):
     exposition: Exposition
     dashboard: bytes
     errors: RateLimitedLog
+    loopback_only: bool  # bound to loopback: only loopback Host names are served
 
 
 class _Server6(_Server):
@@ -165,7 +167,16 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/") or "/"
         query = parse_qs(url.query)
         try:
-            status, body, headers = self._route(path, query)
+            host = self.headers.get("Host")  # browsers always send it; HTTP/1.0 tools may not
+            if self.server.loopback_only and host is not None and not _loopback_host(host):
+                # DNS rebinding: a web page whose name now points at 127.0.0.1 must not
+                # read the fleet through a browser on this machine.
+                status, body, headers = _json(
+                    HTTPStatus.FORBIDDEN,
+                    {"error": "bound to loopback: use localhost or a loopback address"},
+                )
+            else:
+                status, body, headers = self._route(path, query)
         except BadRequest as err:
             status, body, headers = _json(HTTPStatus.BAD_REQUEST, {"error": str(err)})
         except Exception as err:
@@ -239,6 +250,21 @@ _DASHBOARD_HEADERS = {
 }
 
 
+def _loopback_host(host_header: str) -> bool:
+    """True for `localhost`, `127.0.0.1:9747`, `[::1]:9747` and the like."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _json(status: int, obj: Any) -> tuple[int, bytes, dict[str, str]]:
     return status, json_bytes(obj), {"Content-Type": "application/json"}
 
@@ -269,6 +295,7 @@ class HttpServer:
         server.exposition = Exposition(fleet)
         server.dashboard = DASHBOARD.read_bytes()
         server.errors = RateLimitedLog(log)
+        server.loopback_only = _loopback_host(host)
         self._server = server
         self.host = host
         self.port: int = server.server_address[1]
