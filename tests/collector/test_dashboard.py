@@ -63,7 +63,7 @@ def rows(dom: str) -> dict[str, str]:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_browser_renders_states_counts_and_ages(served: ServedFleet, tmp_path: Path) -> None:
-    """In a real browser the table shows every device by state, the counts, loss and `s ago`."""
+    """In a real browser: every device by state, the counts, loss, `s ago`, the recent changes."""
     dom = dump_dom(served.url + "/", tmp_path)
     assert rows(dom) == {"garage-1": "down", "kitchen-1": "up", "attic-1": "offline"}
     assert list(rows(dom)) == ["garage-1", "kitchen-1", "attic-1"]  # down first
@@ -75,6 +75,12 @@ def test_browser_renders_states_counts_and_ages(served: ServedFleet, tmp_path: P
     assert "3 devices: 1 down, 1 up, 1 offline" in dom
     assert re.search(r">\d+ s ago<", dom)
     assert ">10 %<" in dom  # kitchen-1 lost 1 of 10
+    events = dom[dom.index('<ul id="events">') :]
+    assert re.search(
+        r"<strong>garage-1</strong> <span[^>]*>up</span> → <span[^>]*>down</span>"
+        r"<span[^>]*> missed heartbeats",
+        events,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
