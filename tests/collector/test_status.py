@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -105,7 +106,7 @@ def test_filters_and_ordering_with_several_devices(
 
 def test_unreachable_collector_is_exit_3_with_a_clear_message() -> None:
     """Nothing listening: exit 3, a message naming the URL, nothing on stdout."""
-    port = free_port(kind=1)  # SOCK_STREAM: a TCP port nobody listens on
+    port = free_port(kind=socket.SOCK_STREAM)  # a TCP port nobody listens on
     done = run_cli("status", "--url", f"http://127.0.0.1:{port}", "--timeout", "2")
     assert done.returncode == status.EXIT_UNREACHABLE == 3
     assert done.stdout == ""
