@@ -9,6 +9,8 @@ Figures (best of R, seconds per scrape):
   fleetbeat_gz the same, gzip-compressed as the server does (Prometheus asks for gzip)
   promclient   the same families through a prometheus-client custom Collector + generate_latest
   promclient_om  the same, in OpenMetrics (what Prometheus negotiates first)
+  http_metrics GET /metrics over loopback from the real server, gzip accepted
+  http_api     GET /api/devices over loopback, gzip accepted (one dashboard refresh)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -80,6 +83,12 @@ class PromClientCollector:
             yield c
 
 
+def fetch(url: str) -> bytes:
+    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})  # noqa: S310
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback
+        return bytes(resp.read())
+
+
 def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     times = []
     result = None
@@ -110,6 +119,13 @@ def main() -> None:
     figures["fleetbeat_gz"], gz = best(lambda: http.compress(expo.text().encode()), args.repeat)
     figures["promclient"], prom = best(lambda: generate_latest(registry), args.repeat)
     figures["promclient_om"], _ = best(lambda: generate_openmetrics(registry), args.repeat)
+
+    server = http.HttpServer(fleet, host="127.0.0.1", port=0)
+    try:
+        figures["http_metrics"], _ = best(lambda: fetch(server.url + "/metrics"), args.repeat)
+        figures["http_api"], _ = best(lambda: fetch(server.url + "/api/devices"), args.repeat)
+    finally:
+        server.close()
 
     samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     prom_samples = sum(1 for line in prom.splitlines() if line and not line.startswith(b"#"))
