@@ -175,3 +175,29 @@ def test_flood_of_new_ids_is_bounded() -> None:
         dev = fleet.device(f"known-{i}")
         assert dev is not None
         assert (dev["state"], dev["received"], dev["lost"]) == ("up", 2, 0)
+
+
+def verdict(data: bytes, parser: str) -> Any:
+    """parse_fields' result or rejection reason with one JSON parser forced."""
+    saved = wire._fast_loads
+    wire._fast_loads = wire._std_loads if parser == "json" else None
+    try:
+        assert wire.json_parser() == parser
+        return wire.parse_fields(data, max_size=4096)
+    except wire.WireError as err:
+        return err.reason
+    finally:
+        wire._fast_loads = saved
+
+
+@pytest.mark.skipif(wire.json_parser() != "orjson", reason="orjson is not installed")
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda k, v: json.dumps({**VALID, k: v}).encode(),
+              st.sampled_from(sorted(VALID)), json_values),
+    st.builds(lambda s: wire.dumps(VALID).replace(b"42", s.encode()), st.text(max_size=30)),
+))  # fmt: skip
+def test_both_json_parsers_agree(data: bytes) -> None:
+    """orjson (when installed) and the stdlib parser give the same verdict on any payload."""
+    assert verdict(data, "orjson") == verdict(data, "json")

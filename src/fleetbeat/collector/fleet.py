@@ -281,7 +281,7 @@ class Fleet:
         self._new_events: list[dict[str, Any]] = []  # not yet handed to the store
         self._dirty: set[str] = set()
         self._received = {"udp": 0, "mqtt": 0}
-        self._accepted = {"udp": 0, "mqtt": 0}
+        self._rejected_from = {"udp": 0, "mqtt": 0}
         self._rejected: dict[str, int] = {}
         self._fixed_down: Optional[float] = (
             None if config.down_after == "auto" else float(config.down_after)
@@ -289,6 +289,7 @@ class Fleet:
         self._late_after = config.late_after
         self._max_devices = config.max_devices
         self._max_payload = config.max_payload
+        self._max_down_after = config.max_down_after
         self._tag_cache: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self._names_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.started_at = clock()
@@ -303,16 +304,16 @@ class Fleet:
         `topic_dev`: the device id in the MQTT topic, which must match the payload's.
         """
         try:
-            msg = wire.parse(data, max_size=self._max_payload)
+            msg = wire.parse_fields(data, max_size=self._max_payload)
         except wire.WireError as err:
             with self._lock:
                 self._received[transport] += 1
-                self._reject(err.reason)
+                self._reject(err.reason, transport)
             return
         with self._lock:
             self._received[transport] += 1
-            if topic_dev is not None and topic_dev != msg.dev:
-                self._reject("topic_mismatch")
+            if topic_dev is not None and topic_dev != msg["dev"]:
+                self._reject("topic_mismatch", transport)
                 return
             self._apply(msg, addr, transport)
 
@@ -320,7 +321,7 @@ class Fleet:
         """Count a payload a receiver turned away before parsing (e.g. an MQTT topic)."""
         with self._lock:
             self._received[transport] += 1
-            self._reject(reason)
+            self._reject(reason, transport)
 
     def mark_offline(self, dev_id: str, reason: str = "last_will") -> None:
         """The broker says the device is gone (MQTT Last Will / retained `offline`)."""
@@ -330,40 +331,46 @@ class Fleet:
                 self._transition(d, "offline", reason, self._clock())
                 d.deadline = math.inf
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, reason: str, transport: str) -> None:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        # accepted = received - rejected, per transport: one counter less on the hot path
+        self._rejected_from[transport] += 1
 
-    def _apply(self, msg: wire.Message, addr: Any, transport: str) -> None:
+    def _apply(self, msg: dict[str, Any], addr: Any, transport: str) -> None:
         now = self._clock()
-        dev_id = msg.dev
+        dev_id: str = msg["dev"]
         d = self._devices.get(dev_id)
-        kind = msg.kind
+        kind: str = msg["k"]
         if d is None:
             if len(self._devices) >= self._max_devices:
-                self._reject("max_devices")
+                self._reject("max_devices", transport)
                 return
             if kind == "rd":  # a device is known by its heartbeats; a reading alone proves little
-                self._reject("unknown_device")
+                self._reject("unknown_device", transport)
                 return
             d = Device(dev_id, now)
             self._devices[dev_id] = d
-            d.run = msg.run
+            d.run = msg["run"]
             if kind == "bye":
                 d.state = "offline"
             self._event(now, dev_id, None, d.state, "first_seen")
-        elif msg.run != d.run and not self._new_run(d, msg, now):
+        elif msg["run"] != d.run and not self._new_run(d, msg, now, transport):
             return
-        seq = msg.seq
+        seq: int = msg["seq"]
         tracker = d.rd if kind == "rd" else d.hb
-        if tracker is not None and not tracker.plausible(seq, (now - d.last_seen) / d.interval):
-            self._reject("seq_jump")
+        if (
+            tracker is not None
+            and not 0 < seq - tracker.highest <= MAX_PLAIN_JUMP  # the usual case, quickly
+            and not tracker.plausible(seq, (now - d.last_seen) / d.interval)
+        ):
+            self._reject("seq_jump", transport)
             return
-        self._accepted[transport] += 1
         self._dirty.add(dev_id)
         d.last_seen = now
         if d.addr != addr:
             d.addr = addr
-        d.transport = transport
+        if d.transport is not transport:
+            d.transport = transport
         if kind == "rd":
             if tracker is None:
                 d.rd = SeqTracker(seq)
@@ -392,26 +399,28 @@ class Fleet:
             r[2] -= 1
         if gap == 0:  # an old heartbeat: loss figures only
             return
-        d.clock_skew = msg.ts - now
+        d.clock_skew = msg["ts"] - now
         if kind == "bye":
             if d.state != "offline":
                 self._transition(d, "offline", "bye", now)
             d.deadline = math.inf
             return
-        interval: float = msg.interval  # type: ignore[assignment]
+        interval: float = msg["int"]
         d.interval = interval
-        bt = msg.bt
+        get = msg.get
+        bt = get("bt")
         if bt is not None:
             d.boot_time = bt
-        ver = msg.ver
+        ver = get("ver")
         if ver is not None and ver != d.version:
             d.version = sys.intern(ver) if len(ver) < 40 else ver
-        if msg.drop is not None:
-            d.agent_drops = int(msg.drop)
-        tags = msg.tags
+        drop = get("drop")
+        if drop is not None:
+            d.agent_drops = drop
+        tags = get("tags")
         if tags is not None and tags != d.tags:
             d.tags = self._shared_tags(tags)
-        m = msg.metrics
+        m = get("m")
         if m:
             names = tuple(m)
             if names != d.metric_names:  # most of a fleet shares a few sets of names
@@ -419,18 +428,14 @@ class Fleet:
                     self._names_cache.clear()
                 d.metric_names = self._names_cache.setdefault(names, names)
             d.metric_values = tuple(m.values())
-        if self._fixed_down is None:
-            d.down_k = float(auto_down_after(r[0] + r[2], r[1] + r[3], self.config.max_down_after))
-        else:
-            d.down_k = self._fixed_down
         if d.state != "up":
             self._transition(d, "up", "heartbeat", now)
         d.deadline = now + self._late_after * interval
 
-    def _new_run(self, d: Device, msg: wire.Message, now: float) -> bool:
+    def _new_run(self, d: Device, msg: dict[str, Any], now: float, transport: str) -> bool:
         """A message from a new run: restart or reboot. False when it is a stale old-run one."""
-        if msg.run == d.prev_run:  # a straggler from the run before: not a restart
-            self._reject("old_run")
+        if msg["run"] == d.prev_run:  # a straggler from the run before: not a restart
+            self._reject("old_run", transport)
             return False
         d.prev_run = d.run
         # Fold the finished run into the lifetime figures.
@@ -441,8 +446,8 @@ class Fleet:
             d.rd_prior = (d.rd_prior[0] + d.rd.received, d.rd_prior[1] + d.rd.expected)
         d.hb = None
         d.rd = None
-        d.run = msg.run
-        bt = msg.bt
+        d.run = msg["run"]
+        bt = msg.get("bt")
         rebooted = (
             bt is not None and d.boot_time is not None and abs(bt - d.boot_time) > REBOOT_TOLERANCE
         )
@@ -452,7 +457,7 @@ class Fleet:
         else:
             d.restarts += 1
             reason = "restart"
-        to = "offline" if msg.kind == "bye" else "up"
+        to = "offline" if msg["k"] == "bye" else "up"
         self._event(now, d.id, d.state, to, reason)
         if d.state != to:
             d.state = to
@@ -480,7 +485,18 @@ class Fleet:
                     changed += self._judge(d, now, "missed_heartbeats")
         return changed
 
+    def _down_after(self, d: Device) -> float:
+        """The device's down_after now (computed when needed, not at every heartbeat)."""
+        if self._fixed_down is not None:
+            k = self._fixed_down
+        else:
+            r = d.recent
+            k = float(auto_down_after(r[0] + r[2], r[1] + r[3], self._max_down_after))
+        d.down_k = k
+        return k
+
     def _judge(self, d: Device, now: float, down_reason: str) -> int:
+        self._down_after(d)
         silent = (now - d.last_seen) / d.interval
         if d.state in ("up", "late") and silent >= d.down_k:
             self._transition(d, "down", down_reason, now)
@@ -512,13 +528,17 @@ class Fleet:
     def devices(self) -> list[dict[str, Any]]:
         """Every device as a JSON-ready dict, sorted by id."""
         with self._lock:
-            return [self._devices[k].snapshot() for k in sorted(self._devices)]
+            return [self._snapshot(self._devices[k]) for k in sorted(self._devices)]
 
     def device(self, dev_id: str) -> Optional[dict[str, Any]]:
         """One device as a JSON-ready dict, or None when unknown."""
         with self._lock:
             d = self._devices.get(dev_id)
-            return d.snapshot() if d is not None else None
+            return self._snapshot(d) if d is not None else None
+
+    def _snapshot(self, d: Device) -> dict[str, Any]:
+        self._down_after(d)
+        return d.snapshot()
 
     def events(self, since: float = 0.0, limit: int = 1000) -> list[dict[str, Any]]:
         """Events with time > since, oldest first; the newest `limit` when more match."""
@@ -534,7 +554,7 @@ class Fleet:
                 by_state[d.state] += 1
             return {
                 "received": dict(self._received),
-                "accepted": dict(self._accepted),
+                "accepted": {t: n - self._rejected_from[t] for t, n in self._received.items()},
                 "rejected": dict(self._rejected),
                 "devices": by_state,
                 "devices_known": len(self._devices),
@@ -564,6 +584,7 @@ class Fleet:
                 for k in ids[i : i + chunk]:
                     d = self._devices.get(k)
                     if d is not None:
+                        self._down_after(d)
                         rows.append(_row(d, tags_json))
         return rows, events
 
