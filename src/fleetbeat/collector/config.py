@@ -124,7 +124,7 @@ class CollectorSection:
     udp_receive_buffer: int = option(4 << 20, integer(min=0))
     event_retention: float = option(7 * 86400.0, duration(min=60.0))
     flush_interval: float = option(5.0, duration(min=0.05))
-    check_interval: float = option(0.25, duration(min=0.01, max=60.0))
+    check_interval: float = option(0.25, duration(min=0.001, max=60.0))
     log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
     # None unless a [collector.mqtt] table is present: MQTT is off by default.
     mqtt: Optional[MqttSection] = option(None, table(MqttSection))  # noqa: RUF009 - a field()

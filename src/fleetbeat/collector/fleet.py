@@ -163,11 +163,10 @@ class Device:
     """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
 
     __slots__ = (
-        "addr", "agent_drops", "boot_time", "clock_skew", "deadline", "down_k", "hb", "id",
-        "interval", "last_seen", "metric_names", "metric_values", "prev_run", "prior", "rd",
-        "rd_prior",
-        "reboots", "recent", "restarts", "run", "state", "state_since", "tags", "transport",
-        "version",
+        "addr", "agent_drops", "boot_time", "clock_skew", "cur_exp", "cur_lost", "deadline",
+        "down_k", "hb", "id", "interval", "last_seen", "metric_names", "metric_values",
+        "prev_run", "prior", "rd", "rd_prior", "reboots", "recent_exp", "recent_lost",
+        "restarts", "run", "state", "state_since", "tags", "transport", "version",
     )  # fmt: skip
 
     def __init__(self, dev_id: str, now: float) -> None:
@@ -194,9 +193,13 @@ class Device:
         # lifetime figures of finished runs: received, expected, duplicates, reordered
         self.prior: tuple[int, int, int, int] = _ZERO4
         self.rd_prior: tuple[int, int] = _ZERO2  # readings: received, expected
-        # recent loss: [lost, expected] of the previous and the current bucket
-        self.recent = [0, 0, 0, 0]
-        self.down_k = float(MIN_DOWN_AFTER)
+        # recent loss: lost and expected in the current bucket, and both buckets together
+        # (small ints, cached by CPython: four slots cost less than one list)
+        self.cur_lost = 0
+        self.cur_exp = 0
+        self.recent_lost = 0
+        self.recent_exp = 0
+        self.down_k: float = MIN_DOWN_AFTER  # an int when "auto": small ints are shared
         self.deadline = math.inf  # next time the liveness check has something to do
 
     def snapshot(self) -> dict[str, Any]:
@@ -208,8 +211,6 @@ class Device:
         if self.rd is not None:
             rd_received += self.rd.received
             rd_expected += self.rd.expected
-        r = self.recent
-        recent_exp = r[1] + r[3]
         return {
             "id": self.id,
             "state": self.state,
@@ -233,7 +234,7 @@ class Device:
             "duplicates": dups,
             "reordered": reordered,
             "loss_pct": _pct(lost, expected),
-            "recent_loss_pct": _pct(r[0] + r[2], recent_exp),
+            "recent_loss_pct": _pct(self.recent_lost, self.recent_exp),
             "run_received": run[0],
             "run_expected": run[1],
             "run_lost": max(0, run[1] - run[0]),
@@ -385,18 +386,20 @@ class Fleet:
             gap = hb.add(seq)
             if gap < 0:  # duplicate: it says nothing new
                 return
-        r = d.recent
         if gap > 0:
-            r[1] += gap
-            r[0] += gap - 1
-            if r[1] >= RECENT_BUCKET:
-                r[2] = r[0]
-                r[3] = r[1]
-                r[0] = r[1] = 0
-        elif r[0] > 0:  # a late arrival: one fewer lost
-            r[0] -= 1
-        elif r[2] > 0:
-            r[2] -= 1
+            d.cur_exp += gap
+            d.recent_exp += gap
+            if gap > 1:
+                d.cur_lost += gap - 1
+                d.recent_lost += gap - 1
+            if d.cur_exp >= RECENT_BUCKET:  # the older bucket goes; the current one stays
+                d.recent_exp = d.cur_exp
+                d.recent_lost = d.cur_lost
+                d.cur_exp = d.cur_lost = 0
+        elif d.recent_lost > 0:  # a late arrival: one fewer lost
+            d.recent_lost -= 1
+            if d.cur_lost > 0:
+                d.cur_lost -= 1
         if gap == 0:  # an old heartbeat: loss figures only
             return
         d.clock_skew = msg["ts"] - now
@@ -490,8 +493,7 @@ class Fleet:
         if self._fixed_down is not None:
             k = self._fixed_down
         else:
-            r = d.recent
-            k = float(auto_down_after(r[0] + r[2], r[1] + r[3], self._max_down_after))
+            k = auto_down_after(d.recent_lost, d.recent_exp, self._max_down_after)
         d.down_k = k
         return k
 
@@ -630,7 +632,7 @@ def _row(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
         json.dumps(dict(zip(d.metric_names, d.metric_values))), d.clock_skew, d.restarts,
         d.reboots, d.agent_drops, d.down_k,
         json.dumps([int(hb is not None), int(rd is not None), *counters, *d.prior, *d.rd_prior,
-                    *d.recent]),
+                    d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp]),
     )  # fmt: skip
 
 
@@ -660,7 +662,7 @@ def _revive(row: tuple[Any, ...]) -> Optional[Device]:
         d.restarts = int(restarts)
         d.reboots = int(reboots)
         d.agent_drops = int(agent_drops)
-        d.down_k = float(down_k)
+        d.down_k = int(down_k) if float(down_k).is_integer() else float(down_k)
         c = [int(x) for x in json.loads(counters)]
         has_hb, has_rd, c = c[0], c[1], c[2:]
         if has_hb:
@@ -677,9 +679,7 @@ def _revive(row: tuple[Any, ...]) -> Optional[Device]:
             c = c[3:]
         d.prior = (c[0], c[1], c[2], c[3])
         d.rd_prior = (c[4], c[5])
-        d.recent = c[6:10]
-        if len(d.recent) != 4:
-            return None
+        d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp = c[6:10]
         if d.state in ("up", "late"):
             d.deadline = d.last_seen  # judged at once
     except (TypeError, ValueError, IndexError, AttributeError):
