@@ -80,6 +80,33 @@ class CollectorProcess:
             return json.loads(resp.read())
 
 
+class Broker:
+    """A real mosquitto broker on a loopback port of its own."""
+
+    def __init__(self, tmp_path: Path, port: int) -> None:
+        self.port = port
+        conf = tmp_path / f"mosquitto-{port}.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.log = tmp_path / f"mosquitto-{port}.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log,
+                                         stderr=subprocess.STDOUT)  # fmt: skip
+        wait_until(self._listening, timeout=10)
+
+    def _listening(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text()
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
 class Sender:
     """Sends hand-made wire v1 messages over UDP, with whatever seq a test wants."""
 

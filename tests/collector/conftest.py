@@ -1,13 +1,16 @@
-"""Collector fixtures: real collector subprocesses and a wire v1 test sender."""
+"""Collector fixtures: real collector subprocesses, a wire v1 test sender, mosquitto."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
-from collector_helpers import CollectorProcess, Sender
+from collector_helpers import Broker, CollectorProcess, Sender
+
+from helpers import free_port
 
 
 @pytest.fixture
@@ -38,3 +41,18 @@ def make_sender() -> Iterator[Callable[..., Sender]]:
     yield make
     for s in made:
         s.close()
+
+
+@pytest.fixture
+def start_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Start real mosquitto brokers (`start_broker(port=None)`); all stopped at teardown."""
+    started: list[Broker] = []
+
+    def start(port: Optional[int] = None) -> Broker:
+        broker = Broker(tmp_path, port or free_port(socket.SOCK_STREAM))
+        started.append(broker)
+        return broker
+
+    yield start
+    for b in started:
+        b.stop()
