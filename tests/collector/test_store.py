@@ -168,3 +168,33 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError, match=r"state database .*file/sub/fleetbeat.db"):
         Store(str(blocker / "sub"), retention=60.0)
+
+
+def test_failed_write_is_retried(tmp_path: Path) -> None:
+    """When the store cannot be written the collector keeps running and writes later."""
+    import dataclasses
+
+    from collector_helpers import Sender, stored_devices
+
+    from fleetbeat.collector.config import CollectorConfig
+    from fleetbeat.collector.service import Collector
+    from helpers import free_port, wait_until
+
+    port = free_port()
+    section = dataclasses.replace(CollectorSection(), udp_listen=f"127.0.0.1:{port}",
+                                  http_listen="127.0.0.1:0", state_dir=str(tmp_path))  # fmt: skip
+    collector = Collector(CollectorConfig(section))
+    collector.start()
+    sender = Sender(port, dev="retry-1")
+    try:
+        sender.send(0)
+        wait_until(lambda: collector.fleet.device("retry-1"))
+        assert collector.store is not None
+        collector.store._db.close()  # the corner a real disk cannot reach on demand: writes fail
+        collector.flush()  # logged, not raised
+        collector.store = Store(str(tmp_path), retention=60.0)
+        collector.flush()
+        assert "retry-1" in stored_devices(tmp_path)
+    finally:
+        sender.close()
+        collector.close()

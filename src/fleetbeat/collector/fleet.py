@@ -70,6 +70,7 @@ FALSE_DOWN_ODDS = 1e-6  # how rarely an alive device may be called down, per int
 MIN_DOWN_AFTER = 3
 REBOOT_TOLERANCE = 5.0  # s: boot_time jitter (clock steps) that is not a reboot
 MAX_EVENTS_IN_MEMORY = 10_000
+LOCK_CHUNK = 500  # devices read per lock hold (~10 ms), so receivers never wait long
 
 Clock = Callable[[], float]
 
@@ -528,9 +529,21 @@ class Fleet:
     # --- reads (the contract) ---------------------------------------------------
 
     def devices(self) -> list[dict[str, Any]]:
-        """Every device as a JSON-ready dict, sorted by id."""
+        """Every device as a JSON-ready dict, sorted by id.
+
+        Built in chunks, releasing the lock between them: each dict is consistent,
+        and a big fleet's snapshot never stalls the receivers for long.
+        """
         with self._lock:
-            return [self._snapshot(self._devices[k]) for k in sorted(self._devices)]
+            ids = sorted(self._devices)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(ids), LOCK_CHUNK):
+            with self._lock:
+                for k in ids[i : i + LOCK_CHUNK]:
+                    d = self._devices.get(k)
+                    if d is not None:
+                        out.append(self._snapshot(d))
+        return out
 
     def device(self, dev_id: str) -> Optional[dict[str, Any]]:
         """One device as a JSON-ready dict, or None when unknown."""
@@ -569,7 +582,9 @@ class Fleet:
 
     # --- persistence (the store) ------------------------------------------------
 
-    def take_changes(self, chunk: int = 2000) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+    def take_changes(
+        self, chunk: int = LOCK_CHUNK
+    ) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
         """Rows of the devices changed and the events added since the last call (for the store).
 
         Built in chunks, releasing the lock between them, so a big fleet's flush
@@ -589,6 +604,12 @@ class Fleet:
                         self._down_after(d)
                         rows.append(_row(d, tags_json))
         return rows, events
+
+    def requeue(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> None:
+        """Give back what a failed store write took, so the next flush tries again."""
+        with self._lock:
+            self._dirty.update(row[0] for row in rows)
+            self._new_events[:0] = events
 
     def restore(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
         """Load stored devices and events at start; judge the silent ones at once.

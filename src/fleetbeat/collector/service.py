@@ -18,9 +18,11 @@ from typing import Any, Callable, Optional
 from fleetbeat.collector.config import CollectorConfig
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
-from fleetbeat.collector.store import Store
+from fleetbeat.collector.store import Store, StoreError
+from fleetbeat.logutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log)
 
 PRUNE_EVERY = 3600.0  # s between deletions of events past the retention
 
@@ -97,7 +99,12 @@ class Collector:
         if self.store is None:
             return
         rows, events = self.fleet.take_changes()
-        self.store.write(rows, events)
+        try:
+            self.store.write(rows, events)
+        except StoreError as err:
+            # a full disk must not stop liveness checks: keep the changes, retry next time
+            self.fleet.requeue(rows, events)
+            _limited.log(logging.ERROR, "store", "%s; will retry", err)
 
     def _prune(self) -> None:
         if self.store is not None:
