@@ -20,6 +20,8 @@ bool, None) that the caller may keep or mutate:
     readings_received, readings_lost (the readings stream, lifetime),
     down_after_effective (missed intervals after which the device is called
     down: the configured number, or the loss-aware "auto" value).
+  Each dict is consistent; the list is read in chunks of devices, so it is not
+  one atomic picture of a big fleet (a device may change between two chunks).
 - `Fleet.device(dev_id) -> dict | None`: the same dict for one device.
 - `Fleet.events(since=0.0, limit=1000) -> list[dict]`: transitions and
   restarts with time > since, oldest first, at most `limit` (the newest
