@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -55,10 +56,27 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return Agent(config, show=show, sysfs_root=args.sysfs_root).run()
 
 
+def cmd_collector(args: argparse.Namespace) -> int:
+    from fleetbeat.collector.config import load_collector_config
+    from fleetbeat.collector.service import Collector
+
+    config = load_collector_config(args.config)
+    _setup_logging(args.log_level or config.collector.log_level)
+    return Collector(config).run()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from fleetbeat.config.agent import load_agent_config
+    from fleetbeat.config.loader import read_toml
     from fleetbeat.config.render import table_lines
 
+    if "collector" in read_toml(args.file):  # a collector file has a [collector] table
+        from fleetbeat.collector.config import load_collector_config
+
+        collector = load_collector_config(args.file).collector
+        lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
+        print("\n".join(lines + table_lines("[collector]", collector)))
+        return 0
     config = load_agent_config(args.file)
     lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
     lines += table_lines("[agent]", config.agent)
@@ -79,6 +97,18 @@ def cmd_sensors(args: argparse.Namespace) -> int:
     _setup_logging("warning")
     print(sensor_report(config, sysfs_root=args.sysfs_root, settle=args.settle))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fleetbeat.collector import status
+
+    try:
+        return status.run(args.url, as_json=args.json, color=args.color, states=args.state,
+                          tags=args.tag, timeout=args.timeout)  # fmt: skip
+    except status.CollectorUnreachable as err:
+        print(f"fleetbeat status: {err}\n  Is `fleetbeat collector` running there? "
+              "Point --url (or FLEETBEAT_URL) at it.", file=sys.stderr)  # fmt: skip
+        return status.EXIT_UNREACHABLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,10 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser(
+        "collector",
+        help="run the collector: receive heartbeats, track liveness and loss, serve HTTP",
+        description="Run the collector. Without -c it runs on embedded defaults: wire v1 on "
+        "UDP 0.0.0.0:9746, HTTP on 127.0.0.1:9747, state in $STATE_DIRECTORY or "
+        "~/.local/state/fleetbeat. SIGTERM or SIGINT stop it after a last write of its state.",
+    )
+    p.add_argument("-c", "--config", metavar="FILE", help="collector TOML file (default: none, "
+                   "embedded defaults)")  # fmt: skip
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="override [collector] log_level")  # fmt: skip
+    p.set_defaults(func=cmd_collector)
+
+    p = sub.add_parser(
         "check-config",
         help="validate a config file and print the effective config",
-        description="Validate FILE; print the effective configuration with defaults filled "
-        "in and secrets masked. Exit status 78 when it is invalid.",
+        description="Validate FILE (an agent file, or a collector file: one with a [collector] "
+        "table); print the effective configuration with defaults filled in and secrets masked. "
+        "Exit status 78 when it is invalid.",
     )
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_check_config)
@@ -130,6 +174,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "samples; default 1)")  # fmt: skip
     p.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sensors)
+
+    p = sub.add_parser(
+        "status",
+        help="show the fleet as a table, from a collector's API",
+        description="Show every device the collector knows, most serious state first. Exit "
+        "status: 0 when no device is down, 2 when at least one is down, 3 when the collector "
+        "cannot be reached.",
+    )
+    p.add_argument("--url", default=os.environ.get("FLEETBEAT_URL", "http://127.0.0.1:9747"),
+                   help="the collector's HTTP address (default: $FLEETBEAT_URL or "
+                   "http://127.0.0.1:9747)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    p.add_argument("--state", action="append", default=[], metavar="STATE",
+                   choices=("up", "late", "down", "offline"),
+                   help="only devices in this state (repeatable)")  # fmt: skip
+    p.add_argument("--tag", action="append", default=[], metavar="KEY:VALUE",
+                   help="only devices with this tag (repeatable; all must match)")  # fmt: skip
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the states (default: auto, only on a terminal)")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to wait for the collector (default 5)")  # fmt: skip
+    p.set_defaults(func=cmd_status)
     return parser
 
 

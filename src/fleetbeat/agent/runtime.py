@@ -212,12 +212,21 @@ class Agent:
         names = self.config.agent.heartbeat_metrics
         if not names:
             return {}
-        if self.system.config.enabled:
-            source = self.system.last  # the sensor's own values: already clean numbers
-        else:
-            groups = tuple(dict.fromkeys(g for g in map(metric_group, names) if g))
-            source = wire.clean_metrics(self.system.read(groups))
+        system = self.system
+        source = system.last if system.config.enabled else {}  # already clean numbers
+        # groups the sensor does not read for readings are read here, for the heartbeat
+        groups = self._heartbeat_only_groups
+        if groups:
+            source = {**source, **wire.clean_metrics(system.read(groups))}
         return {n: source[n] for n in names if n in source}
+
+    @property
+    def _heartbeat_only_groups(self) -> tuple[str, ...]:
+        system = self.system.config
+        wanted = dict.fromkeys(
+            g for g in map(metric_group, self.config.agent.heartbeat_metrics) if g
+        )
+        return tuple(g for g in wanted if not system.enabled or g not in system.include)
 
     def send_heartbeat(self, kind: str = "hb") -> None:
         metrics = self.heartbeat_metrics() if kind == "hb" else {}

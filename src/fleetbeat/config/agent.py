@@ -151,9 +151,7 @@ def _check_heartbeat_metrics(agent: AgentSection, system: Any, problems: Problem
     for i, name in enumerate(agent.heartbeat_metrics):
         path = f"agent.heartbeat_metrics[{i}]"
         group = metric_group(name)
-        if system.enabled and group not in system.include:
-            problems.add(path, f'"{name}" needs "{group}" in sensors.system.include')
-        elif group == "disk" and name not in disks:
+        if group == "disk" and name not in disks:
             known = ", ".join(sorted(disks)) or "none"
             problems.add(path, f'"{name}" is not a configured disk (sensors.system.disks '
                          f"gives: {known})")  # fmt: skip

@@ -1,0 +1,153 @@
+"""Collector ingest: heartbeats fully processed per second on one core, against bare recvfrom.
+
+A sender in another process (pinned to another CPU when there is one) sends
+realistic wire v1 heartbeats from DEVICES devices, seq counting up per device, as
+fast as it can to a loopback UDP port. In the same run we measure:
+
+- baseline: a bare `recvfrom` loop that only counts datagrams;
+- collector: the real `UdpReceiver` thread feeding a real `Fleet` (parse,
+  validate, update state, loss), the work `fleetbeat collector` does per datagram.
+
+Both phases alternate (ROUNDS times) and the best of each is reported with the
+ratio, per wall-clock second and per CPU second of the receiving process (the
+machine is shared: CPU time is what "on one core" means when other processes
+take turns on it). Run: .venv/bin/python benchmarks/collector_ingest.py [seconds-per-phase]
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from fleetbeat import wire
+from fleetbeat.collector.config import CollectorSection
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.receivers import UdpReceiver, bind_udp
+
+DEVICES = 1000
+ROUNDS = 3
+TARGET = 80_000
+
+
+def pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
+
+
+def sender(port: int, stop: Any) -> None:
+    """Blast heartbeats: seq goes up by one per device per round."""
+    pin(1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    templates = []
+    for i in range(DEVICES):
+        msg = {"v": 1, "k": "hb", "dev": f"pi-{i:05d}", "run": f"{i:016x}", "seq": 999999999,
+               "ts": time.time(), "int": 10, "bt": 1764150000, "ver": "0.1.0", "drop": 0,
+               "tags": {"site": f"site-{i % 20}", "rack": str(i % 7)},
+               "m": {"cpu": 3.5 + i % 50, "mem": 41.2, "temp": 48.3}}  # fmt: skip
+        head, tail = wire.dumps(msg).split(b"999999999")
+        templates.append((head, tail))
+    dest = ("127.0.0.1", port)
+    sendto = sock.sendto
+    seq = 0
+    while not stop.is_set():
+        s = str(seq).encode()
+        for head, tail in templates:
+            try:  # noqa: SIM105 - contextlib.suppress would cost more per datagram
+                sendto(head + s + tail, dest)
+            except OSError:
+                pass
+        seq += 1
+
+
+Rate = tuple[float, float]  # (per wall-clock second, per CPU second of this process)
+
+
+def bare(sock: socket.socket, seconds: float) -> Rate:
+    """Datagrams per second a loop that does nothing but recvfrom reaches."""
+    recvfrom = sock.recvfrom
+    n = 0
+    end = time.perf_counter() + seconds
+    start, cpu = time.perf_counter(), time.process_time()
+    while True:
+        recvfrom(65536)
+        n += 1
+        if n & 1023 == 0 and time.perf_counter() >= end:
+            break
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
+
+
+def collector(port: int, seconds: float, parser: str) -> tuple[Rate, Fleet]:
+    """Heartbeats per second the collector's receiver thread + Fleet fully process."""
+    wire._fast_loads = wire._std_loads if parser == "json" else None
+    assert wire.json_parser() == parser
+    fleet = Fleet(CollectorSection())
+    rx = UdpReceiver(fleet, bind_udp(f"127.0.0.1:{port}", 4 << 20))
+    rx.start()
+    time.sleep(0.5)  # warm up: every device known
+    a0, t0, c0 = fleet.stats()["accepted"]["udp"], time.perf_counter(), time.process_time()
+    time.sleep(seconds)
+    a1, t1, c1 = fleet.stats()["accepted"]["udp"], time.perf_counter(), time.process_time()
+    rx.close()
+    return ((a1 - a0) / (t1 - t0), (a1 - a0) / (c1 - c0)), fleet
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
+    pin(0)  # the receiving side gets one core
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    stop = mp.Event()
+    proc = mp.Process(target=sender, args=(port, stop), daemon=True)
+    parsers = ["orjson", "json"] if wire.json_parser() == "orjson" else ["json"]
+    bare_rates: list[Rate] = []
+    col_rates: dict[str, list[Rate]] = {p: [] for p in parsers}
+    fleet = None
+    try:
+        proc.start()
+        for _ in range(ROUNDS):
+            sock = bind_udp(f"127.0.0.1:{port}", 4 << 20)
+            bare(sock, 0.3)
+            bare_rates.append(bare(sock, seconds))
+            sock.close()
+            for parser in parsers:
+                rate, fleet = collector(port, seconds, parser)
+                col_rates[parser].append(rate)
+    finally:
+        stop.set()
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    print(f"{DEVICES} devices; {ROUNDS} rounds of {seconds} s per phase")
+    for label, i in (("per wall-clock second", 0), ("per CPU second (one core)", 1)):
+        b = max(r[i] for r in bare_rates)
+        print(f"{label}:")
+        print(
+            f"  bare recvfrom loop:        {b:>9,.0f} datagrams/s  (rounds: "
+            + ", ".join(f"{r[i]:,.0f}" for r in bare_rates)
+            + ")"
+        )
+        for parser, rates in col_rates.items():
+            c = max(r[i] for r in rates)
+            print(
+                f"  collector, {parser:6s} parser: {c:>9,.0f} heartbeats/s (rounds: "
+                + ", ".join(f"{r[i]:,.0f}" for r in rates)
+                + ")"
+            )
+            print(
+                f"    ratio to bare: {c / b:.2f}; target {TARGET:,}/s "
+                + ("met" if c >= TARGET else "NOT met")
+            )
+    if fleet is not None:
+        s = fleet.stats()
+        print(f"last round: {s['devices_known']} devices, rejected {s['rejected'] or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

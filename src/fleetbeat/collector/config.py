@@ -1,0 +1,168 @@
+"""The collector's configuration: `[collector]` and the optional `[collector.mqtt]`.
+
+With no file at all the collector runs on embedded defaults: wire v1 over UDP on
+0.0.0.0:9746, HTTP on 127.0.0.1:9747, state in `$STATE_DIRECTORY` (systemd),
+else `$XDG_STATE_HOME/fleetbeat`, else `~/.local/state/fleetbeat`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+from fleetbeat.config.frozen import dataclass
+from fleetbeat.config.loader import read_toml
+from fleetbeat.config.schema import (
+    INVALID,
+    Problems,
+    boolean,
+    describe,
+    duration,
+    integer,
+    load_table,
+    number,
+    option,
+    option_factory,
+    string,
+    suggest,
+    table,
+)
+from fleetbeat.errors import ConfigError
+
+_HOSTPORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.%a-zA-Z0-9]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$"
+)
+
+
+def split_hostport(text: str) -> Optional[tuple[str, int]]:
+    """("0.0.0.0", 9746) from "0.0.0.0:9746", ("::", 9746) from "[::]:9746"; None if invalid."""
+    m = _HOSTPORT.match(text)
+    if not m:
+        return None
+    port = int(m.group("port"))
+    if not 0 <= port <= 65535:
+        return None
+    host = m.group("v6") if m.group("v6") is not None else m.group("host")
+    return (host or "0.0.0.0"), port
+
+
+def listen_address() -> Any:
+    """A "host:port" or "[ipv6]:port" string; port 0 lets the kernel pick one."""
+
+    def parse(value: Any, path: str, problems: Problems) -> Any:
+        if not isinstance(value, str) or split_hostport(value) is None:
+            return problems.expected(
+                path, 'an address such as "0.0.0.0:9746" or "[::]:9746"', value
+            )
+        return value
+
+    return parse
+
+
+def _down_after(value: Any, path: str, problems: Problems) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 < value <= 1000:
+        problems.add(
+            path, f'expected "auto" or a number of intervals above 1, got {describe(value)}'
+        )
+        return INVALID
+    return float(value)
+
+
+def default_state_dir() -> str:
+    """Where devices and events are kept when `state_dir` is not set."""
+    if os.environ.get("STATE_DIRECTORY"):  # systemd StateDirectory=
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "fleetbeat")
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    host: str = option("127.0.0.1", string(what="a host name or IP address"))
+    port: int = option(1883, integer(min=1, max=65535))
+    username: str = option("", string(allow_empty=True))
+    password: str = option("", string(allow_empty=True), secret=True)
+    tls: bool = option(False, boolean())
+    ca_file: str = option("", string(allow_empty=True, what="a file path"))
+    cert_file: str = option("", string(allow_empty=True, what="a file path"))
+    key_file: str = option("", string(allow_empty=True, what="a file path"))
+    topic_prefix: str = option(
+        "fleetbeat", string(pattern=r"[^#+\s]+", what="a topic prefix without + # or spaces")
+    )
+    shared_group: str = option(
+        "",
+        string(
+            allow_empty=True, pattern=r"[A-Za-z0-9_.-]*", what="a group name of A-Z a-z 0-9 _ . -"
+        ),
+    )
+    client_id: str = option("", string(allow_empty=True))
+    keepalive: float = option(30.0, duration(min=5.0))
+
+    def check(self, path: str, problems: Problems) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            problems.add(path, "cert_file and key_file go together: set both or neither")
+        if (self.ca_file or self.cert_file) and not self.tls:
+            problems.add(path, "ca_file/cert_file are set but tls = false")
+
+
+@dataclass(frozen=True)
+class CollectorSection:
+    udp_listen: str = option("0.0.0.0:9746", listen_address())
+    http_listen: str = option("127.0.0.1:9747", listen_address())
+    state_dir: str = option_factory(default_state_dir, string(what="a directory path"))
+    late_after: float = option(1.5, number(min=1.0, max=100.0))
+    down_after: Union[str, float] = option("auto", _down_after)
+    max_down_after: float = option(10.0, number(min=3.0, max=1000.0))
+    max_devices: int = option(100_000, integer(min=1))
+    max_payload: int = option(65507, integer(min=256, max=65507))
+    udp_receive_buffer: int = option(4 << 20, integer(min=0))
+    event_retention: float = option(7 * 86400.0, duration(min=60.0))
+    flush_interval: float = option(5.0, duration(min=0.05))
+    check_interval: float = option(0.25, duration(min=0.001, max=60.0))
+    log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
+    # None unless a [collector.mqtt] table is present: MQTT is off by default.
+    mqtt: Optional[MqttSection] = option(None, table(MqttSection))
+
+    def check(self, path: str, problems: Problems) -> None:
+        if isinstance(self.down_after, float) and self.down_after <= self.late_after:
+            problems.add(f"{path}.down_after", f"must be above late_after ({self.late_after:g})")
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    collector: CollectorSection
+    source: str = "<defaults>"
+
+    @property
+    def http_listen(self) -> str:
+        return self.collector.http_listen
+
+
+def is_collector_document(data: Mapping[str, Any]) -> bool:
+    """A TOML document with a top-level `[collector]` table is a collector config."""
+    return "collector" in data
+
+
+def load_collector_config(path: Optional[str] = None) -> CollectorConfig:
+    """Load and validate a collector config file; None gives the embedded defaults."""
+    if path is None:
+        return parse_collector_config({}, "<defaults>")
+    return parse_collector_config(read_toml(path), path)
+
+
+def parse_collector_config(data: Mapping[str, Any], source: str) -> CollectorConfig:
+    """Validate a TOML document; raise ConfigError listing every problem."""
+    problems = Problems(source)
+    for key in data:
+        if key != "collector":
+            problems.add(key, "unknown key" + suggest(key, ["collector"]))
+    section = load_table(CollectorSection, data.get("collector", {}), "collector", problems)
+    if problems:
+        raise ConfigError(problems.items)
+    return CollectorConfig(collector=section, source=source)

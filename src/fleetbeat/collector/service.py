@@ -1,0 +1,142 @@
+"""The collector process: receivers, store, HTTP, and one main loop for periodic work.
+
+Receivers run in their own threads and only touch the `Fleet` (under its lock).
+The main thread runs `Collector.run`: every `check_interval` it judges silent
+devices (late, down), every `flush_interval` it writes changes to the store.
+SIGTERM or SIGINT stops it cleanly with a last flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any, Callable, Optional
+
+from fleetbeat.collector.config import CollectorConfig
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.receivers import start_receivers
+from fleetbeat.collector.store import Store, StoreError
+from fleetbeat.logutil import RateLimitedLog
+
+log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log)
+
+PRUNE_EVERY = 3600.0  # s between deletions of events past the retention
+
+
+class Collector:
+    """Wires the fleet, its store, its receivers and the HTTP server.
+
+    Args:
+        config: the validated configuration.
+        clock: wall clock, injected by tests.
+    """
+
+    def __init__(self, config: CollectorConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self.fleet = Fleet(config.collector, clock=clock)
+        self.store: Optional[Store] = None
+        self.receivers: list[Any] = []
+        self.http: Any = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Reload stored state, then start receiving and serving."""
+        c = self.config.collector
+        self.store = Store(c.state_dir, retention=c.event_retention)
+        rows, events = self.store.load(self._clock())
+        loaded = self.fleet.restore(rows, events)
+        log.info("state in %s: %d devices reloaded", self.store.path, loaded)
+        self.flush()  # devices judged down at reload are stored as such at once
+        try:
+            self.receivers = start_receivers(self.fleet, c.udp_listen, c.udp_receive_buffer, c.mqtt)
+            udp = self.receivers[0]
+            log.info("listening for wire v1 on UDP %s", _sockname(udp.address))
+            if c.mqtt is not None:
+                log.info("subscribing on MQTT broker %s:%d", c.mqtt.host, c.mqtt.port)
+            self.http = _start_http(self.fleet, self.config)
+        except BaseException:
+            self.close()
+            raise
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        """Start, then loop until SIGTERM/SIGINT; returns an exit status."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.start()
+        c = self.config.collector
+        next_flush = time.monotonic() + c.flush_interval
+        next_prune = time.monotonic() + PRUNE_EVERY
+        try:
+            # The one main loop: all periodic work happens here, in this thread.
+            while not self._stop.wait(c.check_interval):
+                self.fleet.check()
+                now = time.monotonic()
+                if now >= next_flush:
+                    self.flush()
+                    next_flush = now + c.flush_interval
+                if now >= next_prune:
+                    self._prune()
+                    next_prune = now + PRUNE_EVERY
+        finally:
+            self.close()
+        log.info("collector stopped")
+        return 0
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        self._stop.set()
+
+    def flush(self) -> None:
+        """Write what changed since the last flush in one transaction."""
+        if self.store is None:
+            return
+        rows, events = self.fleet.take_changes()
+        try:
+            self.store.write(rows, events)
+        except StoreError as err:
+            # a full disk must not stop liveness checks: keep the changes, retry next time
+            self.fleet.requeue(rows, events)
+            _limited.log(logging.ERROR, "store", "%s; will retry", err)
+
+    def _prune(self) -> None:
+        if self.store is not None:
+            gone = self.store.prune(self._clock())
+            if gone:
+                log.info("deleted %d events older than the retention", gone)
+
+    def close(self) -> None:
+        """Stop receiving and serving, flush a last time, close the store."""
+        for r in self.receivers:
+            r.close()
+        self.receivers = []
+        if self.http is not None:
+            close = getattr(self.http, "close", None)
+            if close is not None:
+                close()
+            self.http = None
+        if self.store is not None:
+            self.flush()
+            self.store.close()
+            self.store = None
+
+
+def _start_http(fleet: Fleet, config: CollectorConfig) -> Any:
+    try:
+        from fleetbeat.collector import http
+    except ImportError as exc:
+        log.warning("HTTP is unavailable (%s): no dashboard, API or /metrics", exc)
+        return None
+    return http.start(fleet, config)
+
+
+def _sockname(addr: tuple[Any, ...]) -> str:
+    host = str(addr[0])
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
