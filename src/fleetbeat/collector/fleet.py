@@ -563,6 +563,16 @@ class Fleet:
             found = [dict(e) for e in self._events if e["time"] > since]
         return found[-limit:] if limit > 0 else []
 
+    def apply_limits(self, config: CollectorSection) -> None:
+        """Take new judgement settings (late_after, down_after, limits) from a reload."""
+        with self._lock:
+            self.config = config
+            self._fixed_down = None if config.down_after == "auto" else float(config.down_after)
+            self._late_after = config.late_after
+            self._max_devices = config.max_devices
+            self._max_payload = config.max_payload
+            self._max_down_after = config.max_down_after
+
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics and the dashboard header."""
         with self._lock:

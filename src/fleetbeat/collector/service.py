@@ -2,8 +2,13 @@
 
 Receivers run in their own threads and only touch the `Fleet` (under its lock).
 The main thread runs `Collector.run`: every `check_interval` it judges silent
-devices (late, down), every `flush_interval` it writes changes to the store.
-SIGTERM or SIGINT stops it cleanly with a last flush.
+devices (late, down), every `flush_interval` it writes changes to the store,
+and under systemd it sends the watchdog pings and STATUS= from there (a stuck
+loop stops the pings). SIGTERM or SIGINT stops it cleanly with a last flush.
+SIGHUP re-reads the config file: an invalid one is logged and ignored; a valid
+one's judgement settings (late_after, down_after, max_down_after, max_devices,
+max_payload, intervals, retention) apply at once, and the listen addresses,
+state_dir, receive buffer and MQTT settings need a restart (logged).
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ from fleetbeat.collector.config import CollectorConfig
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
 from fleetbeat.collector.store import Store, StoreError
+from fleetbeat.errors import ConfigError
 from fleetbeat.logutil import RateLimitedLog
+from fleetbeat.sdnotify import Notifier, Supervision
 
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
 
 PRUNE_EVERY = 3600.0  # s between deletions of events past the retention
+# settings a running collector cannot change: sockets, files and the MQTT client
+RESTART_NEEDED = ("udp_listen", "http_listen", "state_dir", "udp_receive_buffer", "mqtt",
+                  "log_level")  # fmt: skip
 
 
 class Collector:
@@ -43,6 +53,14 @@ class Collector:
         self.receivers: list[Any] = []
         self.http: Any = None
         self._stop = threading.Event()
+        self._reload_requested = False
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: devices by state and the overall loss."""
+        by_state = self.fleet.stats()["devices"]
+        total = sum(by_state.values())
+        states = ", ".join(f"{n} {s}" for s, n in by_state.items() if n)
+        return f"{total} devices" + (f": {states}" if states else "")
 
     def start(self) -> None:
         """Reload stored state, then start receiving and serving."""
@@ -66,17 +84,26 @@ class Collector:
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
 
-    def run(self) -> int:
+    def run(self, *, notifier: Optional[Notifier] = None) -> int:
         """Start, then loop until SIGTERM/SIGINT; returns an exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        service = Supervision(notifier or Notifier(), status=self.status_line)
         self.start()
-        c = self.config.collector
-        next_flush = time.monotonic() + c.flush_interval
+        service.ready()
+        next_flush = time.monotonic() + self.config.collector.flush_interval
         next_prune = time.monotonic() + PRUNE_EVERY
         try:
             # The one main loop: all periodic work happens here, in this thread.
-            while not self._stop.wait(c.check_interval):
+            while True:
+                c = self.config.collector
+                wait = min(c.check_interval, max(0.0, service.tick() - time.monotonic()))
+                if self._stop.wait(wait):
+                    break
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self._reload(service)
                 self.fleet.check()
                 now = time.monotonic()
                 if now >= next_flush:
@@ -86,9 +113,40 @@ class Collector:
                     self._prune()
                     next_prune = now + PRUNE_EVERY
         finally:
+            service.stopping()
             self.close()
         log.info("collector stopped")
         return 0
+
+    def _on_reload(self, signum: int, frame: Optional[FrameType]) -> None:
+        self._reload_requested = True  # the loop reloads within check_interval
+
+    def _reload(self, service: Supervision) -> None:
+        """Re-read the config file; apply what a running collector can change."""
+        from fleetbeat.collector.config import load_collector_config
+
+        source = self.config.source
+        if source == "<defaults>":
+            log.warning("reload requested, but no config file was given (-c): nothing to re-read")
+            return
+        service.reloading()
+        try:
+            new = load_collector_config(source)
+        except ConfigError as err:
+            for problem in err.problems:
+                log.error("reload: %s", problem)
+            log.error("reload rejected: still running the previous configuration")
+            service.note = "last reload rejected: invalid config"
+        else:
+            old = self.config.collector
+            fixed = [k for k in RESTART_NEEDED if getattr(new.collector, k) != getattr(old, k)]
+            if fixed:
+                log.warning("reload: %s changed: restart the collector to apply", ", ".join(fixed))
+            self.fleet.apply_limits(new.collector)
+            self.config = new
+            service.note = ""
+            log.info("reload: configuration applied")
+        service.ready()
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
