@@ -28,5 +28,5 @@ def test_there_are_samples():
 
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_docstring_sample_is_valid(sample):
-    """The sample parses and validates as (part of) an agent config."""
-    parse_agent_config(parse_toml(sample, "docstring"), "docstring")
+    """The sample validates as an agent config (its example file paths need not exist here)."""
+    parse_agent_config(parse_toml(sample, "docstring"), "docstring", check_files=False)

@@ -87,16 +87,36 @@ def test_invalid_keys_are_named(body, expected):
 
 
 def test_missing_password_file_stops_the_agent_with_exit_78(tmp_path):
-    """A password_file that cannot be read is a config error: exit 78, before anything starts."""
+    """A password_file that cannot be read is a config error naming its key: exit 78, at once."""
     config = tmp_path / "agent.toml"
     config.write_text(f'[[outputs.mqtt]]\nusername = "u"\npassword_file = "{tmp_path}/nope"\n')
-    res = run_cli("agent", "-c", str(config))
+    for command in ("agent", "check-config"):
+        args = (command, "-c", str(config)) if command == "agent" else (command, str(config))
+        res = run_cli(*args)
+        assert res.returncode == 78
+        assert (
+            f"{config}: outputs.mqtt[0].password_file: expected a readable file, "
+            f'got "{tmp_path}/nope" (no such file)'
+        ) in res.stderr
+
+
+def test_missing_tls_files_are_reported_together_by_check_config(tmp_path):
+    """Every missing TLS file and password file is named with its key path, all at once."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[[outputs.mqtt]]\nusername = "u"\npassword_file = "{tmp_path}/pw"\n'
+        f'[outputs.mqtt.tls]\nca_file = "{tmp_path}/ca.pem"\ncert_file = "{tmp_path}/c.pem"\n'
+    )
+    res = run_cli("check-config", str(config))
     assert res.returncode == 78
-    assert f'password_file: cannot read "{tmp_path}/nope": No such file or directory' in res.stderr
+    assert "4 config errors" not in res.stderr  # three problems, not more
+    for key in ("password_file", "tls.ca_file", "tls.cert_file"):
+        assert f"outputs.mqtt[0].{key}: expected a readable file" in res.stderr
 
 
 def test_unloadable_tls_files_stop_the_agent_with_exit_78(tmp_path):
-    """A CA file that does not exist is a config error (exit 78) naming tls."""
+    """A CA file that exists but holds no certificate is a config error (exit 78) naming tls."""
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
     config = tmp_path / "agent.toml"
     config.write_text(f'[[outputs.mqtt]]\n[outputs.mqtt.tls]\nca_file = "{tmp_path}/ca.pem"\n')
     res = run_cli("agent", "-c", str(config))
@@ -142,7 +162,7 @@ def test_example_file_sets_every_key():
     """examples/agent-mqtt.toml is valid and sets every [[outputs.mqtt]] and tls key."""
     path = ROOT / "examples" / "agent-mqtt.toml"
     data = read_toml(str(path))
-    cfg = parse_agent_config(data, str(path))
+    cfg = parse_agent_config(data, str(path), check_files=False)  # /etc/fleetbeat/*.pem
     assert [c.type for c in cfg.outputs] == ["mqtt"]
     table = data["outputs"]["mqtt"][0]
     assert set(table) == set(MqttConfig.__dataclass_fields__)
@@ -164,7 +184,7 @@ def test_module_docstring_sample_parses():
     doc = mqtt_publish.__doc__ or ""
     sample = re.search(r"```toml\n(.*?)```", doc, re.S)
     assert sample is not None
-    cfg = parse_agent_config(parse_toml(sample.group(1)), "docstring")
+    cfg = parse_agent_config(parse_toml(sample.group(1)), "docstring", check_files=False)
     assert cfg.outputs[0].config.tls is not None
 
 

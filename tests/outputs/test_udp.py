@@ -230,3 +230,15 @@ def test_a_closed_output_drops_instead_of_reopening(udp_receiver):
     assert udp_receiver.poll(1.0) == [b"before"]
     assert out.tally.by_reason == {"closed": 1}
     assert out._sock is None
+
+
+def test_a_heartbeat_too_large_sheds_its_extras_but_goes_out():
+    """Over the limit, a heartbeat drops m, err and tags, never itself: liveness comes first."""
+    ident = Identity(dev="pi-1", run="0123456789abcdef", boot_time=1, version="0.1.0",
+                     tags={"big": "x" * 2000})  # fmt: skip
+    msg = Outgoing("hb", ts=5.0, interval=10.0, metrics={"cpu": 1.0},
+                   errors={"system": {"mem": 1}})  # fmt: skip
+    [payload], too_large = JsonEncoder(ident).encode(msg, counter(), 1432)
+    obj = json.loads(payload)
+    assert too_large == 0 and len(payload) <= 1432
+    assert obj["k"] == "hb" and obj["m"] == {} and "tags" not in obj and "err" not in obj

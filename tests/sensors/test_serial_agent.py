@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleetbeat import wire
-from fleetbeat.config.agent import load_agent_config, parse_agent_config
+from fleetbeat.config.agent import parse_agent_config
 from fleetbeat.config.loader import read_toml
 from helpers import ROOT, agent_toml, run_cli, wait_until
 
@@ -138,11 +138,11 @@ def test_sensors_command_shows_serial_ports(pty_port, tmp_path):
 
 
 def test_every_example_file_is_valid():
-    """Each examples/*.toml for the agent validates."""
+    """Each examples/*.toml for the agent validates (its example file paths need not exist)."""
     files = sorted((ROOT / "examples").glob("agent*.toml"))
     assert files
     for path in files:
-        load_agent_config(str(path))
+        parse_agent_config(read_toml(str(path)), str(path), check_files=False)
 
 
 def test_the_example_serial_block_is_complete():

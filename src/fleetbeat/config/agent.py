@@ -98,8 +98,14 @@ def load_agent_config(path: Optional[str] = None) -> AgentConfig:
     return parse_agent_config(read_toml(path), path)
 
 
-def parse_agent_config(data: Mapping[str, Any], source: str) -> AgentConfig:
-    """Validate a TOML document; raise ConfigError listing every problem."""
+def parse_agent_config(
+    data: Mapping[str, Any], source: str, *, check_files: bool = True
+) -> AgentConfig:
+    """Validate a TOML document; raise ConfigError listing every problem.
+
+    With `check_files`, files the agent reads at start (passwords, certificates)
+    must exist and be readable now; documentation samples are checked without.
+    """
     problems = Problems(source)
     for key in data:
         if key not in ("agent", "sensors", "outputs"):
@@ -129,6 +135,11 @@ def parse_agent_config(data: Mapping[str, Any], source: str) -> AgentConfig:
         problems.add("sensors", f'two sensors are named "{name}": names must be unique')
     if systems and not problems:
         _check_heartbeat_metrics(agent, systems[0].config, problems)
+    if check_files:
+        for comp in (*sensors, *outputs):
+            files = getattr(comp.config, "check_files", None)
+            if files is not None:
+                files(comp.path, problems)
     brokers = [
         (c.config.host, c.config.port, c.config.client_id or "")
         for c in outputs

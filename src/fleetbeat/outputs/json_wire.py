@@ -63,7 +63,7 @@ class JsonEncoder:
         body = f'"ts":{msg.ts:.3f},{static},"drop":{msg.drop}{extra_json},"m":{metrics}}}'
         prefix = self._prefix["hb"]
         if len(prefix) + _SEQ_DIGITS + len(body) > limit:
-            # metrics and errors are extras: never lose the heartbeat itself for them
+            # metrics, errors and tags are extras: never lose the heartbeat itself for them
             body = f'"ts":{msg.ts:.3f},{static},"drop":{msg.drop},"m":{{}}}}'
             if len(prefix) + _SEQ_DIGITS + len(body) > limit:
                 return [], 1

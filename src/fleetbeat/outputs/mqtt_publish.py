@@ -102,6 +102,10 @@ class MqttTlsConfig:
         if self.key_file and not self.cert_file:
             problems.add(f"{path}.key_file", "needs cert_file (the certificate it belongs to)")
 
+    def check_files(self, path: str, problems: Problems) -> None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            _check_readable(getattr(self, key), f"{path}.{key}", problems)
+
 
 @dataclass(frozen=True)
 class MqttConfig:
@@ -136,8 +140,24 @@ class MqttConfig:
             )
         if self.password_file is not None and self.username is None:
             problems.add(f"{path}.password_file", "needs username (MQTT sends no password alone)")
+
+    def check_files(self, path: str, problems: Problems) -> None:
+        """The files the agent reads at start exist and are readable (not for examples)."""
+        _check_readable(self.password_file, f"{path}.password_file", problems)
+        if self.tls is not None:
+            self.tls.check_files(f"{path}.tls", problems)
         if self.reconnect_min > self.reconnect_max:
             problems.add(f"{path}.reconnect_min", "must not exceed reconnect_max")
+
+
+def _check_readable(file: Optional[str], path: str, problems: Problems) -> None:
+    """A file the agent must read at start: found and readable now (check-config says so)."""
+    if file is None:
+        return
+    if not os.path.isfile(file):
+        problems.add(path, f'expected a readable file, got "{file}" (no such file)')
+    elif not os.access(file, os.R_OK):
+        problems.add(path, f'expected a readable file, got "{file}" (permission denied)')
 
 
 def read_password(config: MqttConfig, *, name: str, environ: Mapping[str, str]) -> Optional[str]:
@@ -508,6 +528,10 @@ class MqttOutput:
             return
         self.connects += 1
         self._max_packet = int(getattr(props, "MaximumPacketSize", 268435460))
+        # Encoders size messages by max_payload: keep it under the broker's packet limit,
+        # so a reading is split and a heartbeat sheds its extras instead of being dropped.
+        overhead = 5 + 2 + len(self._rd_base) + 128 + len(self._props)  # header, topic, props
+        self.max_payload = max(256, min(self.config.max_payload, self._max_packet - overhead))
         tls = ", TLS" if self.config.tls is not None else ""
         self._news.log(logging.INFO, "connected", "%s: connected (MQTT %s%s)", self.name,
                        self.config.protocol, tls)  # fmt: skip
