@@ -79,7 +79,7 @@ def test_agent_started_before_the_broker_connects_when_it_appears(
 
 
 def test_sigkill_lets_the_broker_publish_the_retained_offline_will(broker, subscribe, start_agent):
-    """A killed agent's Last Will sets status to retained offline within about 1.5 keepalives."""
+    """A killed agent's Last Will sets status to retained offline (at once: the kernel closes TCP)."""
     sub = subscribe(broker.port, STATUS)
     agent = start_agent(mqtt_toml(broker.port))
     sub.wait_for(lambda ms: b"online" in status_payloads(sub))
@@ -88,6 +88,22 @@ def test_sigkill_lets_the_broker_publish_the_retained_offline_will(broker, subsc
     sub.wait_for(lambda ms: status_payloads(sub)[-1] == b"offline", timeout=3 * 1.5)
     assert time.monotonic() - killed <= 3.0  # keepalive is 2 s
     assert retained_status(subscribe, broker.port) == (b"offline", True)
+
+
+def test_a_vanished_agent_is_declared_offline_after_the_keepalive(broker, subscribe, start_agent):
+    """A frozen agent (no TCP close, as on power loss) gets its Will once 1.5 keepalives pass."""
+    sub = subscribe(broker.port, STATUS)
+    agent = start_agent(mqtt_toml(broker.port, keepalive="1s"))
+    sub.wait_for(lambda ms: b"online" in status_payloads(sub))
+    agent.signal(signal.SIGSTOP)
+    try:
+        frozen = time.monotonic()
+        sub.wait_for(lambda ms: status_payloads(sub)[-1] == b"offline", timeout=10)
+        waited = time.monotonic() - frozen
+        # never before 1.5 keepalives; mosquitto 2.0 looks at keepalives every few seconds
+        assert 1.5 <= waited <= 1.5 + 6.0, waited
+    finally:
+        agent.signal(signal.SIGCONT)
 
 
 def test_agent_reconnects_by_itself_after_a_broker_restart(broker, subscribe, start_agent):

@@ -75,7 +75,7 @@ def test_unresolved_name_drops_without_blocking():
     t0 = time.monotonic()
     for _ in range(100):
         out.send(b"x")
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 0.4  # the resolver takes 0.5 s: no send waited for it
     assert out.tally.by_reason == {"unresolved": 100}
     wait_until(lambda: calls)
     out.close(timeout=0.1)
@@ -212,8 +212,9 @@ port = {dead_port}
 """
     )
     agent = start_agent(config)
-    t0 = time.monotonic()
-    udp_receiver.wait_for(lambda ms: sum(m["k"] == "hb" for m in ms) >= 20, timeout=10)
+    udp_receiver.wait_for(lambda ms: any(m["k"] == "hb" for m in ms), timeout=10)
+    t0 = time.monotonic()  # from the first heartbeat: interpreter start-up is not the point
+    udp_receiver.wait_for(lambda ms: sum(m["k"] == "hb" for m in ms) >= 21, timeout=10)
     elapsed = time.monotonic() - t0
     assert elapsed < 4.0, f"20 heartbeats at 0.1 s took {elapsed:.1f} s"
     agent.stop()
