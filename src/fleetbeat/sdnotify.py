@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import Callable, Optional
 
+from fleetbeat.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -136,6 +138,34 @@ class Supervision:
 
     def reloading(self) -> None:
         self.notifier.reloading("reloading the configuration")
+
+    def reload(self, source: str, apply: Callable[[str], None]) -> None:
+        """Reload from the config file `source` with `apply(source)`, which loads, validates
+        and applies it, raising ConfigError (or anything else) without changing anything.
+
+        Around it: RELOADING=1 and READY=1, every config error logged, and a note in
+        STATUS= while the running configuration is not the file's.
+        """
+        if source == "<defaults>":
+            log.warning("reload requested, but no config file was given (-c): nothing to re-read")
+            return
+        self.reloading()
+        try:
+            apply(source)
+        except ConfigError as err:
+            for problem in err.problems:
+                log.error("reload: %s", problem)
+            n = len(err.problems)
+            log.error("reload rejected (%d config error%s): still running the previous "
+                      "configuration", n, "s" if n > 1 else "")  # fmt: skip
+            self.note = "last reload rejected: invalid config"
+        except Exception:  # something that cannot be built: nothing was changed
+            log.exception("reload failed: still running the previous configuration")
+            self.note = "last reload failed"
+        else:
+            log.info("reload: configuration applied")
+            self.note = ""
+        self.ready()
 
     def stopping(self) -> None:
         self.notifier.stopping("stopping")

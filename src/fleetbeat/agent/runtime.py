@@ -21,7 +21,6 @@ from fleetbeat import __version__, wire
 from fleetbeat.agent.sampling import Sampler
 from fleetbeat.agent.scheduler import Scheduler
 from fleetbeat.config.agent import AgentConfig, Component, load_agent_config
-from fleetbeat.errors import ConfigError
 from fleetbeat.outputs import ENCODERS, OUTPUTS, load
 from fleetbeat.outputs.base import Encoder, Identity, Outgoing, Output
 from fleetbeat.sdnotify import Notifier, Supervision
@@ -377,28 +376,7 @@ class Agent:
 
     def _reload_from_file(self, service: Supervision) -> None:
         """Re-read the config file; apply it if valid, else log every error and keep going."""
-        source = self.config.source
-        if source == "<defaults>":
-            log.warning("reload requested, but no config file was given (-c): nothing to re-read")
-            return
-        service.reloading()
-        try:
-            new = load_agent_config(source)
-            self.reload(new)
-        except ConfigError as err:
-            for problem in err.problems:
-                log.error("reload: %s", problem)
-            log.error(
-                "reload rejected (%d config error%s): still running the previous configuration",
-                len(err.problems), "s" if len(err.problems) > 1 else "",
-            )  # fmt: skip
-            service.note = "last reload rejected: invalid config"
-        except Exception:  # a sensor or output that cannot be built: nothing was changed
-            log.exception("reload failed: still running the previous configuration")
-            service.note = "last reload failed"
-        else:
-            service.note = ""
-        service.ready()
+        service.reload(self.config.source, lambda path: self.reload(load_agent_config(path)))
 
     def reload(self, config: AgentConfig) -> None:
         """Apply a new, validated configuration without a new run id or a `seq` reset.

@@ -24,7 +24,6 @@ from fleetbeat.collector.config import CollectorConfig
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
 from fleetbeat.collector.store import Store, StoreError
-from fleetbeat.errors import ConfigError
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.sdnotify import Notifier, Supervision
 
@@ -123,30 +122,18 @@ class Collector:
 
     def _reload(self, service: Supervision) -> None:
         """Re-read the config file; apply what a running collector can change."""
+        service.reload(self.config.source, self._apply_file)
+
+    def _apply_file(self, path: str) -> None:
         from fleetbeat.collector.config import load_collector_config
 
-        source = self.config.source
-        if source == "<defaults>":
-            log.warning("reload requested, but no config file was given (-c): nothing to re-read")
-            return
-        service.reloading()
-        try:
-            new = load_collector_config(source)
-        except ConfigError as err:
-            for problem in err.problems:
-                log.error("reload: %s", problem)
-            log.error("reload rejected: still running the previous configuration")
-            service.note = "last reload rejected: invalid config"
-        else:
-            old = self.config.collector
-            fixed = [k for k in RESTART_NEEDED if getattr(new.collector, k) != getattr(old, k)]
-            if fixed:
-                log.warning("reload: %s changed: restart the collector to apply", ", ".join(fixed))
-            self.fleet.apply_limits(new.collector)
-            self.config = new
-            service.note = ""
-            log.info("reload: configuration applied")
-        service.ready()
+        new = load_collector_config(path)
+        old = self.config.collector
+        fixed = [k for k in RESTART_NEEDED if getattr(new.collector, k) != getattr(old, k)]
+        if fixed:
+            log.warning("reload: %s changed: restart the collector to apply", ", ".join(fixed))
+        self.fleet.apply_limits(new.collector)
+        self.config = new
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
