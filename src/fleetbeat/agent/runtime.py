@@ -136,6 +136,7 @@ class Agent:
         notifier: Optional[Notifier] = None,
     ) -> None:
         self.config = config
+        self._hb_groups: Optional[tuple[AgentConfig, SystemConfig, tuple[str, ...]]] = None
         self._notifier = notifier
         self.scheduler: Optional[Scheduler] = None
         self.run_id = os.urandom(8).hex()
@@ -221,11 +222,16 @@ class Agent:
 
     @property
     def _heartbeat_only_groups(self) -> tuple[str, ...]:
-        system = self.system.config
-        wanted = dict.fromkeys(
-            g for g in map(metric_group, self.config.agent.heartbeat_metrics) if g
-        )
-        return tuple(g for g in wanted if not system.enabled or g not in system.include)
+        # on the heartbeat's hot path: worked out again only after a reload
+        key = (self.config, self.system.config)
+        cached = self._hb_groups
+        if cached is None or cached[0] is not key[0] or cached[1] is not key[1]:
+            system = self.system.config
+            names = self.config.agent.heartbeat_metrics
+            wanted = dict.fromkeys(g for g in map(metric_group, names) if g)
+            groups = tuple(g for g in wanted if not system.enabled or g not in system.include)
+            cached = self._hb_groups = (key[0], key[1], groups)
+        return cached[2]
 
     def send_heartbeat(self, kind: str = "hb") -> None:
         metrics = self.heartbeat_metrics() if kind == "hb" else {}
