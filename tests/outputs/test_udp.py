@@ -243,3 +243,13 @@ def test_a_heartbeat_too_large_sheds_its_extras_but_goes_out():
     obj = json.loads(payload)
     assert too_large == 0 and len(payload) <= 1432
     assert obj["k"] == "hb" and obj["m"] == {} and "tags" not in obj and "err" not in obj
+
+
+def test_size_limit_counts_bytes_not_characters():
+    """A heartbeat whose tags are non-ASCII stays within max_datagram in bytes, not characters."""
+    ident = Identity(dev="pi-1", run="0123456789abcdef", boot_time=1, version="0.1.0",
+                     tags={"site": "Küche-" + "ü" * 300})  # fmt: skip
+    msg = Outgoing("hb", ts=5.0, interval=10.0, metrics={"cpu": 1.0})
+    [payload], too_large = JsonEncoder(ident).encode(msg, counter(), 600)
+    assert len(payload) <= 600 and too_large == 0
+    assert "tags" not in json.loads(payload)  # 600+ bytes of tags could not fit

@@ -24,8 +24,9 @@ class JsonEncoder:
         self.identity = identity
         dev = json.dumps(identity.dev, ensure_ascii=False)
         # Everything before the seq is fixed for the life of the agent: build it once.
+        run = identity.run
         self._prefix = {
-            kind: f'{{"v":{wire.VERSION},"k":"{kind}","dev":{dev},"run":"{identity.run}","seq":'
+            kind: f'{{"v":{wire.VERSION},"k":"{kind}","dev":{dev},"run":"{run}","seq":'.encode()
             for kind in wire.KINDS
         }
         self._hb_static: tuple[Any, str, str] | None = None
@@ -37,7 +38,7 @@ class JsonEncoder:
             return self._readings(msg, next_seq, limit)
         if msg.kind == "hb":
             return self._heartbeat(msg, next_seq, limit)
-        payload = self._fit(msg.kind, {"ts": round(msg.ts, 3)}, next_seq, limit)
+        payload = self._payload(msg.kind, f'"ts":{msg.ts:.3f}}}', next_seq, limit)
         return ([payload], 0) if payload is not None else ([], 1)
 
     def _heartbeat(
@@ -61,22 +62,23 @@ class JsonEncoder:
             extra_json += "," + tags
         metrics = wire.metrics_json(msg.metrics)
         body = f'"ts":{msg.ts:.3f},{static},"drop":{msg.drop}{extra_json},"m":{metrics}}}'
-        prefix = self._prefix["hb"]
-        if len(prefix) + _SEQ_DIGITS + len(body) > limit:
+        payload = self._payload("hb", body, next_seq, limit)
+        if payload is None:
             # metrics, errors and tags are extras: never lose the heartbeat itself for them
             body = f'"ts":{msg.ts:.3f},{static},"drop":{msg.drop},"m":{{}}}}'
-            if len(prefix) + _SEQ_DIGITS + len(body) > limit:
-                return [], 1
-        return [f"{prefix}{next_seq()},{body}".encode()], 0
+            payload = self._payload("hb", body, next_seq, limit)
+        return ([payload], 0) if payload is not None else ([], 1)
 
-    def _fit(
-        self, kind: str, body: dict[str, Any], next_seq: Callable[[], int], limit: int
+    def _payload(
+        self, kind: str, body: str, next_seq: Callable[[], int], limit: int
     ) -> bytes | None:
+        """The message: fixed prefix, a seq, then `body` (the fields after seq and the
+        closing brace); None, with no seq drawn, when it could exceed `limit` bytes."""
+        data = body.encode()
         prefix = self._prefix[kind]
-        rest = wire.dumps(body)  # b'{...}': its brace is replaced by the prefix
-        if len(prefix) + _SEQ_DIGITS + len(rest) > limit:
+        if len(prefix) + _SEQ_DIGITS + len(data) > limit:
             return None
-        return f"{prefix}{next_seq()},".encode() + rest[1:]
+        return b"%s%d,%s" % (prefix, next_seq(), data)
 
     def _readings(
         self, msg: Outgoing, next_seq: Callable[[], int], limit: int
@@ -84,19 +86,20 @@ class JsonEncoder:
         head = f'"ts":{msg.ts:.3f},"src":{wire.dumps_str(msg.src)}'
         if msg.rate < 1.0:
             head += f',"rate":{msg.rate!r}'
-        prefix = self._prefix["rd"]
-        room = limit - len(prefix) - _SEQ_DIGITS
-        body = f'{head},"m":{wire.metrics_json(msg.metrics)}}}'.encode()
-        if len(body) <= room:  # the usual case: one message
-            return [f"{prefix}{next_seq()},".encode() + body], 0
+        payload = self._payload(
+            "rd", f'{head},"m":{wire.metrics_json(msg.metrics)}}}', next_seq, limit
+        )
+        if payload is not None:  # the usual case: one message
+            return [payload], 0
         payloads: list[bytes] = []
         too_large = 0
         pending = [list(msg.metrics.items())]
         while pending:
             items = pending.pop()
-            body = f'{head},"m":{wire.metrics_json(dict(items))}}}'.encode()
-            if len(body) <= room:
-                payloads.append(f"{prefix}{next_seq()},".encode() + body)
+            body = f'{head},"m":{wire.metrics_json(dict(items))}}}'
+            payload = self._payload("rd", body, next_seq, limit)
+            if payload is not None:
+                payloads.append(payload)
             elif len(items) <= 1:
                 too_large += 1
             else:
