@@ -55,7 +55,7 @@ from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 from fleetbeat.outputs.base import Identity, Outgoing
-from fleetbeat.outputs.lines import MAX_SEQ_TEXT, Number, heartbeat_fields, pack_lines
+from fleetbeat.outputs.lines import MAX_SEQ_TEXT, Number, group_units, heartbeat_fields, pack_lines
 
 DEFAULT_PREFIX = "fleetbeat"
 _CACHE_MAX = 4096  # names remembered; cleared when full so memory stays flat
@@ -159,30 +159,8 @@ class InfluxEncoder:
         seq = next_seq()  # one per message: keeps `seq` meaning "messages sent"
         if msg.kind != "rd":
             parts[0] = b"seq=%di" % seq
-        lines, too_large = _split_fields(head, parts, tail, room)
+        # fields spread over several lines of the same point when they do not fit in one
+        field_sets, too_large = group_units(parts, room)
+        lines = [head + b",".join(fields) + tail for fields in field_sets]
         payloads, too_large_lines = pack_lines(lines, limit)
         return payloads, unwritable + too_large + too_large_lines
-
-
-def _split_fields(
-    head: bytes, parts: list[bytes], tail: bytes, room: int
-) -> tuple[list[bytes], int]:
-    """Lines holding `parts` in order, each field set at most `room` bytes long."""
-    lines: list[bytes] = []
-    too_large = 0
-    current: list[bytes] = []
-    size = -1  # bytes of the field set, counting a comma before each field but the first
-    for part in parts:
-        n = len(part)
-        if n > room:
-            too_large += 1
-            continue
-        if size + 1 + n > room:
-            lines.append(head + b",".join(current) + tail)
-            current = []
-            size = -1
-        current.append(part)
-        size += 1 + n
-    if current:
-        lines.append(head + b",".join(current) + tail)
-    return lines, too_large

@@ -62,21 +62,28 @@ def pack_lines(units: Iterable[bytes], limit: int) -> tuple[list[bytes], int]:
     separated. Units keep their order. Returns the payloads and how many units
     were dropped because they alone exceed `limit`.
     """
-    payloads: list[bytes] = []
+    groups, too_large = group_units(units, limit)
+    return [b"\n".join(g) for g in groups], too_large
+
+
+def group_units(units: Iterable[bytes], limit: int) -> tuple[list[list[bytes]], int]:
+    """Greedy groups of `units`, in order, each at most `limit` bytes once joined by a
+    one-byte separator; and how many units were dropped because they alone exceed it."""
+    groups: list[list[bytes]] = []
     too_large = 0
     current: list[bytes] = []
-    size = -1  # bytes in `current` counting a newline before each unit but the first
+    size = -1  # bytes in `current` counting a separator before each unit but the first
     for unit in units:
         n = len(unit)
         if n > limit:
             too_large += 1
             continue
         if size + 1 + n > limit:
-            payloads.append(b"\n".join(current))
+            groups.append(current)
             current = []
             size = -1
         current.append(unit)
         size += 1 + n
     if current:
-        payloads.append(b"\n".join(current))
-    return payloads, too_large
+        groups.append(current)
+    return groups, too_large
