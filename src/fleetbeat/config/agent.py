@@ -17,6 +17,7 @@ from fleetbeat.config.loader import read_toml
 from fleetbeat.config.schema import (
     Problems,
     array,
+    did_you_mean,
     duration,
     load_table,
     mapping,
@@ -47,13 +48,9 @@ def _heartbeat_metric(value: Any, path: str, problems: Problems) -> Any:
     parsed = string(what="a system metric name")(value, path, problems)
     if isinstance(parsed, str) and metric_group(parsed) is None:
         names = [m for ms in FIXED_METRICS.values() for m in ms] + ["disk.<mount>", "net.<if>.rx"]
-        problems.add(path, f"unknown system metric {wire_repr(parsed)}{suggest(parsed, names)}")
+        problems.add(path, f'unknown system metric "{parsed}"{suggest(parsed, names)}')
         return None
     return parsed
-
-
-def wire_repr(value: str) -> str:
-    return f'"{value}"'
 
 
 @dataclass(frozen=True)
@@ -182,8 +179,7 @@ def _components(
     for type_, body in section.items():
         if type_ not in registry:
             valid = ", ".join(sorted(registry))
-            hint = suggest(type_, list(registry))
-            hint = hint if hint.startswith("; did") else ""
+            hint = did_you_mean(type_, list(registry))
             problems.add(f"{path}.{type_}", f"unknown {what} type{hint}; valid types: {valid}")
             continue
         cls = load_class(registry[type_])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, TypeVar
 
 from fleetbeat.config import frozen as dataclasses
@@ -73,13 +73,17 @@ def option_factory(factory: Callable[[], Any], parse: Parser) -> Any:
     return dataclasses.field(default_factory=factory, metadata={"parse": parse, "secret": False})
 
 
-def suggest(key: str, valid: list[str]) -> str:
+def did_you_mean(word: str, valid: Sequence[str]) -> str:
+    """'; did you mean "x"?' for the closest valid word, or "" when none is close."""
     import difflib  # only on the error path: it costs memory on a Pi Zero
 
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if close:
-        return f'; did you mean "{close[0]}"?'
-    return "; valid keys: " + ", ".join(sorted(valid))
+    close = difflib.get_close_matches(word, list(valid), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def suggest(key: str, valid: Sequence[str]) -> str:
+    """The closest valid key, or else the list of valid keys."""
+    return did_you_mean(key, valid) or "; valid keys: " + ", ".join(sorted(valid))
 
 
 def load_table(cls: type[T], table: Any, path: str, problems: Problems) -> T:
@@ -193,10 +197,7 @@ def string(
             return problems.expected(path, what, value)
         if choices is not None and value not in choices:
             names = ", ".join(f'"{c}"' for c in choices)
-            import difflib
-
-            close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
+            hint = did_you_mean(value, choices)
             problems.add(path, f"expected one of {names}, got {describe(value)}{hint}")
             return INVALID
         if not value and not allow_empty:
