@@ -136,7 +136,6 @@ class Agent:
         notifier: Optional[Notifier] = None,
     ) -> None:
         self.config = config
-        self._hb_groups: Optional[tuple[AgentConfig, SystemConfig, tuple[str, ...]]] = None
         self._notifier = notifier
         self.scheduler: Optional[Scheduler] = None
         self.run_id = os.urandom(8).hex()
@@ -153,6 +152,7 @@ class Agent:
         system_cfgs = config.sensor_configs("system")
         system_cfg = system_cfgs[0] if system_cfgs else SystemConfig(enabled=False)
         self.system = SystemSensor(system_cfg, sysfs_root=sysfs_root, clock=clock, wall=wall)
+        self._hb_only_groups = _heartbeat_only_groups(config, system_cfg)
         self.identity = Identity(
             dev=config.agent.device_id,
             run=self.run_id,
@@ -215,23 +215,10 @@ class Agent:
         system = self.system
         source = system.last if system.config.enabled else {}  # already clean numbers
         # groups the sensor does not read for readings are read here, for the heartbeat
-        groups = self._heartbeat_only_groups
+        groups = self._hb_only_groups
         if groups:
             source = {**source, **wire.clean_metrics(system.read(groups))}
         return {n: source[n] for n in names if n in source}
-
-    @property
-    def _heartbeat_only_groups(self) -> tuple[str, ...]:
-        # on the heartbeat's hot path: worked out again only after a reload
-        key = (self.config, self.system.config)
-        cached = self._hb_groups
-        if cached is None or cached[0] is not key[0] or cached[1] is not key[1]:
-            system = self.system.config
-            names = self.config.agent.heartbeat_metrics
-            wanted = dict.fromkeys(g for g in map(metric_group, names) if g)
-            groups = tuple(g for g in wanted if not system.enabled or g not in system.include)
-            cached = self._hb_groups = (key[0], key[1], groups)
-        return cached[2]
 
     def send_heartbeat(self, kind: str = "hb") -> None:
         metrics = self.heartbeat_metrics() if kind == "hb" else {}
@@ -489,6 +476,7 @@ class Agent:
         if system is not self.system and system.config.enabled:
             system.prime()
         self.system = system
+        self._hb_only_groups = _heartbeat_only_groups(config, system.config)
         self.sensors = sensors
         self.channels = channels
         for sensor in new_sensors:
@@ -527,6 +515,12 @@ class Agent:
                 if prev is not None:
                     due = min(due, prev.due)
             sched.add(name, interval, fn, first=due)
+
+
+def _heartbeat_only_groups(config: AgentConfig, system: SystemConfig) -> tuple[str, ...]:
+    """System metric groups the heartbeat needs but the system sensor does not read."""
+    wanted = dict.fromkeys(g for g in map(metric_group, config.agent.heartbeat_metrics) if g)
+    return tuple(g for g in wanted if not system.enabled or g not in system.include)
 
 
 def _uniform() -> float:
