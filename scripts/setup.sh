@@ -26,23 +26,24 @@ apt_install() {
 
 ensure_venv() {
     # $1: extras to install, e.g. "test" (empty for the runtime only)
-    local extras="${1:-}"
-    if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+    # $2, $3: the venv and the Python that makes it (default: $VENV and $PYTHON)
+    local extras="${1:-}" venv="${2:-$VENV}" python="${3:-$PYTHON}"
+    if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
         apt_install python3-venv
     fi
-    if [ ! -x "$VENV/bin/python" ]; then
-        log "creating $VENV"
-        "$PYTHON" -m venv "$VENV"
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating $venv"
+        "$python" -m venv "$venv"
     fi
     local spec="$ROOT"
     [ -n "$extras" ] && spec="$ROOT[$extras]"
-    local stamp="$VENV/.fleetbeat-installed-$extras"
+    local stamp="$venv/.fleetbeat-installed-$extras"
     local digest
     digest="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
-        log "installing fleetbeat${extras:+[$extras]} into $VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-        "$VENV/bin/python" -m pip install -q -e "$spec"
+        log "installing fleetbeat${extras:+[$extras]} into $venv"
+        "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+        "$venv/bin/python" -m pip install -q -e "$spec"
         echo "$digest" > "$stamp"
     fi
 }
