@@ -24,6 +24,16 @@ def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+class FakeClock:
+    """A clock the test moves by hand (`clock.now += 5`); pass it as `clock=` or `wall=`."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def wait_until(pred: Callable[[], Any], timeout: float = 5.0, every: float = 0.02) -> Any:
     """Poll `pred` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout

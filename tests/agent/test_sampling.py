@@ -8,18 +8,13 @@ import random
 import pytest
 
 from fleetbeat.agent.sampling import Sampler, SamplingConfig
-
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from helpers import FakeClock
 
 
 def sampler(clock=None, seed=1, **kw) -> Sampler:
-    return Sampler(SamplingConfig(**kw), clock=clock or FakeClock(), rng=random.Random(seed).random)
+    return Sampler(
+        SamplingConfig(**kw), clock=clock or FakeClock(1000.0), rng=random.Random(seed).random
+    )
 
 
 def test_identity_sampling_keeps_everything():
@@ -79,16 +74,16 @@ def test_deadband_pct_is_relative_to_last_sent():
 
 def test_max_silence_sends_a_quiet_metric_anyway():
     """A metric that does not move is still sent once max_silence has passed since it was sent."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     s = sampler(clock, deadband=1.0, max_silence=300.0)
     assert s.offer({"t": 20.0}) == {"t": 20.0}
-    clock.t += 299
+    clock.now += 299
     assert s.offer({"t": 20.0}) is None
-    clock.t += 1
+    clock.now += 1
     assert s.offer({"t": 20.0}) == {"t": 20.0}
-    clock.t += 100
+    clock.now += 100
     assert s.offer({"t": 20.1}) is None  # the silence clock restarted at the last send
-    clock.t += 200
+    clock.now += 200
     assert s.offer({"t": 20.1}) == {"t": 20.1}
 
 
@@ -97,49 +92,49 @@ def test_max_silence_sends_a_quiet_metric_anyway():
 )
 def test_reduce_gives_one_value_per_window(how, expected):
     """reduce + every emits one value per metric per window, when the window has ended."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     s = sampler(clock, reduce=how, every=10.0)
     for i, v in enumerate([1.0, 2.0, 3.0, 4.0]):
-        clock.t += 2 if i else 0
+        clock.now += 2 if i else 0
         assert s.offer({"x": v}) is None
-    clock.t += 4  # 10 s after the first value
+    clock.now += 4  # 10 s after the first value
     assert s.flush() == {"x": expected}
     assert s.flush() is None  # the window is empty now
 
 
 def test_reduce_window_closes_on_the_next_offer():
     """A reading arriving after the window ended closes it (and starts the next window)."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     s = sampler(clock, reduce="max", every=1.0)
     assert s.offer({"x": 5.0}) is None
-    clock.t += 1.5
+    clock.now += 1.5
     assert s.offer({"x": 1.0}) == {"x": 5.0}
-    clock.t += 0.5
+    clock.now += 0.5
     assert s.flush() is None  # the new window started at the late reading
-    clock.t += 0.5
+    clock.now += 0.5
     assert s.flush() == {"x": 1.0}
 
 
 def test_reduce_state_is_constant_per_metric():
     """A fast stream through reduce keeps O(1) state per metric, never a list of values."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     s = sampler(clock, reduce="mean", every=3600.0)
     for i in range(100_000):
         s.offer({"x": float(i % 7), "y": 1.0})
     assert len(s._window) == 2
     assert all(isinstance(w.value, float) for w in s._window.values())
-    clock.t += 3600
+    clock.now += 3600
     out = s.flush()
     assert out is not None and math.isclose(out["x"], 3.0, rel_tol=1e-3) and out["y"] == 1.0
 
 
 def test_reduce_then_deadband():
     """Reduced values still go through the deadband."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     s = sampler(clock, reduce="mean", every=1.0, deadband=1.0)
     s.offer({"x": 10.0})
-    clock.t += 1
+    clock.now += 1
     assert s.flush() == {"x": 10.0}
     s.offer({"x": 10.4})
-    clock.t += 1
+    clock.now += 1
     assert s.flush() is None

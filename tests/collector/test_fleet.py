@@ -13,7 +13,7 @@ from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
 from fleetbeat.config import frozen as dataclasses
-from helpers import free_port, wait_until
+from helpers import FakeClock, free_port, wait_until
 
 CONTRACT_KEYS = {
     "id", "state", "last_seen", "addr", "run", "boot_time", "interval", "tags", "metrics",
@@ -21,14 +21,6 @@ CONTRACT_KEYS = {
     "duplicates", "reordered", "loss_pct", "recent_loss_pct", "down_after_effective",
     "transport",
 }  # fmt: skip
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -97,7 +89,7 @@ def test_device_dict_is_the_contract(udp_fleet: tuple[Fleet, Sender]) -> None:
     assert stats["max_devices"] == 100_000
 
 
-def feed(fleet: Fleet, clock: Clock, msgs: list[dict[str, Any]], step: float = 1.0) -> None:
+def feed(fleet: Fleet, clock: FakeClock, msgs: list[dict[str, Any]], step: float = 1.0) -> None:
     for m in msgs:
         clock.now += step
         fleet.receive(wire.dumps(m), ("127.0.0.1", 4000))
@@ -111,7 +103,7 @@ def hb(seq: int, run: str = "0" * 15 + "1", bt: float = 1000.0, **kw: Any) -> di
 
 def test_new_run_restarts_counting_and_keeps_lifetime() -> None:
     """A new run is a restart event; the run's count starts again, lifetime adds up."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     feed(fleet, clock, [hb(0), hb(1), hb(3)])  # one lost in run 1
     feed(fleet, clock, [hb(0, run="2" * 16), hb(1, run="2" * 16)])
@@ -125,7 +117,7 @@ def test_new_run_restarts_counting_and_keeps_lifetime() -> None:
 
 def test_new_boot_time_is_a_reboot() -> None:
     """A new run with a different boot time counts as a reboot, not a restart."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     feed(fleet, clock, [hb(0), hb(1)])
     feed(fleet, clock, [hb(0, run="3" * 16, bt=5000.0)])
@@ -138,7 +130,7 @@ def test_new_boot_time_is_a_reboot() -> None:
 
 def test_straggler_from_previous_run_is_not_a_restart() -> None:
     """A late message of the run before is rejected as old_run, not taken for a restart."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     feed(fleet, clock, [hb(0), hb(1), hb(0, run="2" * 16), hb(2), hb(1, run="2" * 16)])
     dev = fleet.device("d")
@@ -149,7 +141,7 @@ def test_straggler_from_previous_run_is_not_a_restart() -> None:
 
 def test_absurd_seq_jump_is_rejected_until_confirmed() -> None:
     """A huge seq jump is rejected; if the sender continues from it, counting resyncs."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     feed(fleet, clock, [hb(0), hb(1), hb(10**15), hb(2)])
     dev = fleet.device("d")
@@ -165,7 +157,7 @@ def test_absurd_seq_jump_is_rejected_until_confirmed() -> None:
 
 def test_long_silence_allows_a_long_gap() -> None:
     """After a long outage a big seq gap is real loss, not an absurd jump."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     feed(fleet, clock, [hb(0)])
     clock.now += 5000  # 5000 intervals of silence: the device kept sending into the void
@@ -178,7 +170,7 @@ def test_long_silence_allows_a_long_gap() -> None:
 
 def test_recent_loss_forgets_old_loss() -> None:
     """The recent window forgets loss a few hundred heartbeats ago; lifetime keeps it."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     feed(fleet, clock, [hb(s) for s in range(0, 100, 2)])  # every other one lost
     dev = fleet.device("d")
@@ -193,7 +185,7 @@ def test_recent_loss_forgets_old_loss() -> None:
 
 def test_readings_have_their_own_stream() -> None:
     """Readings are counted on their own seq stream; from an unknown device they are rejected."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     rd = {"v": 1, "k": "rd", "dev": "d", "run": "0" * 15 + "1", "ts": 0.0, "src": "s", "m": {}}
     feed(fleet, clock, [{**rd, "seq": 0}])
@@ -218,7 +210,7 @@ def test_mqtt_topic_must_name_the_device() -> None:
 
 def test_events_since_and_limit() -> None:
     """events(since, limit) returns the newest matching events, oldest first."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     for i in range(5):
         feed(fleet, clock, [{**hb(0), "dev": f"d{i}"}])
@@ -230,7 +222,7 @@ def test_events_since_and_limit() -> None:
 
 def test_max_devices_rejects_newcomers_only() -> None:
     """Past max_devices new ids are rejected and counted; known devices keep working."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet = Fleet(dataclasses.replace(CollectorSection(), max_devices=2), clock=clock)
     feed(fleet, clock, [{**hb(0), "dev": n} for n in ("a", "b", "c", "d")])
     feed(fleet, clock, [{**hb(1), "dev": "a"}])

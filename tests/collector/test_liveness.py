@@ -11,20 +11,13 @@ from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet, auto_down_after
 from fleetbeat.config import frozen as dataclasses
+from helpers import FakeClock
 
 RUN = "0" * 15 + "1"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(**config: Any) -> tuple[Fleet, Clock]:
-    clock = Clock()
+def make(**config: Any) -> tuple[Fleet, FakeClock]:
+    clock = FakeClock(1_800_000_000.0)
     return Fleet(dataclasses.replace(CollectorSection(), **config), clock=clock), clock
 
 
@@ -41,7 +34,7 @@ def state(fleet: Fleet) -> str:
     return str(dev["state"])
 
 
-def run_heartbeats(fleet: Fleet, clock: Clock, count: int, lose_every: int = 0) -> None:
+def run_heartbeats(fleet: Fleet, clock: FakeClock, count: int, lose_every: int = 0) -> None:
     for seq in range(count):
         clock.now += 1.0
         if lose_every and seq % lose_every == lose_every - 1:

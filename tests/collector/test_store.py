@@ -12,16 +12,9 @@ from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.store import Store, StoreError
+from helpers import FakeClock
 
 RUN = "0" * 15 + "1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def hb(dev: str, seq: int, **kw: Any) -> bytes:
@@ -36,7 +29,7 @@ def persist(fleet: Fleet, store: Store) -> None:
     store.write(rows, events)
 
 
-def reload(tmp_path: Path, clock: Clock) -> tuple[Fleet, Store]:
+def reload(tmp_path: Path, clock: FakeClock) -> tuple[Fleet, Store]:
     store = Store(str(tmp_path), retention=86400.0)
     fleet = Fleet(CollectorSection(), clock=clock)
     rows, events = store.load(clock.now)
@@ -46,7 +39,7 @@ def reload(tmp_path: Path, clock: Clock) -> tuple[Fleet, Store]:
 
 def test_devices_and_events_survive_a_restart(tmp_path: Path) -> None:
     """After a reload every device and event is back with the same figures."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
     for seq in (0, 1, 3, 3, 2, 5):
         clock.now += 1
@@ -67,7 +60,7 @@ def test_devices_and_events_survive_a_restart(tmp_path: Path) -> None:
 
 def test_silent_device_is_down_after_restart(tmp_path: Path) -> None:
     """A device silent through a collector restart is judged down from its stored last-seen."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
     for seq in range(5):
         clock.now += 1
@@ -87,7 +80,7 @@ def test_silent_device_is_down_after_restart(tmp_path: Path) -> None:
 
 def test_gap_while_collector_was_away_is_not_network_loss(tmp_path: Path) -> None:
     """Heartbeats sent while the collector was stopped do not count as lost."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
     for seq in range(5):
         clock.now += 1
@@ -108,7 +101,7 @@ def test_gap_while_collector_was_away_is_not_network_loss(tmp_path: Path) -> Non
 
 def test_only_changed_devices_are_written(tmp_path: Path) -> None:
     """A flush writes the devices that changed since the last one, in one batch."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
     for dev in ("a", "b", "c"):
         fleet.receive(hb(dev, 0), ("10.0.0.7", 5000))
@@ -123,7 +116,7 @@ def test_only_changed_devices_are_written(tmp_path: Path) -> None:
 
 def test_old_events_are_pruned(tmp_path: Path) -> None:
     """Events older than the retention are deleted and not reloaded."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
     fleet.receive(hb("old", 0), ("10.0.0.7", 5000))
     clock.now += 90_000
@@ -138,7 +131,7 @@ def test_old_events_are_pruned(tmp_path: Path) -> None:
 
 def test_unreadable_rows_are_skipped(tmp_path: Path) -> None:
     """A damaged device row is skipped; the others load."""
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
     fleet.receive(hb("good", 0), ("10.0.0.7", 5000))
     fleet.receive(hb("bad", 0), ("10.0.0.7", 5000))

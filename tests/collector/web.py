@@ -13,26 +13,17 @@ from fleetbeat import wire
 from fleetbeat.collector import http
 from fleetbeat.collector.config import parse_collector_config
 from fleetbeat.collector.fleet import Fleet
+from helpers import FakeClock
 
 RUN_A = "0123456789abcdef"
 RUN_B = "fedcba9876543210"
-
-
-class Clock:
-    """A wall clock the test moves by hand (Fleet takes it as `clock=`)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()  # starts at the real time: the API stamps answers with it
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ServedFleet:
     """A real Fleet behind a real HTTP server on 127.0.0.1 (kernel-picked port)."""
 
     def __init__(self, listen: str = "127.0.0.1:0", **collector: Any) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock(time.time())  # real time: the API stamps answers with it
         self.config = parse_collector_config(
             {"collector": {"http_listen": listen, **collector}}, "test"
         )

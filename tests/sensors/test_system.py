@@ -10,14 +10,7 @@ import psutil
 import pytest
 
 from fleetbeat.sensors.system import GROUPS, SystemConfig, SystemSensor
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 50.0
-
-    def __call__(self) -> float:
-        return self.t
+from helpers import FakeClock
 
 
 def make_sysfs(root: Path, *, zones=(), throttled=None, rpi_volt=None) -> str:
@@ -127,10 +120,10 @@ def test_network_rates_need_a_primed_sample():
     counters = {"eth0": types.SimpleNamespace(bytes_recv=1000, bytes_sent=500, errin=1, errout=0)}
     ps = no_psutil_temps()
     ps.net_io_counters = lambda pernic: counters
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     s = SystemSensor(SystemConfig(include=("net",)), ps=ps, clock=clock)
     s.prime()
-    clock.t += 2.0
+    clock.now += 2.0
     counters["eth0"] = types.SimpleNamespace(bytes_recv=5000, bytes_sent=1500, errin=2, errout=0)
     assert s.read() == {"net.eth0.rx": 2000.0, "net.eth0.tx": 500.0, "net.eth0.rx_err": 2,
                         "net.eth0.tx_err": 0}  # fmt: skip
