@@ -34,6 +34,17 @@ class FakeClock:
         return self.now
 
 
+class Seq:
+    """A seq stream like the Emitter's: 0, 1, 2... and `n` counts how often it was drawn."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        self.n += 1
+        return self.n - 1
+
+
 def wait_until(pred: Callable[[], Any], timeout: float = 5.0, every: float = 0.02) -> Any:
     """Poll `pred` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.influx_lines import InfluxEncoder
 from fleetbeat.outputs.lines import pack_lines
 from fleetbeat.outputs.udp import UdpConfig
+from helpers import Seq
 
 TS = 1764160000.1234
 TS_NS = 1764160000123000000
@@ -21,15 +22,6 @@ def ident(dev: str = "pi-kitchen", boot_time: int = BOOT, **tags: str) -> Identi
     return Identity(
         dev=dev, run="9f1c2a7b3d4e5f60", boot_time=boot_time, version="0.1.0", tags=tags
     )
-
-
-class Seq:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self) -> int:
-        self.n += 1
-        return self.n - 1
 
 
 def test_reading_is_one_line_measurement_source_tags_sorted():

@@ -12,6 +12,7 @@ from line_parsers import LineError, apply_gauges, parse_statsd_line
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.statsd_lines import DogStatsdEncoder, StatsdEncoder, clean_name
 from fleetbeat.outputs.udp import UdpConfig
+from helpers import Seq
 
 TS = 1764160000.25
 BOOT = 1764150000
@@ -19,17 +20,6 @@ BOOT = 1764150000
 
 def ident(dev: str = "pi-kitchen", **tags: str) -> Identity:
     return Identity(dev=dev, run="9f1c2a7b3d4e5f60", boot_time=BOOT, version="0.1.0", tags=tags)
-
-
-class Seq:
-    """A seq stream like the Emitter's: counts how often it is drawn."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self) -> int:
-        self.n += 1
-        return self.n - 1
 
 
 def lines(payloads: list[bytes]) -> list[str]:

@@ -12,15 +12,10 @@ import pytest
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.json_wire import JsonEncoder
 from fleetbeat.outputs.udp import UdpConfig, UdpOutput
-from helpers import UdpReceiver, agent_toml, wait_until
+from helpers import Seq, UdpReceiver, agent_toml, wait_until
 
 IDENT = Identity(dev="pi-1", run="0123456789abcdef", boot_time=1700000000, version="0.1.0",
                  tags={"site": "lab"})  # fmt: skip
-
-
-def counter():
-    n = iter(range(10**6))
-    return lambda: next(n)
 
 
 def test_payload_reaches_a_loopback_receiver(udp_receiver):
@@ -138,7 +133,7 @@ def test_heartbeat_fields_and_types():
     enc = JsonEncoder(IDENT)
     msg = Outgoing("hb", ts=1764160000.1234, interval=10.0, drop=3, drop_by={"refused": 3},
                    metrics={"cpu": 3.5, "mem": 41.2})  # fmt: skip
-    [payload], too_large = enc.encode(msg, counter(), 1432)
+    [payload], too_large = enc.encode(msg, Seq(), 1432)
     assert too_large == 0
     obj = json.loads(payload)
     assert obj == {
@@ -154,7 +149,7 @@ def test_readings_over_the_limit_are_split_each_with_its_own_seq():
     enc = JsonEncoder(IDENT)
     metrics = {f"net.eth{i}.rx_bytes_per_second": 123456.7 + i for i in range(60)}
     payloads, too_large = enc.encode(
-        Outgoing("rd", ts=1.0, src="system", metrics=metrics), counter(), 300
+        Outgoing("rd", ts=1.0, src="system", metrics=metrics), Seq(), 300
     )
     assert too_large == 0 and len(payloads) > 5
     assert all(len(p) <= 300 for p in payloads)
@@ -169,9 +164,7 @@ def test_a_single_metric_too_large_is_dropped_not_truncated():
     """A metric that cannot fit even alone is counted too_large; the others still go out."""
     enc = JsonEncoder(IDENT)
     metrics = {"x" * 400: 1.0, "ok": 2.0}
-    payloads, too_large = enc.encode(
-        Outgoing("rd", ts=1.0, src="s", metrics=metrics), counter(), 300
-    )
+    payloads, too_large = enc.encode(Outgoing("rd", ts=1.0, src="s", metrics=metrics), Seq(), 300)
     assert too_large == 1
     assert [json.loads(p)["m"] for p in payloads] == [{"ok": 2.0}]
 
@@ -239,7 +232,7 @@ def test_a_heartbeat_too_large_sheds_its_extras_but_goes_out():
                      tags={"big": "x" * 2000})  # fmt: skip
     msg = Outgoing("hb", ts=5.0, interval=10.0, metrics={"cpu": 1.0},
                    errors={"system": {"mem": 1}})  # fmt: skip
-    [payload], too_large = JsonEncoder(ident).encode(msg, counter(), 1432)
+    [payload], too_large = JsonEncoder(ident).encode(msg, Seq(), 1432)
     obj = json.loads(payload)
     assert too_large == 0 and len(payload) <= 1432
     assert obj["k"] == "hb" and obj["m"] == {} and "tags" not in obj and "err" not in obj
@@ -250,6 +243,6 @@ def test_size_limit_counts_bytes_not_characters():
     ident = Identity(dev="pi-1", run="0123456789abcdef", boot_time=1, version="0.1.0",
                      tags={"site": "Küche-" + "ü" * 300})  # fmt: skip
     msg = Outgoing("hb", ts=5.0, interval=10.0, metrics={"cpu": 1.0})
-    [payload], too_large = JsonEncoder(ident).encode(msg, counter(), 600)
+    [payload], too_large = JsonEncoder(ident).encode(msg, Seq(), 600)
     assert len(payload) <= 600 and too_large == 0
     assert "tags" not in json.loads(payload)  # 600+ bytes of tags could not fit
