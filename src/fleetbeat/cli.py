@@ -66,25 +66,24 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from fleetbeat.config.agent import load_agent_config
+    from fleetbeat.collector.config import is_collector_document, parse_collector_config
+    from fleetbeat.config.agent import parse_agent_config
     from fleetbeat.config.loader import read_toml
     from fleetbeat.config.render import table_lines
 
-    if "collector" in read_toml(args.file):  # a collector file has a [collector] table
-        from fleetbeat.collector.config import load_collector_config
-
-        collector = load_collector_config(args.file).collector
-        lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
+    data = read_toml(args.file)
+    lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
+    if is_collector_document(data):
+        collector = parse_collector_config(data, args.file).collector
         print("\n".join(lines + table_lines("[collector]", collector)))
         return 0
-    config = load_agent_config(args.file)
-    lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
+    config = parse_agent_config(data, args.file)
     lines += table_lines("[agent]", config.agent)
-    for comp in config.sensors:
-        header = f"[[{comp.path.split('[')[0]}]]" if "[" in comp.path else f"[{comp.path}]"
+    for comp in (*config.sensors, *config.outputs):
+        # an array element keeps its [[...]] header, a single table its [...]
+        name = comp.path.split("[")[0]
+        header = f"[[{name}]]" if "[" in comp.path else f"[{name}]"
         lines += ["", *table_lines(header, comp.config)]
-    for comp in config.outputs:
-        lines += ["", *table_lines(f"[[{comp.path.split('[')[0]}]]", comp.config)]
     print("\n".join(lines))
     return 0
 
