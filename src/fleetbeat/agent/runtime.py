@@ -149,8 +149,7 @@ class Agent:
         self._reload_requested = False
         self.ticks = 0
 
-        system_cfgs = config.sensor_configs("system")
-        system_cfg = system_cfgs[0] if system_cfgs else SystemConfig(enabled=False)
+        system_cfg = _system_config(config)
         self.system = SystemSensor(system_cfg, sysfs_root=sysfs_root, clock=clock, wall=wall)
         self._hb_only_groups = _heartbeat_only_groups(config, system_cfg)
         self.identity = Identity(
@@ -160,16 +159,14 @@ class Agent:
             version=__version__,
             tags=dict(config.agent.tags),
         )
-        self.emitters = [self._build_emitter(c) for c in config.outputs]
+        self.emitters = [self._build_emitter(c, self.identity) for c in config.outputs]
         self.sensors: list[Any] = []
         self.channels: dict[str, Channel] = {}
         for comp in config.sensors:
-            sensor = self._build_sensor(comp)
-            if sensor is None:
-                continue
-            self.sensors.append(sensor)
-            sampler = Sampler(comp.config.sampling, clock=clock, rng=rng)
-            self.channels[sensor.name] = Channel(sensor.name, sampler, self, sensor.errors)
+            sensor = self._build_sensor(comp, self.system)
+            if sensor is not None:
+                self.sensors.append(sensor)
+                self.channels[sensor.name] = self._build_channel(sensor, comp)
 
     # --- building -------------------------------------------------------------------
 
@@ -187,16 +184,27 @@ class Agent:
         output: Output = cls(comp.config, name=_output_name(comp), **extra)
         return output
 
-    def _build_emitter(self, comp: Component) -> Emitter:
-        output = self._build_output(comp, self.identity)
-        fmt = getattr(comp.config, "format", "json")
-        encoder = load(ENCODERS[fmt])(self.identity, comp.config)
-        return Emitter(output, encoder, show=self._show)
+    @staticmethod
+    def _build_encoder(comp: Component, identity: Identity) -> Encoder:
+        encoder: Encoder = load(ENCODERS[getattr(comp.config, "format", "json")])(
+            identity, comp.config
+        )
+        return encoder
 
-    def _build_sensor(self, comp: Component) -> Any:
+    def _build_emitter(self, comp: Component, identity: Identity) -> Emitter:
+        output = self._build_output(comp, identity)
+        return Emitter(output, self._build_encoder(comp, identity), show=self._show)
+
+    @staticmethod
+    def _build_sensor(comp: Component, system: SystemSensor) -> Any:
+        """The sensor for `comp`; the one system sensor (None when disabled) for "system"."""
         if comp.type == "system":
-            return self.system if comp.config.enabled else None
+            return system if comp.config.enabled else None
         return load(SENSORS[comp.type])(comp.config)
+
+    def _build_channel(self, sensor: Any, comp: Component) -> Channel:
+        sampler = Sampler(comp.config.sampling, clock=self._clock, rng=self._rng)
+        return Channel(sensor.name, sampler, self, sensor.errors)
 
     # --- the pipeline ---------------------------------------------------------------
 
@@ -343,11 +351,7 @@ class Agent:
         """Send `bye` on every output, stop sensors, close outputs."""
         log.info("stopping: sending bye")
         for sensor in self.sensors:
-            if sensor.interval is None:
-                try:
-                    sensor.stop()
-                except Exception:
-                    log.exception("sensor %s did not stop cleanly", sensor.name)
+            _stop_streaming(sensor)
         self.send_heartbeat("bye")
         for em in self.emitters:
             em.output.close(timeout=0.5)
@@ -399,22 +403,18 @@ class Agent:
         fresh: list[Emitter] = []  # outputs to start
         retired: list[Emitter] = []  # replaced by a new output object: closed, no bye
         for comp in config.outputs:
-            fmt = getattr(comp.config, "format", "json")
-            encoder = load(ENCODERS[fmt])(identity, comp.config)
             match = next((p for p in old_outputs if _output_key(p[0]) == _output_key(comp)), None)
             if match is None:
-                output = self._build_output(comp, identity)
-                em = Emitter(output, encoder, show=self._show)
+                em = self._build_emitter(comp, identity)
                 fresh.append(em)
             else:
                 old_outputs.remove(match)
                 old_comp, em = match
                 if old_comp.config == comp.config and identity.dev == self.identity.dev:
-                    encoders.append((em, encoder))
+                    encoders.append((em, self._build_encoder(comp, identity)))
                 else:
-                    output = self._build_output(comp, identity)
-                    output.tally = em.output.tally  # drop counts continue
-                    successor = Emitter(output, encoder, show=self._show)
+                    successor = self._build_emitter(comp, identity)
+                    successor.output.tally = em.output.tally  # drop counts continue
                     successor.seq = em.seq  # the seq streams continue
                     successor._lock = em._lock  # a streaming thread may still hold `em`
                     retired.append(em)
@@ -425,8 +425,7 @@ class Agent:
 
         old_sensors = self._sensor_pairs()
         system = self.system
-        system_comp = next((c for c in config.sensors if c.type == "system"), None)
-        system_cfg = system_comp.config if system_comp else SystemConfig(enabled=False)
+        system_cfg = _system_config(config)
         if system_cfg != self.system.config:
             system = SystemSensor(system_cfg, sysfs_root=self._sysfs_root, clock=self._clock,
                                   wall=self._wall)  # fmt: skip
@@ -440,14 +439,10 @@ class Agent:
                 sensor = match_s[1]
                 channels[sensor.name] = self.channels[sensor.name]
             else:
-                if comp.type == "system":
-                    sensor = system if comp.config.enabled else None
-                else:
-                    sensor = self._build_sensor(comp)
+                sensor = self._build_sensor(comp, system)
                 if sensor is None:
                     continue
-                sampler = Sampler(comp.config.sampling, clock=self._clock, rng=self._rng)
-                channels[sensor.name] = Channel(sensor.name, sampler, self, sensor.errors)
+                channels[sensor.name] = self._build_channel(sensor, comp)
             sensors.append(sensor)
         kept_sensors = [s for s in sensors if any(s is o for o in self.sensors)]
         gone_sensors = [s for s in self.sensors if not any(s is k for k in kept_sensors)]
@@ -455,11 +450,7 @@ class Agent:
 
         # --- commit ---
         for sensor in gone_sensors:
-            if sensor.interval is None:
-                try:
-                    sensor.stop()
-                except Exception:
-                    log.exception("sensor %s did not stop cleanly", sensor.name)
+            _stop_streaming(sensor)
         if self.config.agent.log_level != config.agent.log_level:
             log.warning("log_level changes at the next restart, not on reload")
         self.config = config
@@ -515,6 +506,21 @@ class Agent:
                 if prev is not None:
                     due = min(due, prev.due)
             sched.add(name, interval, fn, first=due)
+
+
+def _system_config(config: AgentConfig) -> SystemConfig:
+    """The [sensors.system] table (config validation allows one), or a disabled one."""
+    found = config.sensor_configs("system")
+    return found[0] if found else SystemConfig(enabled=False)
+
+
+def _stop_streaming(sensor: Any) -> None:
+    """Stop a streaming sensor's reader; a sensor that fails to stop is logged, not raised."""
+    if sensor.interval is None:
+        try:
+            sensor.stop()
+        except Exception:
+            log.exception("sensor %s did not stop cleanly", sensor.name)
 
 
 def _heartbeat_only_groups(config: AgentConfig, system: SystemConfig) -> tuple[str, ...]:
