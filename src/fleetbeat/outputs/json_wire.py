@@ -26,7 +26,7 @@ class JsonEncoder:
         # Everything before the seq is fixed for the life of the agent: build it once.
         run = identity.run
         self._prefix = {
-            kind: f'{{"v":{wire.VERSION},"k":"{kind}","dev":{dev},"run":"{run}","seq":'.encode()
+            kind: f'{{"v":{wire.VERSION},"k":"{kind}","dev":{dev},"run":"{run}","seq":'
             for kind in wire.KINDS
         }
         self._hb_static: tuple[Any, str, str] | None = None
@@ -74,11 +74,11 @@ class JsonEncoder:
     ) -> bytes | None:
         """The message: fixed prefix, a seq, then `body` (the fields after seq and the
         closing brace); None, with no seq drawn, when it could exceed `limit` bytes."""
-        data = body.encode()
-        prefix = self._prefix[kind]
-        if len(prefix) + _SEQ_DIGITS + len(data) > limit:
+        prefix = self._prefix[kind]  # ASCII, as device ids are
+        size = len(body) if body.isascii() else len(body.encode())  # bytes, not characters
+        if len(prefix) + _SEQ_DIGITS + size > limit:
             return None
-        return b"%s%d,%s" % (prefix, next_seq(), data)
+        return f"{prefix}{next_seq()},{body}".encode()
 
     def _readings(
         self, msg: Outgoing, next_seq: Callable[[], int], limit: int
