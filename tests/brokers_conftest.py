@@ -24,7 +24,8 @@ _started: list[AnyBroker] = []
 _start_seconds: dict[str, float] = {}
 
 
-def _unavailable(reason: str) -> NoReturn:
+def broker_unavailable(reason: str) -> NoReturn:
+    """Skip the test for `reason`; fail it under CI, which must not go green by skipping."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason}\n(under CI a missing broker fails rather than skips)", pytrace=False)
     pytest.skip(reason)
@@ -32,11 +33,11 @@ def _unavailable(reason: str) -> NoReturn:
 
 def _serve(broker: B, missing: str | None) -> Iterator[B]:
     if missing:
-        _unavailable(missing)
+        broker_unavailable(missing)
     try:
         broker.start()
     except BrokerUnavailable as exc:
-        _unavailable(f"{broker.name} did not start: {exc}")
+        broker_unavailable(f"{broker.name} did not start: {exc}")
     assert broker.start_seconds is not None
     _start_seconds[broker.name] = broker.start_seconds
     print(f"\n[brokers] {broker.name} ready in {broker.start_seconds:.2f} s ({broker.dir})")

@@ -13,6 +13,7 @@ import pika
 import pytest
 
 from brokers import RabbitMQ, Tansu
+from brokers_conftest import broker_unavailable
 from helpers import wait_until
 
 DEVICES = [f"pi-{i:02d}" for i in range(40)]
@@ -32,6 +33,16 @@ AT_MOST_ONCE_PRODUCER = {
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_missing_broker_skips_here_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that cannot run skips its tests on a developer's machine and fails them under CI."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        broker_unavailable("RabbitMQ is not installed")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="not installed"):
+        broker_unavailable("RabbitMQ is not installed")
 
 
 # ---------------------------------------------------------------- RabbitMQ
