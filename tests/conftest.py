@@ -12,6 +12,9 @@ from hypothesis import settings
 
 from helpers import AgentProcess, UdpReceiver
 
+# The real brokers, `rabbitmq` and `kafka`: session fixtures started on first use.
+pytest_plugins = ["brokers_conftest"]
+
 # CI runs the property tests with fixed seeds so that a landing never hangs on a
 # fresh random draw; local runs keep exploring new examples every time.
 settings.register_profile("ci", derandomize=True, deadline=None)
