@@ -1,0 +1,335 @@
+"""HTTP that a local user cannot take down: real sockets against the real bounded server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import resource
+import select
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Optional
+
+import pytest
+from web import ServedFleet, get
+
+from fleetbeat.collector import http as collector_http
+from fleetbeat.collector.httpserver import BoundedServer, Limits, Request, Response
+from helpers import subprocess_env, wait_until
+
+STORE_FULL = "store cannot write: database or disk is full"
+
+
+@pytest.fixture
+def served() -> Iterator[ServedFleet]:
+    """One device up, served with the default limits."""
+    s = ServedFleet()
+    s.hb("kitchen-1", 0, interval=10)
+    yield s
+    s.close()
+
+
+def timed_get(url: str) -> tuple[int, float]:
+    """(status, seconds) of one GET on a new connection."""
+    t0 = time.monotonic()
+    status = get(url)[0]
+    return status, time.monotonic() - t0
+
+
+def read_answer(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout`)."""
+    sock.settimeout(timeout)
+    raw = b""
+    try:
+        while chunk := sock.recv(65536):
+            raw += chunk
+    except socket.timeout:
+        pass
+    return raw
+
+
+def connect(server: BoundedServer | collector_http.HttpServer) -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=5)
+
+
+def echo(req: Request) -> Response:
+    """A handler that answers with what it was sent."""
+    return Response(200, json.dumps({"method": req.method, "len": len(req.body)}).encode())
+
+
+def test_thousand_idle_connections_cost_no_thread_and_lock_out_nobody(served: ServedFleet) -> None:
+    """1,000 held connections (half of them trickling headers) add no thread; /healthz and /api answer within 1 s."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2400:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    threads = threading.active_count()
+    holders: list[socket.socket] = []
+    try:
+        for i in range(1000):
+            sock = connect(served.server)
+            if i % 2:
+                sock.sendall(b"GET /api/devices HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            holders.append(sock)
+        wait_until(lambda: served.server.stats()["open"] >= 1000, timeout=10)
+        assert threading.active_count() <= threads + 1, "a thread per connection"
+        for path in ("/healthz", "/api/devices"):
+            status, seconds = timed_get(served.url + path)
+            assert status == 200 and seconds < 1.0, (path, seconds)
+        assert served.server.stats()["evicted"] == 0  # all 1,000 held, not shed
+    finally:
+        for sock in holders:
+            sock.close()
+
+
+def test_headers_sent_one_byte_a_second_are_cut_off_at_the_deadline() -> None:
+    """A client trickling its headers gets 408 and a close once header_timeout has passed."""
+    server = BoundedServer(echo, limits=Limits(header_timeout=2.0))
+    try:
+        sock = connect(server)
+        t0 = time.monotonic()
+        answer = b""
+        for byte in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 30:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            if select.select([sock], [], [], 1.0)[0]:  # wait a second, or less if it answers
+                answer = read_answer(sock)
+                break
+        elapsed = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert 1.8 <= elapsed <= 4.0, elapsed
+        assert server.stats()["timeout_header"] == 1
+        sock.close()
+    finally:
+        server.close()
+
+
+def test_a_body_over_the_limit_gets_413_and_one_within_reaches_the_handler() -> None:
+    """Content-Length over max_body_bytes is a 413 before reading; a smaller body arrives whole."""
+    server = BoundedServer(echo, limits=Limits(max_body_bytes=1000))
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        conn.request("POST", "/ingest", body=b"x" * 1000)
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read()) == {"method": "POST", "len": 1000}
+        sock = connect(server)
+        sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1001\r\n\r\n")
+        answer = read_answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413") and b"Connection: close" in answer
+        assert server.stats()["body_too_large"] == 1
+        sock.close()
+        conn.close()
+    finally:
+        server.close()
+
+
+def test_a_body_that_stalls_gets_408_after_body_timeout() -> None:
+    """A declared body that does not arrive within body_timeout is answered 408 and closed."""
+    server = BoundedServer(echo, limits=Limits(body_timeout=1.0))
+    try:
+        sock = connect(server)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nhalf")
+        t0 = time.monotonic()
+        answer = read_answer(sock)
+        assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 3.0
+        assert server.stats()["timeout_body"] == 1
+        sock.close()
+    finally:
+        server.close()
+
+
+def test_keep_alive_serves_the_dashboard_polls_then_closes_when_idle() -> None:
+    """Polls reuse one connection; the server closes it once it has been idle idle_timeout."""
+    s = ServedFleet()
+    s.hb("kitchen-1", 0, interval=10)
+    server = collector_http.HttpServer(
+        s.fleet, host="127.0.0.1", port=0, limits=Limits(idle_timeout=1.5)
+    )
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        for _ in range(3):
+            conn.request("GET", "/api/devices", headers={"Host": "localhost"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["count"] == 1
+        assert server.stats()["accepted"] == 1 and server.stats()["requests"] == 3
+        wait_until(lambda: server.stats()["idle_closed"] == 1, timeout=5)
+        assert server.stats()["open"] == 0
+        conn.close()
+    finally:
+        server.close()
+        s.close()
+
+
+def test_at_the_cap_the_oldest_idle_connection_makes_room() -> None:
+    """With max_connections held idle, a new client is served and the oldest holder is closed."""
+    server = BoundedServer(echo, limits=Limits(max_connections=8))
+    holders = []
+    try:
+        for _ in range(8):
+            holders.append(connect(server))
+            wait_until(lambda: server.stats()["open"] == len(holders))
+        status, seconds = timed_get(f"http://127.0.0.1:{server.port}/")
+        assert status == 200 and seconds < 1.0
+        assert read_answer(holders[0], timeout=2) == b""  # closed by the server
+        assert server.stats()["evicted"] == 1
+    finally:
+        for sock in holders:
+            sock.close()
+        server.close()
+
+
+def test_busy_workers_answer_503_at_once_instead_of_queueing() -> None:
+    """With the worker and its queue full, the next request gets busy_status and Retry-After."""
+    release = threading.Event()
+
+    def slow(req: Request) -> Response:
+        release.wait(10)
+        return Response(200, b"done")
+
+    server = BoundedServer(slow, limits=Limits(workers=1, queue=1))
+    socks = [connect(server) for _ in range(3)]
+    try:
+        for i, sock in enumerate(socks):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            wait_until(lambda i=i: server.stats()["requests"] == i + 1)
+        busy = read_answer(socks[2])
+        assert busy.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in busy
+        release.set()
+        for sock in socks[:2]:
+            assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        assert server.stats()["busy"] == 1
+    finally:
+        release.set()
+        for sock in socks:
+            sock.close()
+        server.close()
+
+
+def test_healthz_answers_503_with_the_reason_while_health_reports_one(
+    served: ServedFleet,
+) -> None:
+    """/healthz is 503 {"status": "error", "reason"} while health() returns a reason, 200 after."""
+    reason: list[Optional[str]] = [STORE_FULL]
+    server = collector_http.start(served.fleet, served.config, health=lambda: reason[0])
+    try:
+        status, _, body = get(server.url + "/healthz")
+        answer = json.loads(body)
+        assert status == 503 and answer["status"] == "error" and answer["reason"] == STORE_FULL
+        reason[0] = None
+        status, _, body = get(server.url + "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+    finally:
+        server.close()
+
+
+def test_a_failing_health_callable_is_a_503_too(served: ServedFleet) -> None:
+    """A health() that raises makes /healthz 503 with the error as the reason."""
+
+    def broken() -> Optional[str]:
+        raise RuntimeError("no store")
+
+    server = collector_http.start(served.fleet, served.config, health=broken)
+    try:
+        status, _, body = get(server.url + "/healthz")
+        assert status == 503 and "no store" in json.loads(body)["reason"]
+    finally:
+        server.close()
+
+
+# Run in a child: it takes every free descriptor, so the test process keeps its own.
+OUT_OF_FDS = textwrap.dedent(
+    """
+    import os, resource, sys, threading
+    from fleetbeat.collector import http
+    from fleetbeat.collector.config import parse_collector_config
+    from fleetbeat.collector.fleet import Fleet
+
+    config = parse_collector_config({"collector": {"http_listen": "127.0.0.1:0"}}, "t")
+    server = http.start(Fleet(config.collector), config)
+    tid = next(t.native_id for t in threading.enumerate() if t.name == "http")
+    stat = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu():
+        fields = os.pread(stat, 4096, 0).decode().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    print(server.port, flush=True)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    fillers = []
+    try:
+        while True:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    print("full", flush=True)
+    sys.stdin.readline()  # the parent has connected: accept() now fails with EMFILE
+    before = cpu()
+    import time; time.sleep(1.0)  # the measuring window
+    print(f"{cpu() - before:.3f}", flush=True)
+    for fd in fillers:
+        os.close(fd)
+    sys.stdin.readline()
+    print(server.stats()["accept_errors"], flush=True)
+    """
+)
+
+
+def test_accept_without_a_free_descriptor_does_not_spin() -> None:
+    """With no free descriptor the server thread stays near idle, then serves once fds free up."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", OUT_OF_FDS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        port = int(child.stdout.readline())
+        assert child.stdout.readline().strip() == "full"
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=5)  # in the backlog
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        cpu = float(child.stdout.readline())
+        assert cpu < 0.1, f"the server thread used {cpu:.2f} s of CPU in 1 s"
+        waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert read_answer(waiting, timeout=5).startswith(b"HTTP/1.1 200")
+        waiting.close()
+        child.stdin.write("stats\n")
+        child.stdin.flush()
+        assert int(child.stdout.readline()) >= 1
+    finally:
+        child.kill()
+        child.wait(5)
+
+
+def test_the_fd_limit_is_raised_for_the_cap_or_the_cap_shrinks_to_fit() -> None:
+    """Starting a server raises the soft RLIMIT_NOFILE toward the hard one; a low hard limit lowers the cap."""
+    script = textwrap.dedent(
+        """
+        import resource, sys
+        from fleetbeat.collector.httpserver import FD_RESERVE, BoundedServer, Limits, Response
+        hard = int(sys.argv[1])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        server = BoundedServer(lambda req: Response(200), limits=Limits(max_connections=1024))
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], server.max_connections, FD_RESERVE)
+        server.close()
+        """
+    )
+
+    def run(hard: int) -> list[int]:
+        done = subprocess.run([sys.executable, "-c", script, str(hard)], capture_output=True,
+                              text=True, env=subprocess_env(), timeout=30, check=True)  # fmt: skip
+        return [int(x) for x in done.stdout.split()]
+
+    soft, cap, reserve = run(8192)
+    assert (soft, cap) == (1024 + reserve, 1024)
+    soft, cap, reserve = run(600)
+    assert (soft, cap) == (600, 600 - reserve)
