@@ -13,9 +13,10 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
+from collector_helpers import CollectorProcess
 from web import ServedFleet, get
 
 from fleetbeat.collector import http as collector_http
@@ -333,3 +334,100 @@ def test_the_fd_limit_is_raised_for_the_cap_or_the_cap_shrinks_to_fit() -> None:
     assert (soft, cap) == (1024 + reserve, 1024)
     soft, cap, reserve = run(600)
     assert (soft, cap) == (600, 600 - reserve)
+
+
+def slow_reader(server: BoundedServer) -> socket.socket:
+    """A client with a tiny receive window that asks for an answer and never reads it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((server.host, server.port))
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    return sock
+
+
+def big(req: Request) -> Response:
+    """16 MB: more than the kernel's socket buffers on loopback hold."""
+    return Response(200, b"x" * (16 << 20))
+
+
+def test_a_client_that_does_not_read_its_answer_is_dropped_after_write_timeout() -> None:
+    """An answer still unwritten after write_timeout closes the connection and is counted."""
+    server = BoundedServer(big, limits=Limits(write_timeout=1.0))
+    try:
+        sock = slow_reader(server)
+        wait_until(lambda: server.stats()["timeout_write"] == 1, timeout=5)
+        assert server.stats()["open"] == 0
+        sock.close()
+    finally:
+        server.close()
+
+
+def test_answers_waiting_for_slow_readers_are_bounded_in_bytes() -> None:
+    """Past max_output_bytes of unwritten answers, the longest-stalled reader is dropped."""
+    server = BoundedServer(big, limits=Limits(max_output_bytes=24 << 20))
+    readers = []
+    try:
+        readers.append(slow_reader(server))
+        wait_until(lambda: server.stats()["requests"] == 1)
+        readers.append(slow_reader(server))
+        wait_until(lambda: server.stats()["timeout_write"] == 1, timeout=5)
+        assert read_answer(readers[0], timeout=5).startswith(b"HTTP/1.1 200")  # cut short
+        assert server.stats()["open"] == 1
+    finally:
+        for sock in readers:
+            sock.close()
+        server.close()
+
+
+def test_a_handler_that_raises_is_a_500_and_the_connection_lives_on() -> None:
+    """A handler exception becomes a 500, counted; the keep-alive connection serves the next request."""
+    calls = []
+
+    def flaky(req: Request) -> Response:
+        calls.append(req.target)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return Response(200, b"fine")
+
+    server = BoundedServer(flaky)
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        conn.request("GET", "/one")
+        resp = conn.getresponse()
+        assert resp.status == 500 and b"internal error" in resp.read()
+        conn.request("GET", "/two")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"fine"
+        assert server.stats()["handler_errors"] == 1 and server.stats()["accepted"] == 1
+        conn.close()
+    finally:
+        server.close()
+
+
+def test_a_real_collector_at_systemds_default_fd_limit_holds_1000_idle_connections(
+    start_collector: Callable[..., CollectorProcess],
+) -> None:
+    """Started at systemd's default soft limit of 1,024 fds, the collector raises it and serves through 1,000 held connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 4096:
+        pytest.skip(f"hard RLIMIT_NOFILE {hard}: too low for 1,000 connections and the test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # the child inherits it
+    try:
+        collector = start_collector()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    url = wait_until(collector.http_url)
+    port = int(url.rsplit(":", 1)[1])
+    assert "raised the soft file-descriptor limit from 1024" in collector.log()
+    holders = []
+    try:
+        for _ in range(1000):
+            holders.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        for path in ("/healthz", "/api/devices"):
+            status, seconds = timed_get(url + path)
+            assert status == 200 and seconds < 1.0, (path, seconds)
+        assert collector.proc.poll() is None
+    finally:
+        for sock in holders:
+            sock.close()
+    assert "Traceback" not in collector.log()

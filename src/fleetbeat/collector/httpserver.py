@@ -249,7 +249,8 @@ class BoundedServer:
         self._waiting: collections.OrderedDict[int, _Conn] = collections.OrderedDict()
         self._writing: collections.OrderedDict[int, _Conn] = collections.OrderedDict()
         self._out_bytes = 0
-        self._done: collections.deque[tuple[_Conn, bytes, bool]] = collections.deque()
+        # answers from the workers, written by the selector thread (counters stay its own)
+        self._done: collections.deque[tuple[_Conn, bytes, bool, bool]] = collections.deque()
         self._jobs: queue.Queue[Optional[tuple[_Conn, Request]]] = queue.Queue(limits.queue)
         self._accept_paused_until = 0.0
         self._backoff = 0.0
@@ -269,9 +270,10 @@ class BoundedServer:
         counts = dict.fromkeys(
             ("accepted", "requests", "evicted", "refused", "accept_errors", "busy",
              "timeout_header", "timeout_body", "timeout_write", "idle_closed",
-             "header_too_large", "body_too_large", "bad_request", "handler_errors"), 0,
+             "header_too_large", "body_too_large", "bad_request", "handler_errors",
+             "internal_errors"), 0,
         )  # fmt: skip
-        counts.update(self._counts.copy())
+        counts.update(dict(self._counts))
         counts["open"] = len(self._conns)
         return counts
 
@@ -301,7 +303,14 @@ class BoundedServer:
                 for key, events in self._sel.select(timeout):
                     conn = key.data
                     if conn is not None:
-                        self._ready(conn, events)
+                        try:
+                            self._ready(conn, events)
+                        except Exception as err:  # a bug costs that connection, not the server
+                            self._counts["internal_errors"] += 1
+                            self._ratelog.log(logging.ERROR, "internal",
+                                              "HTTP connection from %s failed: %r",
+                                              conn.addr[0], err)  # fmt: skip
+                            self._close(conn)
                     elif key.fileobj is self._listener:
                         self._accept()
                     else:
@@ -313,7 +322,7 @@ class BoundedServer:
                     if self._accept_paused_until and now >= self._accept_paused_until:
                         self._accept_paused_until = 0.0
                         self._sel.register(self._listener, selectors.EVENT_READ, None)
-        except Exception:  # a bug here must not take the collector with it; it stops HTTP
+        except Exception:  # a bug here must not take the collector down with HTTP
             log.exception("HTTP server loop failed; HTTP is down")
         finally:
             for conn in list(self._conns.values()):
@@ -464,7 +473,8 @@ class BoundedServer:
         except BlockingIOError:
             pass
         while self._done:
-            conn, raw, close = self._done.popleft()
+            conn, raw, close, failed = self._done.popleft()
+            self._counts["handler_errors"] += failed
             if self._conns.get(conn.sock.fileno()) is conn:
                 self._send(conn, raw, close=close)
 
@@ -566,10 +576,11 @@ class BoundedServer:
             if job is None or self._stopping:
                 return
             conn, req = job
+            failed = False
             try:
                 resp = self._handler(req)
             except Exception as err:
-                self._counts["handler_errors"] += 1
+                failed = True
                 self._ratelog.log(logging.ERROR, "handler", "HTTP %s %s failed: %r",
                                   req.method, req.target[:200], err)  # fmt: skip
                 headers, body = _error_body("internal error; see collector log")
@@ -577,7 +588,7 @@ class BoundedServer:
             close = _wants_close(req)
             raw = render(resp.status, resp.headers, resp.body, head=req.method == "HEAD",
                          close=close)  # fmt: skip
-            self._done.append((conn, raw, close))
+            self._done.append((conn, raw, close, failed))
             self._wake()
 
 
