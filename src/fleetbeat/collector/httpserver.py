@@ -118,7 +118,7 @@ class _Conn:
         self.deadline = deadline
         self.events = 0
         self.inbuf = bytearray()
-        self.out = b""
+        self.out = memoryview(b"")  # a view: sending the rest of a big answer copies nothing
         self.close_after = False
         self.head: Optional[Request] = None
         self.need = 0
@@ -479,7 +479,7 @@ class BoundedServer:
                 self._send(conn, raw, close=close)
 
     def _send(self, conn: _Conn, raw: bytes, *, close: bool) -> None:
-        conn.out = raw
+        conn.out = memoryview(raw)
         conn.close_after = close
         conn.state = _WRITE
         conn.deadline = time.monotonic() + self.limits.write_timeout
