@@ -158,6 +158,31 @@ def test_a_body_over_the_limit_gets_413_and_one_within_reaches_the_handler(rig: 
     assert server.stats()["body_too_large"] == 1
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "counter"),
+    [
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 17_000 + b"\r\n\r\n", 431, "header_too_large"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 17_000, 431, "header_too_large"),  # unfinished
+        (b"GET /\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400, "bad_request"),
+        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "bad_request"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411, "bad_request"),
+        (b"GET / HTTP/2.0\r\n\r\n", 505, "bad_request"),
+    ],
+)
+def test_oversized_or_malformed_requests_are_answered_and_closed(
+    rig: Rig, request_bytes: bytes, status: int, counter: str
+) -> None:
+    """Headers over 16 KiB get 431; a malformed request a 4xx/505; both close and are counted."""
+    server = rig.serve()
+    sock = rig.connect(server)
+    sock.sendall(request_bytes)
+    answer = read_answer(sock)
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:80]
+    assert b"Connection: close" in answer
+    assert server.stats()[counter] == 1
+
+
 def test_a_body_that_stalls_gets_408_after_body_timeout(rig: Rig) -> None:
     """A declared body that does not arrive within body_timeout is answered 408 and closed."""
     server = rig.serve(body_timeout=1.0)
