@@ -290,7 +290,7 @@ def test_a_failing_health_callable_is_a_503_too(served: ServedFleet) -> None:
 # Run in a child: it takes every free descriptor, so the test process keeps its own.
 OUT_OF_FDS = textwrap.dedent(
     """
-    import os, resource, sys, threading
+    import json, os, resource, sys, threading, time
     from fleetbeat.collector import http
     from fleetbeat.collector.config import parse_collector_config
     from fleetbeat.collector.fleet import Fleet
@@ -306,6 +306,10 @@ OUT_OF_FDS = textwrap.dedent(
         return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
 
     print(server.port, flush=True)
+    held = int(sys.stdin.readline())  # connections the parent holds open
+    deadline = time.monotonic() + 5
+    while held and server.stats()["open"] < held and time.monotonic() < deadline:
+        time.sleep(0.01)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     fillers = []
     try:
@@ -314,45 +318,97 @@ OUT_OF_FDS = textwrap.dedent(
     except OSError:
         pass
     print("full", flush=True)
-    sys.stdin.readline()  # the parent has connected: accept() now fails with EMFILE
-    before = cpu()
-    import time; time.sleep(1.0)  # the measuring window
-    print(f"{cpu() - before:.3f}", flush=True)
-    for fd in fillers:
-        os.close(fd)
-    sys.stdin.readline()
-    print(server.stats()["accept_errors"], flush=True)
+    for command in sys.stdin:
+        if command == "cpu\\n":  # the server thread's CPU seconds in the next second
+            before = cpu()
+            time.sleep(1.0)
+            print(f"{cpu() - before:.3f}", flush=True)
+        elif command == "free\\n":
+            for fd in fillers:
+                os.close(fd)
+            print("freed", flush=True)
+        else:
+            print(json.dumps(server.stats()), flush=True)
     """
 )
 
 
-def test_accept_without_a_free_descriptor_does_not_spin() -> None:
-    """With no free descriptor the server thread stays near idle, then serves once fds free up."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", OUT_OF_FDS],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        port = int(child.stdout.readline())
-        assert child.stdout.readline().strip() == "full"
-        waiting = socket.create_connection(("127.0.0.1", port), timeout=5)  # in the backlog
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        cpu = float(child.stdout.readline())
-        assert cpu < 0.1, f"the server thread used {cpu:.2f} s of CPU in 1 s"
-        waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        assert read_answer(waiting, timeout=5).startswith(b"HTTP/1.1 200")
-        waiting.close()
-        child.stdin.write("stats\n")
-        child.stdin.flush()
-        assert int(child.stdout.readline()) >= 1
-    finally:
-        child.kill()
-        child.wait(5)
+class FdStarved:
+    """A child process serving HTTP with every descriptor taken; `ask` sends it a command."""
+
+    def __init__(self, held: int = 0) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", OUT_OF_FDS], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=subprocess_env())  # fmt: skip
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.holders = [socket.create_connection(("127.0.0.1", self.port)) for _ in range(held)]
+        assert self.ask(str(held)) == "full"
+
+    def ask(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        for sock in self.holders:
+            sock.close()
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def fd_starved() -> Iterator[Callable[[int], FdStarved]]:
+    """Start FdStarved children (`fd_starved(held)`); killed at teardown."""
+    started: list[FdStarved] = []
+
+    def start(held: int) -> FdStarved:
+        started.append(FdStarved(held))
+        return started[-1]
+
+    yield start
+    for child in started:
+        child.close()
+
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def test_accept_without_a_free_descriptor_does_not_spin(
+    fd_starved: Callable[[int], FdStarved],
+) -> None:
+    """With no free descriptor a client is closed at once, the server thread stays idle, and serving resumes when fds free up."""
+    child = fd_starved(0)
+    shed = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+    waiting = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+    cpu = float(child.ask("cpu"))
+    assert cpu < 0.1, f"the server thread used {cpu:.2f} s of CPU in 1 s"
+    assert read_answer(shed, timeout=2) == b""  # told at once, not left hanging
+    assert child.ask("free") == "freed"
+    for sock in (waiting, socket.create_connection(("127.0.0.1", child.port), timeout=5)):
+        try:
+            sock.sendall(HEALTHZ)
+            answer = read_answer(sock, timeout=5)
+        except OSError:
+            answer = b""  # `waiting` may have been shed too, during the pause
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    stats = json.loads(child.ask("stats"))
+    assert stats["accept_errors"] >= 1 and stats["refused"] >= 1
+
+
+def test_out_of_descriptors_an_idle_holder_gives_its_own_to_a_new_client(
+    fd_starved: Callable[[int], FdStarved],
+) -> None:
+    """When accept() fails for want of fds, the oldest idle connection is closed and the newcomer served."""
+    child = fd_starved(1)
+    newcomer = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+    newcomer.sendall(HEALTHZ)
+    assert read_answer(newcomer, timeout=3).startswith(b"HTTP/1.1 200")
+    newcomer.close()
+    assert read_answer(child.holders[0], timeout=2) == b""  # evicted
+    stats = json.loads(child.ask("stats"))
+    assert stats["accept_errors"] >= 1 and stats["evicted"] == 1
 
 
 def test_the_fd_limit_is_raised_for_the_cap_or_the_cap_shrinks_to_fit() -> None:

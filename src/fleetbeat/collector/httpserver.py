@@ -14,8 +14,10 @@ the unit's `TasksMax=256`, and at 1,024 descriptors a failing accept() spun at
   is closed so the new client is served: holders cannot lock out the operator.
   At start the soft RLIMIT_NOFILE is raised toward the hard limit to fit every
   server's cap plus `FD_RESERVE`; where it cannot be, the cap shrinks (logged).
-  accept() failing with EMFILE/ENFILE closes the oldest waiting connection or
-  pauses accepting (50 ms doubling to 1 s): it never spins.
+  When accept() fails with EMFILE/ENFILE, a spare descriptor kept for the purpose
+  lets the waiting client in anyway: it takes the descriptor of the oldest waiting
+  connection, or, with none, gets a plain close at once and accepting pauses
+  (50 ms doubling to 1 s). The loop never spins on a listener it cannot serve.
 - Time: headers complete within `header_timeout` (5 s) of their first byte
   (else 408), a body within `body_timeout` (10 s), an idle keep-alive connection
   lives `idle_timeout` (30 s), a response is written within `write_timeout` (30 s).
@@ -37,6 +39,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import queue
 import resource
 import selectors
@@ -160,6 +163,14 @@ def _claim_fds(want: int) -> int:
         return got
 
 
+def _open_spare() -> Optional[int]:
+    """A descriptor held in reserve, given up to learn whether a client waits (see _out_of_fds)."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None
+
+
 def _release_fds(n: int) -> None:
     global _claimed
     with _claim_lock:
@@ -254,6 +265,7 @@ class BoundedServer:
         self._jobs: queue.Queue[Optional[tuple[_Conn, Request]]] = queue.Queue(limits.queue)
         self._accept_paused_until = 0.0
         self._backoff = 0.0
+        self._spare = _open_spare()
         self._stopping = False
         self._counts: collections.Counter[str] = collections.Counter()
         self._ratelog = RateLimitedLog(log)
@@ -321,6 +333,7 @@ class BoundedServer:
                     self._expire(now)
                     if self._accept_paused_until and now >= self._accept_paused_until:
                         self._accept_paused_until = 0.0
+                        self._spare = self._spare if self._spare is not None else _open_spare()
                         self._sel.register(self._listener, selectors.EVENT_READ, None)
         except Exception:  # a bug here must not take the collector down with HTTP
             log.exception("HTTP server loop failed; HTTP is down")
@@ -331,6 +344,8 @@ class BoundedServer:
             self._listener.close()
             self._wake_r.close()
             self._wake_w.close()
+            if self._spare is not None:
+                os.close(self._spare)
 
     def _accept(self) -> None:
         for _ in range(64):  # a burst, then let the other sockets have their turn
@@ -344,30 +359,58 @@ class BoundedServer:
                     return
                 continue  # ECONNABORTED and the like: that client is gone
             self._backoff = 0.0
-            self._counts["accepted"] += 1
-            if len(self._conns) >= self.max_connections and not self._evict_oldest(
-                "connection cap %d reached: closed the oldest waiting connection",
-                self.max_connections,
-            ):
-                self._counts["refused"] += 1
-                self._ratelog.log(logging.WARNING, "refused",
-                                  "HTTP connection cap %d reached, every connection busy: "
-                                  "refused %s", self.max_connections, addr[0])  # fmt: skip
-                sock.close()
-                continue
-            sock.setblocking(False)
-            conn = _Conn(sock, addr, time.monotonic() + self.limits.idle_timeout)
-            self._conns[sock.fileno()] = conn
-            self._waiting[sock.fileno()] = conn
-            self._watch(conn, selectors.EVENT_READ)
+            self._take(sock, addr)
+
+    def _take(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        """Serve a new connection, making room at the cap by closing the oldest waiting one."""
+        self._counts["accepted"] += 1
+        if len(self._conns) >= self.max_connections and not self._evict_oldest(
+            "connection cap %d reached: closed the oldest waiting connection",
+            self.max_connections,
+        ):
+            self._counts["refused"] += 1
+            self._ratelog.log(logging.WARNING, "refused", "HTTP connection cap %d reached, "
+                              "every connection busy: refused %s",
+                              self.max_connections, addr[0])  # fmt: skip
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = _Conn(sock, addr, time.monotonic() + self.limits.idle_timeout)
+        self._conns[sock.fileno()] = conn
+        self._waiting[sock.fileno()] = conn
+        self._watch(conn, selectors.EVENT_READ)
 
     def _out_of_fds(self, err: OSError) -> None:
-        self._counts["accept_errors"] += 1
-        self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
-        if self._evict_oldest("out of file descriptors: closed the oldest waiting connection"):
-            return
-        # Nothing to give back: stop watching the listener for a while instead of spinning
-        # on a socket that stays readable. Waiting clients stay in the kernel's backlog.
+        """accept() found no free descriptor: make room for one client, or pause accepting."""
+        # The kernel takes a descriptor before it looks at the backlog, so EMFILE does not
+        # even say that a client waits. The spare descriptor finds out: with it freed,
+        # accept() either says nobody waits or hands over the client, who then gets the
+        # descriptor of the oldest waiting connection, or a plain close if there is none.
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
+            try:
+                sock, addr = self._listener.accept()
+            except BlockingIOError:
+                self._spare = _open_spare()
+                return  # nobody waits
+            except OSError:
+                pass
+            else:
+                self._counts["accept_errors"] += 1
+                self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
+                if self._evict_oldest("out of file descriptors: closed the oldest waiting one"):
+                    self._spare = _open_spare()  # the evicted connection's descriptor
+                    self._take(sock, addr)
+                    return
+                self._counts["refused"] += 1
+                sock.close()
+                self._spare = _open_spare()
+        else:
+            self._counts["accept_errors"] += 1
+            self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
+        # Stop watching the listener for a while rather than spin on a socket that stays
+        # readable; clients that arrive meanwhile wait in the kernel's backlog.
         self._backoff = min(1.0, self._backoff * 2 or 0.05)
         self._accept_paused_until = time.monotonic() + self._backoff
         self._sel.unregister(self._listener)
