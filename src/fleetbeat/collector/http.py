@@ -1,8 +1,12 @@
 """The collector's HTTP side: dashboard, JSON API, Prometheus `/metrics`, `/healthz`.
 
-Stdlib only (`http.server.ThreadingHTTPServer` in a daemon thread); every
-request reads the fleet through its thread-safe methods, so serving never
-blocks receiving. Routes:
+Stdlib only. The routes run on `collector.httpserver.BoundedServer`: one
+selector thread holds every connection, 4 worker threads answer, at most 1,024
+connections (the oldest idle one is closed for a newcomer), headers within 5 s,
+so a local user holding connections open cannot take the dashboard, the API,
+`/metrics` or `/healthz` down. Every request reads the fleet through its
+thread-safe methods, so serving never blocks receiving. Routes (GET and HEAD;
+other methods get 405):
 
     GET /                      dashboard (one self-contained page, no external assets)
     GET /api/devices           ?state=down,late  ?tag=site:kitchen (repeatable, all must match)
@@ -10,7 +14,8 @@ blocks receiving. Routes:
     GET /api/events            ?since=<epoch s>  ?limit=N (default 1000)
     GET /api/stats             the collector's own counters
     GET /metrics               Prometheus text format 0.0.4
-    GET /healthz               200 {"status": "ok"} while the collector serves
+    GET /healthz               200 {"status": "ok"}, or 503 {"status": "error", "reason": ...}
+                               while the `health` callable returns a reason
 
 Answers of 1,400 bytes or more are gzip-compressed when the client accepts it.
 """
@@ -22,17 +27,21 @@ import ipaddress
 import json
 import logging
 import math
-import socket
-import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fleetbeat.collector.config import split_hostport
 from fleetbeat.collector.fleet import STATES
+from fleetbeat.collector.httpserver import (
+    DEFAULT_LIMITS,
+    BoundedServer,
+    Limits,
+    Request,
+    Response,
+)
 from fleetbeat.collector.metrics import CONTENT_TYPE, Exposition
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
@@ -43,6 +52,8 @@ DEFAULT_LISTEN = "127.0.0.1:9747"
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 MAX_EVENTS = 10_000
 GZIP_MIN = 1400  # bytes: smaller answers fit one packet anyway
+
+Health = Callable[[], Optional[str]]  # None while healthy, else why not
 
 
 class Fleet(Protocol):
@@ -133,42 +144,29 @@ def count_states(devices: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # close() must not wait for idle keep-alive connections
-    fleet: Fleet
-    exposition: Exposition
-    dashboard: bytes
-    errors: RateLimitedLog
-    loopback_only: bool  # bound to loopback: only loopback Host names are served
+class _App:
+    """The routes: turns one Request into one Response; runs on the server's workers."""
 
+    def __init__(self, fleet: Fleet, *, loopback_only: bool, health: Optional[Health]) -> None:
+        self.fleet = fleet
+        self.exposition = Exposition(fleet)
+        self.dashboard = DASHBOARD.read_bytes()
+        self.loopback_only = loopback_only  # bound to loopback: only loopback Host names served
+        self.health = health
+        self.errors = RateLimitedLog(log)
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive: the dashboard polls
-    server_version = "fleetbeat"
-    timeout = 30  # an idle or stalled client frees its thread after this long
-
-    def do_GET(self) -> None:
-        self._dispatch(head=False)
-
-    def do_HEAD(self) -> None:
-        self._dispatch(head=True)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _dispatch(self, *, head: bool) -> None:
-        url = urlsplit(self.path)
+    def __call__(self, req: Request) -> Response:
+        url = urlsplit(req.target)
         path = url.path.rstrip("/") or "/"
         query = parse_qs(url.query)
         try:
-            host = self.headers.get("Host")  # browsers always send it; HTTP/1.0 tools may not
-            if self.server.loopback_only and host is not None and not _loopback_host(host):
+            host = req.headers.get("host")  # browsers always send it; HTTP/1.0 tools may not
+            if req.method not in ("GET", "HEAD"):
+                status, body, headers = _json(
+                    HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{req.method} is not served here"}
+                )
+                headers["Allow"] = "GET, HEAD"
+            elif self.loopback_only and host is not None and not _loopback_host(host):
                 # DNS rebinding: a web page whose name now points at 127.0.0.1 must not
                 # read the fleet through a browser on this machine.
                 status, body, headers = _json(
@@ -180,31 +178,19 @@ class _Handler(BaseHTTPRequestHandler):
         except BadRequest as err:
             status, body, headers = _json(HTTPStatus.BAD_REQUEST, {"error": str(err)})
         except Exception as err:
-            self.server.errors.log(logging.ERROR, "http", "HTTP %s failed: %r", path, err)
+            self.errors.log(logging.ERROR, "http", "HTTP %s failed: %r", path, err)
             status, body, headers = _json(
                 HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error; see collector log"}
             )
-        if len(body) >= GZIP_MIN and "gzip" in self.headers.get("Accept-Encoding", "").lower():
+        if len(body) >= GZIP_MIN and "gzip" in req.headers.get("accept-encoding", "").lower():
             body = compress(body)
             headers = {**headers, "Content-Encoding": "gzip"}
-        try:
-            self.send_response(status)
-            self.send_header("Vary", "Accept-Encoding")
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        return Response(status, body, {"Vary": "Accept-Encoding", **headers, **_ALWAYS})
 
     def _route(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, dict[str, str]]:
-        fleet = self.server.fleet
+        fleet = self.fleet
         if path in ("/", "/index.html"):
-            return HTTPStatus.OK, self.server.dashboard, _DASHBOARD_HEADERS
+            return HTTPStatus.OK, self.dashboard, dict(_DASHBOARD_HEADERS)
         if path == "/api/devices":
             devices = filter_devices(fleet.devices(), query.get("state", []), query.get("tag", []))
             devices.sort(key=lambda d: str(d.get("id")))
@@ -233,12 +219,27 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/stats":
             return _json(HTTPStatus.OK, {"time": time.time(), "stats": fleet.stats()})
         if path == "/metrics":
-            body = self.server.exposition.text().encode()
+            body = self.exposition.text().encode()
             return HTTPStatus.OK, body, {"Content-Type": CONTENT_TYPE}
         if path == "/healthz":
-            return _json(HTTPStatus.OK, {"status": "ok", "time": time.time()})
+            return self._healthz()
         return _json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
 
+    def _healthz(self) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            reason = self.health() if self.health is not None else None
+        except Exception as err:  # a failing check is itself a reason to look
+            reason = f"health check failed: {err!r}"
+        if reason is not None:
+            return _json(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                {"status": "error", "reason": reason, "time": time.time()},
+            )
+        return _json(HTTPStatus.OK, {"status": "ok", "time": time.time()})
+
+
+# On every answer: nothing cached (live data), nothing sniffed.
+_ALWAYS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 # The page is self-contained: inline script and style, data from this origin only.
 _DASHBOARD_HEADERS = {
@@ -283,26 +284,28 @@ def _number_param(query: dict[str, list[str]], name: str, default: float) -> flo
 
 
 class HttpServer:
-    """A running HTTP server; `close()` stops it and frees the port."""
+    """The dashboard and API, running on a BoundedServer; `close()` stops it and frees the port.
 
-    def __init__(self, fleet: Fleet, *, host: str = "127.0.0.1", port: int = 9747) -> None:
-        cls = _Server6 if ":" in host else _Server
-        try:
-            server = cls((host, port), _Handler)
-        except OSError as err:
-            raise FleetbeatError(f"cannot serve HTTP on {host}:{port}: {err.strerror}") from err
-        server.fleet = fleet
-        server.exposition = Exposition(fleet)
-        server.dashboard = DASHBOARD.read_bytes()
-        server.errors = RateLimitedLog(log)
-        server.loopback_only = _loopback_host(host)
-        self._server = server
+    Args:
+        fleet: what the routes read.
+        host, port: where to listen (port 0: the kernel picks).
+        health: `() -> None` while healthy, else a short reason; `/healthz` answers 503 with it.
+        limits: the server's threads, connection cap, timeouts and sizes.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9747,
+        health: Optional[Health] = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        app = _App(fleet, loopback_only=_loopback_host(host), health=health)
+        self._server = BoundedServer(app, host=host, port=port, limits=limits, name="http")
         self.host = host
-        self.port: int = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
-        )
-        self._thread.start()
+        self.port: int = self._server.port
 
     @property
     def url(self) -> str:
@@ -311,15 +314,17 @@ class HttpServer:
             host = "127.0.0.1" if self.host == "0.0.0.0" else "[::1]"
         return f"http://{host}:{self.port}"
 
+    def stats(self) -> dict[str, int]:
+        """The server's connection counters (see BoundedServer.stats)."""
+        return self._server.stats()
+
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
 
 
-def start(fleet: Fleet, config: Any) -> HttpServer:
-    """Serve `fleet` on `config.http_listen` (default 127.0.0.1:9747) in a daemon thread."""
+def start(fleet: Fleet, config: Any, *, health: Optional[Health] = None) -> HttpServer:
+    """Serve `fleet` on `config.http_listen` (default 127.0.0.1:9747)."""
     host, port = parse_listen(getattr(config, "http_listen", DEFAULT_LISTEN))
-    server = HttpServer(fleet, host=host, port=port)
+    server = HttpServer(fleet, host=host, port=port, health=health)
     log.info("dashboard and API on %s/", server.url)
     return server
