@@ -26,14 +26,25 @@ bool, None) that the caller may keep or mutate:
 - `Fleet.events(since=0.0, limit=1000) -> list[dict]`: transitions and
   restarts with time > since, oldest first, at most `limit` (the newest
   ones when more match). Each: time (epoch s), device, from (state or None
-  for a new device), to (state), reason (a short label: "first_seen",
-  "heartbeat", "late", "missed_heartbeats", "bye", "last_will", "restart",
-  "reboot", "silent_through_restart").
+  for a new device), to (state), reason (a short label: "first_seen" (at
+  the second message: a device heard once leaves no event), "heartbeat",
+  "late", "missed_heartbeats", "bye", "last_will", "restart", "reboot",
+  "silent_through_restart", "flapping": the device passed
+  `max_events_per_minute`; its other events of that minute are only counted).
 - `Fleet.stats() -> dict`: received {"udp": n, "mqtt": n} (datagrams /
   messages that reached the collector, valid or not), accepted {"udp": n,
-  "mqtt": n}, rejected {reason: n} (wire reasons from `wire.parse`, plus
-  "max_devices", "seq_jump", "topic_mismatch"), devices {state: n for
-  every state}, devices_known, max_devices, started_at (epoch s).
+  "mqtt": n}, rejected {reason: n} (wire reasons from `wire.parse_fields`:
+  oversize, not_json, too_deep, bad_text, not_object, bad_version, bad_kind,
+  bad_device_id, bad_run, bad_seq, bad_field; plus the fleet's: max_devices,
+  seq_jump, old_run, unknown_run (a bye or reading of a run never seen),
+  unknown_device (a reading from an id never heard), metrics_limit,
+  tags_limit, topic_mismatch, bad_topic), devices {state: n for every state},
+  devices_known, devices_unconfirmed, max_devices, evicted {"unconfirmed": n,
+  "silent": n}, events_suppressed (past max_events_per_minute),
+  events_unsaved (dropped by `requeue` while the store could not write),
+  rows_skipped (stored devices and events `restore` could not read),
+  kernel_drops {"udp": n} (datagrams the kernel dropped on the receive
+  socket: a full buffer), started_at (epoch s).
 - The config object given to `fleetbeat.collector.http.start(fleet, config)`
   is a `CollectorConfig`; `config.http_listen` is the "host:port" to bind.
 
@@ -44,10 +55,20 @@ apart; an arrival older than that is counted as reordered). A new `run`
 starts a new count; lifetime figures add up every run.
 
 Liveness: `up` -> `late` once `late_after` intervals pass without a heartbeat,
--> `down` after `down_after` intervals; `offline` after `bye` or the MQTT
-Last Will. `down_after = "auto"` picks, per device, the smallest k >= 3 with
+-> `down` after `down_after` intervals, judged on the monotonic clock (wall
+time is for display, events and the store; a restored device's silence is
+converted once); `offline` after a `bye` of the run being tracked (a bye
+never starts a run: only a heartbeat does) or the MQTT Last Will of a device
+whose run reports over MQTT. `down_after = "auto"` picks, per device, the smallest k >= 3 with
 p^k < 1e-6, p being the device's recent loss rate (smoothed), capped by
 `max_down_after`: a lossy link gets more patience instead of flapping.
+
+Eviction, when `max_devices` is full and a heartbeat comes from a new id:
+first the device heard once and never again that arrived first, else the
+device silent longest if silent for more than `evict_after`; else the
+newcomer is rejected (max_devices). A device heard twice is never evicted by
+junk; under a continuing flood of new ids a newcomer competes with the flood
+until its second heartbeat.
 """
 
 from __future__ import annotations
