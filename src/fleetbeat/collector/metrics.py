@@ -70,6 +70,14 @@ FLEET_COUNTERS = (
     ("received", "fleetbeat_received_messages", "Datagrams and MQTT messages that reached the collector, valid or not.", "transport"),  # noqa: E501
     ("accepted", "fleetbeat_accepted_messages", "Messages accepted and applied to the fleet state.", "transport"),  # noqa: E501
     ("rejected", "fleetbeat_rejected_messages", "Messages rejected, by reason (wire errors, max_devices, seq_jump, ...).", "reason"),  # noqa: E501
+    ("kernel_drops", "fleetbeat_kernel_dropped_datagrams", "Datagrams the kernel dropped on the receive socket before the collector read them (a full buffer).", "transport"),  # noqa: E501
+    ("evicted", "fleetbeat_evicted_devices", "Devices forgotten to make room when max_devices was full, by why they could go.", "reason"),  # noqa: E501
+)  # fmt: skip
+# (stats key, name without _total, help): counters without labels
+FLEET_TOTALS = (
+    ("events_suppressed", "fleetbeat_events_suppressed", "Device events left out past max_events_per_minute (a flapping device)."),  # noqa: E501
+    ("events_unsaved", "fleetbeat_events_unsaved", "Events dropped while the store could not write them."),  # noqa: E501
+    ("rows_skipped", "fleetbeat_store_rows_skipped", "Stored devices and events that could not be read at start."),  # noqa: E501
 )  # fmt: skip
 
 
@@ -115,6 +123,11 @@ def render(devices: list[dict[str, Any]], stats: Mapping[str, Any]) -> str:
                 text = number(total)
                 if text is not None:
                     out.append(f'{name}_total{{{label}="{label_value(str(lv))}"}} {text}')
+    for key, name, doc in FLEET_TOTALS:
+        text = number(stats.get(key))
+        if text is not None:
+            _head(out, name + "_total", doc, "counter")
+            out.append(f"{name}_total {text}")
     cap = number(stats.get("max_devices"))
     if cap is not None:
         _head(
