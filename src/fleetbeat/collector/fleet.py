@@ -298,13 +298,16 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 3) if whole > 0 else 0.0
 
 
-def metrics_cost(names: tuple[str, ...]) -> int:
-    """Bytes a device's last metrics take in memory: each name, plus a float and two slots."""
-    return sum(map(_getsizeof, names)) + METRIC_VALUE_COST * len(names)
+def metrics_cost(names: tuple[str, ...], shared: bool = False) -> int:
+    """Bytes a device's last metrics take in memory: a float and two slots per value, plus
+    the names unless the device shares them with others (one copy for the whole fleet)."""
+    own = 0 if shared else sum(map(_getsizeof, names))
+    return own + METRIC_VALUE_COST * len(names)
 
 
 def tags_cost(tags: dict[str, str]) -> int:
-    """Bytes a device's tags take in memory: the dict, its keys and its values."""
+    """Bytes a device's tags take in memory: the dict, its keys and its values (a tag set
+    shared with other devices costs nothing more: one copy is kept)."""
     return _getsizeof(tags) + sum(map(_getsizeof, tags)) + sum(map(_getsizeof, tags.values()))
 
 
@@ -418,7 +421,10 @@ class Fleet:
             if (
                 names
                 and (d is None or names != d.metric_names)
-                and (len(names) > self._max_metrics or metrics_cost(names) > self._max_metric_bytes)
+                and (
+                    len(names) > self._max_metrics
+                    or metrics_cost(names, names in self._names_cache) > self._max_metric_bytes
+                )
             ):
                 self._reject("metrics_limit", transport)
                 return
@@ -426,7 +432,13 @@ class Fleet:
             if (
                 tags
                 and (d is None or tags != d.tags)
-                and (len(tags) > self._max_tags or tags_cost(tags) > self._max_tag_bytes)
+                and (
+                    len(tags) > self._max_tags
+                    or (
+                        tags_cost(tags) > self._max_tag_bytes
+                        and tuple(tags.items()) not in self._tag_cache
+                    )
+                )
             ):
                 self._reject("tags_limit", transport)
                 return
