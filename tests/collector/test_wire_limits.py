@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
@@ -106,3 +109,55 @@ def test_rejections_are_counted_and_leave_no_trace() -> None:
     s = fleet.stats()
     assert sum(s["rejected"].values()) == len(HOSTILE)
     assert fleet.device("pi-1") == before
+
+
+EXTREMES = st.one_of(
+    st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**400, 1e308, -1e308, 0, -1, 0.0, 1e-320,
+                     86400, 86400.0001, 0.01, 0.0099, 4102444800, 4102444801, True, None]),
+    st.integers(), st.floats(),
+    st.text(max_size=140), st.sampled_from(["\ud800", "\udfff", "x" * 129, "\U0001f600" * 128]),
+    st.builds(nested, st.integers(1, 40)),
+    st.dictionaries(st.text(max_size=130), st.integers() | st.floats() | st.text(max_size=130),
+                    max_size=20),
+)  # fmt: skip
+FIELDS = [*sorted(VALID), "src", "rate", "drop_by", "err"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["hb", "rd", "bye"]),
+       st.lists(st.tuples(st.sampled_from(FIELDS), EXTREMES), min_size=1, max_size=4))  # fmt: skip
+def test_extreme_fields_are_rejected_and_counted_or_accepted_and_restorable(
+    kind: str, fields: list[tuple[str, Any]]
+) -> None:
+    """Any field of any kind at an extreme: counted as rejected, or stored and reloaded intact."""
+    from fleetbeat.collector.store import Store
+
+    fleet = Fleet(CollectorSection(), clock=lambda: 1_800_000_000.0, monotonic=lambda: 5.0)
+    for seq in (40, 41):  # a confirmed device: it is stored
+        fleet.receive(wire.dumps({**VALID, "seq": seq}), ("127.0.0.1", 1))
+    msg: dict[str, Any] = {**VALID, "k": kind, "src": "s"}
+    for key, value in fields:
+        msg[key] = value
+    try:
+        data = json.dumps(msg).encode()
+    except (ValueError, RecursionError):
+        return
+    fleet.receive(data, ("127.0.0.1", 1))
+    s = fleet.stats()
+    assert s["received"]["udp"] == 3
+    assert sum(s["rejected"].values()) + s["accepted"]["udp"] == 3
+    rows, events = fleet.take_changes()
+    with tempfile.TemporaryDirectory() as state:
+        store = Store(state, retention=86400.0)
+        try:
+            store.write(rows, events)
+            stored_rows, stored_events = store.load(1_800_000_000.0)
+        finally:
+            store.close()
+    again = Fleet(CollectorSection(), clock=lambda: 1_800_000_000.0, monotonic=lambda: 5.0)
+    confirmed = [d for d in fleet.devices() if d["confirmed"]]  # only those are stored
+    assert again.restore(stored_rows, stored_events) == len(confirmed)
+    assert again.rows_skipped == 0
+    assert again.devices() == confirmed
+    json.dumps(again.devices(), allow_nan=False)
+    json.dumps(again.stats(), allow_nan=False)
