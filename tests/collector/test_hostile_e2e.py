@@ -13,7 +13,6 @@ from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.metrics import render
-from fleetbeat.collector.receivers import UdpReceiver, bind_udp, kernel_drops
 from helpers import free_port, wait_until
 
 
@@ -67,6 +66,8 @@ def test_crash_datagrams_are_counted_and_a_restart_reloads_the_devices(
 
 def test_kernel_drops_are_counted_under_a_flood() -> None:
     """A flood into a tiny receive buffer: what the kernel drops shows in stats and /metrics."""
+    from fleetbeat.collector.receivers import UdpReceiver, bind_udp
+
     port = free_port()
     fleet = Fleet(CollectorSection())
     sock = bind_udp(f"127.0.0.1:{port}", 4096)
@@ -92,6 +93,8 @@ def test_kernel_drops_are_counted_under_a_flood() -> None:
 
 def test_kernel_drop_counter_reads_the_socket_line(tmp_path: Path) -> None:
     """The drops column is read from the line of the socket's inode, in udp or udp6."""
+    from fleetbeat.collector.receivers import kernel_drops
+
     net = tmp_path / "net"
     net.mkdir()
     head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n"
