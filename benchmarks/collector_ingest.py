@@ -7,8 +7,8 @@ fast as it can to a loopback UDP port. In the same run we measure:
 - baseline: a bare `recvfrom` loop that only counts datagrams;
 - collector: the real `UdpReceiver` thread feeding a real `Fleet` (parse,
   validate, update state, loss), the work `fleetbeat collector` does per datagram;
-- old validation: the same, with `old_parse_fields` below (wire.parse_fields as
-  it was before issue 10's stricter checks) swapped in, for the cost of the checks.
+- old validation: the same, with wire.parse_fields as it was before issue 10's
+  stricter checks (read from git at OLD_WIRE) swapped in, for the cost of the checks.
 
 Both phases alternate (ROUNDS times) and the best of each is reported with the
 ratio, per wall-clock second and per CPU second of the receiving process (the
@@ -18,14 +18,14 @@ take turns on it). Run: .venv/bin/python benchmarks/collector_ingest.py [seconds
 
 from __future__ import annotations
 
-import json
-import math
 import multiprocessing as mp
 import os
 import socket
+import subprocess
 import sys
 import time
-from typing import Any
+import types
+from typing import Any, Callable, Optional
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
@@ -37,69 +37,24 @@ ROUNDS = 3
 TARGET = 80_000
 
 
-def old_parse_fields(data: bytes, *, max_size: int = 65507) -> dict[str, Any]:
-    """wire.parse_fields before issue 10 (types only, no ranges): the baseline."""
-    if len(data) > max_size:
-        raise wire.WireError("oversize", f"{len(data)} bytes")
+OLD_WIRE = "3b25ec4"  # the commit before issue 10's stricter checks (wire.py as it was)
+
+
+def old_parse_fields() -> Optional[Callable[..., dict[str, Any]]]:
+    """wire.parse_fields as it was at OLD_WIRE, read from git; None outside a checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        obj = wire._fast_loads(data)  # type: ignore[misc]
-    except (ValueError, StopIteration):
-        try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise wire.WireError("not_json", str(exc)) from None
-    if type(obj) is not dict:
-        raise wire.WireError("not_object")
-    get = obj.get
-    x: Any = get("v")
-    if x != wire.VERSION or type(x) is not int:
-        raise wire.WireError("bad_version")
-    kind = get("k")
-    if kind not in wire.KINDS or type(kind) is not str:
-        raise wire.WireError("bad_kind")
-    dev = get("dev")
-    if type(dev) is not str or not wire._dev_ok(dev):
-        raise wire.WireError("bad_device_id")
-    run = get("run")
-    if type(run) is not str or not wire._run_ok(run):
-        raise wire.WireError("bad_run")
-    seq = get("seq")
-    if type(seq) is not int or not 0 <= seq <= wire.MAX_SEQ:
-        raise wire.WireError("bad_seq")
-    x = get("ts")
-    t = type(x)
-    if not ((t is float and math.isfinite(x)) or t is int):
-        raise wire.WireError("bad_field", "ts")
-    if kind == "hb":
-        x = get("int")
-        t = type(x)
-        if not (((t is float and math.isfinite(x)) or t is int) and x > 0):
-            raise wire.WireError("bad_field", "int")
-        for key in ("bt", "drop"):
-            x = get(key)
-            if x is not None:
-                t = type(x)
-                if not ((t is float and math.isfinite(x)) or t is int):
-                    raise wire.WireError("bad_field", key)
-        x = get("ver")
-        if x is not None and type(x) is not str:
-            raise wire.WireError("bad_field", "ver")
-        x = get("tags")
-        if x is not None:
-            if type(x) is not dict:
-                raise wire.WireError("bad_field", "tags")
-            for y in x.values():
-                if type(y) is not str:
-                    raise wire.WireError("bad_field", "tags")
-    x = get("m")
-    if x is not None:
-        if type(x) is not dict:
-            raise wire.WireError("bad_field", "m")
-        for y in x.values():
-            t = type(y)
-            if not ((t is float and math.isfinite(y)) or t is int):
-                raise wire.WireError("bad_field", "m")
-    return obj
+        source = subprocess.run(
+            ["git", "-C", root, "show", f"{OLD_WIRE}:src/fleetbeat/wire.py"],
+            capture_output=True, check=True, text=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    old = types.ModuleType("old_wire")
+    exec(compile(source, "old_wire.py", "exec"), old.__dict__)  # noqa: S102 - our own file
+    old.json_parser()
+    old.__dict__["WireError"] = wire.WireError  # so Fleet.receive counts its rejections
+    return old.parse_fields  # type: ignore[no-any-return]
 
 
 def pin(cpu: int) -> None:
@@ -150,13 +105,16 @@ def bare(sock: socket.socket, seconds: float) -> Rate:
     return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
-def collector(port: int, seconds: float, parser: str, old: bool = False) -> tuple[Rate, Fleet]:
+def collector(
+    port: int, seconds: float, parser: str, old: Optional[Callable[..., Any]] = None
+) -> tuple[Rate, Fleet]:
     """Heartbeats per second the collector's receiver thread + Fleet fully process."""
     wire._fast_loads = wire._std_loads if parser == "json" else None
     assert wire.json_parser() == parser
     new_parse = wire.parse_fields
-    if old:
-        wire.parse_fields = old_parse_fields  # Fleet.receive looks it up at every call
+    if old is not None:
+        old.__globals__["_fast_loads"] = wire._fast_loads  # the same JSON parser
+        wire.parse_fields = old  # Fleet.receive looks it up at every call
     try:
         return _collector(port, seconds)
     finally:
@@ -188,6 +146,7 @@ def main() -> None:
     bare_rates: list[Rate] = []
     col_rates: dict[str, list[Rate]] = {p: [] for p in parsers}
     old_rates: dict[str, list[Rate]] = {p: [] for p in parsers}
+    old = old_parse_fields()
     fleet = None
     try:
         proc.start()
@@ -199,7 +158,8 @@ def main() -> None:
             for parser in parsers:
                 rate, fleet = collector(port, seconds, parser)
                 col_rates[parser].append(rate)
-                old_rates[parser].append(collector(port, seconds, parser, old=True)[0])
+                if old is not None:
+                    old_rates[parser].append(collector(port, seconds, parser, old)[0])
     finally:
         stop.set()
         proc.join(5)
@@ -221,15 +181,18 @@ def main() -> None:
                 + ", ".join(f"{r[i]:,.0f}" for r in rates)
                 + ")"
             )
-            o = max(r[i] for r in old_rates[parser])
+            ratio_old = ""
+            if old_rates[parser]:
+                o = max(r[i] for r in old_rates[parser])
+                print(
+                    f"    old validation: {o:>9,.0f} heartbeats/s (rounds: "
+                    + ", ".join(f"{r[i]:,.0f}" for r in old_rates[parser])
+                    + ")"
+                )
+                ratio_old = f"; to the old validation: {c / o:.2f}"
             print(
-                f"    old validation: {o:>9,.0f} heartbeats/s (rounds: "
-                + ", ".join(f"{r[i]:,.0f}" for r in old_rates[parser])
-                + ")"
-            )
-            print(
-                f"    ratio to bare: {c / b:.2f}; to the old validation: {c / o:.2f}; "
-                f"target {TARGET:,}/s " + ("met" if c >= TARGET else "NOT met")
+                f"    ratio to bare: {c / b:.2f}{ratio_old}; target {TARGET:,}/s "
+                + ("met" if c >= TARGET else "NOT met")
             )
     if fleet is not None:
         s = fleet.stats()

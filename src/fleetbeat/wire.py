@@ -237,8 +237,8 @@ def parse_fields(data: bytes, *, max_size: int = 65507) -> dict[str, Any]:
     obj = _loads(data)
     if type(obj) is not dict:
         raise WireError("not_object")
-    # fewer brackets than MAX_DEPTH cannot nest deeper: the usual case costs two counts
-    if data.count(b"{") + data.count(b"[") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
+    # fewer brackets than MAX_DEPTH cannot nest deeper; heartbeats have no "[" at all
+    if (b"[" in data or data.count(b"{") > MAX_DEPTH) and _depth(obj) > MAX_DEPTH:
         raise WireError("too_deep", f"nesting beyond {MAX_DEPTH}")
     get = obj.get
     x: Any = get("v")
