@@ -6,7 +6,9 @@ fast as it can to a loopback UDP port. In the same run we measure:
 
 - baseline: a bare `recvfrom` loop that only counts datagrams;
 - collector: the real `UdpReceiver` thread feeding a real `Fleet` (parse,
-  validate, update state, loss), the work `fleetbeat collector` does per datagram.
+  validate, update state, loss), the work `fleetbeat collector` does per datagram;
+- old validation: the same, with wire.parse_fields as it was before issue 10's
+  stricter checks (read from git at OLD_WIRE) swapped in, for the cost of the checks.
 
 Both phases alternate (ROUNDS times) and the best of each is reported with the
 ratio, per wall-clock second and per CPU second of the receiving process (the
@@ -19,9 +21,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import socket
+import subprocess
 import sys
 import time
-from typing import Any
+import types
+from typing import Any, Callable, Optional
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
@@ -31,6 +35,26 @@ from fleetbeat.collector.receivers import UdpReceiver, bind_udp
 DEVICES = 1000
 ROUNDS = 3
 TARGET = 80_000
+
+
+OLD_WIRE = "3b25ec4"  # the commit before issue 10's stricter checks (wire.py as it was)
+
+
+def old_parse_fields() -> Optional[Callable[..., dict[str, Any]]]:
+    """wire.parse_fields as it was at OLD_WIRE, read from git; None outside a checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        source = subprocess.run(
+            ["git", "-C", root, "show", f"{OLD_WIRE}:src/fleetbeat/wire.py"],
+            capture_output=True, check=True, text=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    old = types.ModuleType("old_wire")
+    exec(compile(source, "old_wire.py", "exec"), old.__dict__)  # noqa: S102 - our own file
+    old.json_parser()
+    old.__dict__["WireError"] = wire.WireError  # so Fleet.receive counts its rejections
+    return old.parse_fields  # type: ignore[no-any-return]
 
 
 def pin(cpu: int) -> None:
@@ -81,10 +105,23 @@ def bare(sock: socket.socket, seconds: float) -> Rate:
     return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
-def collector(port: int, seconds: float, parser: str) -> tuple[Rate, Fleet]:
+def collector(
+    port: int, seconds: float, parser: str, old: Optional[Callable[..., Any]] = None
+) -> tuple[Rate, Fleet]:
     """Heartbeats per second the collector's receiver thread + Fleet fully process."""
     wire._fast_loads = wire._std_loads if parser == "json" else None
     assert wire.json_parser() == parser
+    new_parse = wire.parse_fields
+    if old is not None:
+        old.__globals__["_fast_loads"] = wire._fast_loads  # the same JSON parser
+        wire.parse_fields = old  # Fleet.receive looks it up at every call
+    try:
+        return _collector(port, seconds)
+    finally:
+        wire.parse_fields = new_parse
+
+
+def _collector(port: int, seconds: float) -> tuple[Rate, Fleet]:
     fleet = Fleet(CollectorSection())
     rx = UdpReceiver(fleet, bind_udp(f"127.0.0.1:{port}", 4 << 20))
     rx.start()
@@ -108,6 +145,8 @@ def main() -> None:
     parsers = ["orjson", "json"] if wire.json_parser() == "orjson" else ["json"]
     bare_rates: list[Rate] = []
     col_rates: dict[str, list[Rate]] = {p: [] for p in parsers}
+    old_rates: dict[str, list[Rate]] = {p: [] for p in parsers}
+    old = old_parse_fields()
     fleet = None
     try:
         proc.start()
@@ -119,6 +158,8 @@ def main() -> None:
             for parser in parsers:
                 rate, fleet = collector(port, seconds, parser)
                 col_rates[parser].append(rate)
+                if old is not None:
+                    old_rates[parser].append(collector(port, seconds, parser, old)[0])
     finally:
         stop.set()
         proc.join(5)
@@ -140,8 +181,17 @@ def main() -> None:
                 + ", ".join(f"{r[i]:,.0f}" for r in rates)
                 + ")"
             )
+            ratio_old = ""
+            if old_rates[parser]:
+                o = max(r[i] for r in old_rates[parser])
+                print(
+                    f"    old validation: {o:>9,.0f} heartbeats/s (rounds: "
+                    + ", ".join(f"{r[i]:,.0f}" for r in old_rates[parser])
+                    + ")"
+                )
+                ratio_old = f"; to the old validation: {c / o:.2f}"
             print(
-                f"    ratio to bare: {c / b:.2f}; target {TARGET:,}/s "
+                f"    ratio to bare: {c / b:.2f}{ratio_old}; target {TARGET:,}/s "
                 + ("met" if c >= TARGET else "NOT met")
             )
     if fleet is not None:

@@ -7,7 +7,10 @@ heap, the figure the target is about) and, in a separate pass without
 tracemalloc, the growth of the process RSS (allocator overhead included). The
 in-memory event log is capped at 10,000 events whatever the fleet size.
 Baseline in the same run: a naive collector that keeps each device's last
-parsed message as a dict.
+parsed message as a dict. Then the worst case a hostile fleet can reach: every
+device with metric names and tags of its own, as many as the default bounds
+(max_metric_bytes, max_tag_bytes) let through, against the README's formula
+1,400 + 1.25 x (max_metric_bytes + max_tag_bytes) bytes of RSS per device.
 Run: .venv/bin/python benchmarks/collector_memory.py [devices]
 """
 
@@ -21,7 +24,7 @@ from typing import Any
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.fleet import METRIC_VALUE_COST, Fleet, tags_cost
 
 DEVICES = 100_000
 TARGET = 1024
@@ -83,6 +86,30 @@ def naive_of(n: int) -> dict[str, Any]:
     return last
 
 
+def worst_of(n: int) -> Fleet:
+    """Devices whose names and tags are all their own, filling the default bounds."""
+    config = CollectorSection(max_devices=max(n, 1))
+    fleet = Fleet(config)
+    # names of 10 characters: sys.getsizeof 59 each, plus METRIC_VALUE_COST per value
+    per_name = sys.getsizeof("m000000000") + METRIC_VALUE_COST
+    count = min(config.max_metrics, config.max_metric_bytes // per_name)
+    for i in range(n):
+        tags: dict[str, str] = {}
+        for j in range(config.max_tags):
+            more = dict(tags, **{f"t{i:06d}{j:02d}": f"v{i:08d}"})
+            if tags_cost(more) > config.max_tag_bytes:
+                break
+            tags = more
+        metrics = {f"m{i:06d}{j:03d}": i + j / 8 for j in range(count)}
+        for seq in (0, 1):
+            msg = {"v": 1, "k": "hb", "dev": f"pi-{i:06d}", "run": f"{i:016x}", "seq": seq,
+                   "ts": time.time(), "int": 10, "tags": tags, "m": metrics}  # fmt: skip
+            fleet.receive(wire.dumps(msg), addr(i))
+    fleet.take_changes()
+    assert len(fleet) == n and not fleet.stats()["rejected"], fleet.stats()["rejected"]
+    return fleet
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else DEVICES
     # the baseline first: RSS grows only when the heap does, so the order is fair to the fleet
@@ -94,6 +121,12 @@ def main() -> None:
           f"{naive_rss:7.0f} B/device RSS")  # fmt: skip
     print(f"ratio fleet / baseline (heap): {heap / naive_heap:.2f}")
     print(f"target {TARGET} B/device: {'met' if heap <= TARGET else 'NOT met'}")
+    c = CollectorSection()
+    bound = 1400 + 1.25 * (c.max_metric_bytes + c.max_tag_bytes)
+    worst_heap, worst_rss = measure(worst_of, n)
+    print(f"worst case at the default bounds: {worst_heap:7.0f} B/device heap, "
+          f"{worst_rss:7.0f} B/device RSS; the README's bound {bound:.0f} B/device: "
+          + ("holds" if worst_rss <= bound else "EXCEEDED"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ VERSION = 1
 KINDS = ("hb", "rd", "bye")
 DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 RUN_ID = re.compile(r"[0-9a-f]{16}")
-MAX_SEQ = 2**64 - 1
+MAX_SEQ = 2**64 - 1  # seq is unsigned 64-bit; the loss arithmetic uses Python ints
+MAX_COUNT = 2**63 - 1  # counters (drop) fit a signed 64-bit SQLite INTEGER
+MIN_EPOCH, MAX_EPOCH = 0.0, 4102444800.0  # ts and bt: 1970 (no RTC yet) .. 2100-01-01
+MIN_INTERVAL, MAX_INTERVAL = 0.01, 86400.0  # int, s: what liveness deadlines can use
+MAX_TEXT = 128  # characters in ver, src, a tag key or value, a metric name
+MAX_DEPTH = 16  # containers nested in one message (the format itself needs 3)
 
 _dumps = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
@@ -111,15 +116,34 @@ def _is_number(x: Any) -> bool:
     return (t is int or t is float) and math.isfinite(x)
 
 
-_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, bare
+_INT_MIN, _INT_END = -(2**63), 2**64  # what orjson reads as an int; anything wider is a float
+
+
+def _int64(text: str) -> Any:
+    """The stdlib's integers read the way orjson reads them: wider than 64 bits is a float.
+
+    So both parsers agree, and a 400-digit integer becomes inf (rejected as not finite)
+    instead of a number that `float()` cannot take later.
+    """
+    if len(text) <= 20:  # -9223372036854775808 and 18446744073709551615 are 20 characters
+        value = int(text)
+        if _INT_MIN <= value < _INT_END:
+            return value
+    return float(text)
+
+
+_std_decoder = json.JSONDecoder(parse_int=_int64)
+_scan_once = _std_decoder.scan_once  # type: ignore[attr-defined]  # the C scanner, bare
 _isfinite = math.isfinite
 _dev_ok = DEVICE_ID.fullmatch
 _run_ok = RUN_ID.fullmatch
+# \ud800-\udfff escapes: the stdlib decodes a lone one into a str that cannot be encoded
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _std_loads(data: bytes) -> Any:
     text = data.decode()
-    obj, end = _scan_once(text, 0)
+    obj, end = _scan_once(text, 0)  # RecursionError: `_loads` tries again, then says too_deep
     if end != len(text):
         raise ValueError("extra data")
     return obj
@@ -145,15 +169,43 @@ def _loads(data: bytes) -> Any:
     if _fast_loads is None:
         json_parser()
     try:
-        return _fast_loads(data)  # type: ignore[misc]
-    except (ValueError, StopIteration):
-        pass
-    # anything unusual (surrounding whitespace, bad UTF-8, a syntax error, an integer
-    # beyond 64 bits): the standard parser gives the verdict and the message
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError("not_json", str(exc)) from None
+        obj = _fast_loads(data)  # type: ignore[misc]
+        if _fast_loads is not _std_loads:
+            return obj  # orjson: valid UTF-8, no lone surrogates, ints within 64 bits
+    except (ValueError, StopIteration, RecursionError):
+        # anything unusual (surrounding whitespace, bad UTF-8, a syntax error, an integer
+        # beyond 64 bits, nesting past orjson's 1024): the standard parser gives the verdict
+        try:
+            obj = _std_decoder.decode(data.decode())
+        except RecursionError:
+            raise WireError("too_deep", "nesting beyond the parser's limit") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WireError("not_json", str(exc)) from None
+    if b"\\u" in data and _SURROGATE.search(data):
+        try:  # a surrogate pair is fine; a lone surrogate cannot be stored or served
+            _dumps_any(obj).encode()
+        except UnicodeEncodeError:
+            raise WireError("bad_text", "lone surrogate") from None
+    return obj
+
+
+_dumps_any = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
+def _depth(obj: Any) -> int:
+    """How deeply containers nest in a parsed document (1 for a flat object)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        x, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > MAX_DEPTH:
+                break
+        for y in x.values() if type(x) is dict else x:
+            if type(y) is dict or type(y) is list:
+                stack.append((y, level + 1))
+    return deepest
 
 
 def parse(data: bytes, *, max_size: int = 65507) -> Message:
@@ -162,12 +214,32 @@ def parse(data: bytes, *, max_size: int = 65507) -> Message:
 
 
 def parse_fields(data: bytes, *, max_size: int = 65507) -> dict[str, Any]:
-    """Like `parse`, but return the validated JSON object itself (the collector's fast path)."""
+    """Like `parse`, but return the validated JSON object itself (the collector's fast path).
+
+    Every field the collector keeps is checked to its type and range here, so what
+    passes can be stored, served and reloaded (a restart) without fail:
+
+    - `seq`: an integer 0 .. 2**64 - 1 (the loss arithmetic's 64-bit sequence space);
+    - `ts`, `bt`: finite numbers from 0 (1970, a Pi without a real-time clock) to
+      4102444800 (2100-01-01), the epochs a device clock can sanely show;
+    - `int`: 0.01 s .. 86400 s (a day);
+    - `drop`: an integer 0 .. 2**63 - 1 (a signed 64-bit SQLite column);
+    - `ver`, `src`, tag keys and values, metric names: text of at most MAX_TEXT
+      characters, valid Unicode (no lone surrogates); `src` not empty;
+    - `m` values: finite floats or integers within 64 bits; `rate`: 0 < rate <= 1;
+    - containers nested at most MAX_DEPTH deep, anywhere in the document.
+
+    Reasons: oversize, not_json, too_deep, bad_text, not_object, bad_version, bad_kind,
+    bad_device_id, bad_run, bad_seq, bad_field (the detail names the field).
+    """
     if len(data) > max_size:
         raise WireError("oversize", f"{len(data)} bytes")
     obj = _loads(data)
     if type(obj) is not dict:
         raise WireError("not_object")
+    # fewer brackets than MAX_DEPTH cannot nest deeper; heartbeats have no "[" at all
+    if (b"[" in data or data.count(b"{") > MAX_DEPTH) and _depth(obj) > MAX_DEPTH:
+        raise WireError("too_deep", f"nesting beyond {MAX_DEPTH}")
     get = obj.get
     x: Any = get("v")
     if x != VERSION or type(x) is not int:
@@ -186,32 +258,34 @@ def parse_fields(data: bytes, *, max_size: int = 65507) -> dict[str, Any]:
         raise WireError("bad_seq", repr(seq)[:40])
     x = get("ts")
     t = type(x)
-    if not ((t is float and _isfinite(x)) or t is int):
+    if not ((t is float or t is int) and MIN_EPOCH <= x <= MAX_EPOCH):  # NaN fails too
         raise WireError("bad_field", "ts")
     if kind == "hb":
         x = get("int")
         t = type(x)
-        if not (((t is float and _isfinite(x)) or t is int) and x > 0):
+        if not ((t is float or t is int) and MIN_INTERVAL <= x <= MAX_INTERVAL):
             raise WireError("bad_field", "int")
-        for key in ("bt", "drop"):
-            x = get(key)
-            if x is not None:
-                t = type(x)
-                if not ((t is float and _isfinite(x)) or t is int):
-                    raise WireError("bad_field", key)
+        x = get("bt")
+        if x is not None:
+            t = type(x)
+            if not ((t is float or t is int) and MIN_EPOCH <= x <= MAX_EPOCH):
+                raise WireError("bad_field", "bt")
+        x = get("drop")
+        if x is not None and (type(x) is not int or not 0 <= x <= MAX_COUNT):
+            raise WireError("bad_field", "drop")
         x = get("ver")
-        if x is not None and type(x) is not str:
+        if x is not None and (type(x) is not str or len(x) > MAX_TEXT):
             raise WireError("bad_field", "ver")
         x = get("tags")
         if x is not None:
             if type(x) is not dict:
                 raise WireError("bad_field", "tags")
-            for y in x.values():
-                if type(y) is not str:
+            for key, y in x.items():
+                if type(y) is not str or len(y) > MAX_TEXT or len(key) > MAX_TEXT:
                     raise WireError("bad_field", "tags")
     elif kind == "rd":
         x = get("src")
-        if type(x) is not str or not x:
+        if type(x) is not str or not x or len(x) > MAX_TEXT:
             raise WireError("bad_field", "src")
         x = get("rate")
         if x is not None and (not _is_number(x) or not 0 < x <= 1):
@@ -220,8 +294,12 @@ def parse_fields(data: bytes, *, max_size: int = 65507) -> dict[str, Any]:
     if x is not None:
         if type(x) is not dict:
             raise WireError("bad_field", "m")
-        for y in x.values():
-            t = type(y)
-            if not ((t is float and _isfinite(y)) or t is int):
+        if x:
+            if max(map(len, x)) > MAX_TEXT:
                 raise WireError("bad_field", "m")
+            for y in x.values():
+                t = type(y)
+                # ints are within 64 bits by construction (orjson, or `_int64`)
+                if not ((t is float and _isfinite(y)) or t is int):
+                    raise WireError("bad_field", "m")
     return obj

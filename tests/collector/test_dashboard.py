@@ -20,7 +20,8 @@ def served() -> Iterator[ServedFleet]:
     s = ServedFleet(down_after=3)
     for seq in (0, 1, 2, 3, 5, 6, 7, 8, 9):  # seq 4 lost: 10 %
         s.hb("kitchen-1", seq, interval=100, tags={"site": "home"})
-    s.hb("garage-1", 0, tags={"site": "home"})
+    for seq in (0, 1):  # two heartbeats: a device heard once leaves no events
+        s.hb("garage-1", seq, tags={"site": "home"})
     s.hb("attic-1", 0, tags={"site": "cabin"})
     s.hb("attic-1", 1, kind="bye")
     s.advance(4.0)

@@ -104,7 +104,7 @@ def hb(seq: int, run: str = "0" * 15 + "1", bt: float = 1000.0, **kw: Any) -> di
 def test_new_run_restarts_counting_and_keeps_lifetime() -> None:
     """A new run is a restart event; the run's count starts again, lifetime adds up."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, [hb(0), hb(1), hb(3)])  # one lost in run 1
     feed(fleet, clock, [hb(0, run="2" * 16), hb(1, run="2" * 16)])
     dev = fleet.device("d")
@@ -118,7 +118,7 @@ def test_new_run_restarts_counting_and_keeps_lifetime() -> None:
 def test_new_boot_time_is_a_reboot() -> None:
     """A new run with a different boot time counts as a reboot, not a restart."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, [hb(0), hb(1)])
     feed(fleet, clock, [hb(0, run="3" * 16, bt=5000.0)])
     dev = fleet.device("d")
@@ -131,7 +131,7 @@ def test_new_boot_time_is_a_reboot() -> None:
 def test_straggler_from_previous_run_is_not_a_restart() -> None:
     """A late message of the run before is rejected as old_run, not taken for a restart."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, [hb(0), hb(1), hb(0, run="2" * 16), hb(2), hb(1, run="2" * 16)])
     dev = fleet.device("d")
     assert dev is not None
@@ -142,7 +142,7 @@ def test_straggler_from_previous_run_is_not_a_restart() -> None:
 def test_absurd_seq_jump_is_rejected_until_confirmed() -> None:
     """A huge seq jump is rejected; if the sender continues from it, counting resyncs."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, [hb(0), hb(1), hb(10**15), hb(2)])
     dev = fleet.device("d")
     assert dev is not None
@@ -158,7 +158,7 @@ def test_absurd_seq_jump_is_rejected_until_confirmed() -> None:
 def test_long_silence_allows_a_long_gap() -> None:
     """After a long outage a big seq gap is real loss, not an absurd jump."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, [hb(0)])
     clock.now += 5000  # 5000 intervals of silence: the device kept sending into the void
     feed(fleet, clock, [hb(5000)])
@@ -171,7 +171,7 @@ def test_long_silence_allows_a_long_gap() -> None:
 def test_recent_loss_forgets_old_loss() -> None:
     """The recent window forgets loss a few hundred heartbeats ago; lifetime keeps it."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, [hb(s) for s in range(0, 100, 2)])  # every other one lost
     dev = fleet.device("d")
     assert dev is not None
@@ -186,7 +186,7 @@ def test_recent_loss_forgets_old_loss() -> None:
 def test_readings_have_their_own_stream() -> None:
     """Readings are counted on their own seq stream; from an unknown device they are rejected."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     rd = {"v": 1, "k": "rd", "dev": "d", "run": "0" * 15 + "1", "ts": 0.0, "src": "s", "m": {}}
     feed(fleet, clock, [{**rd, "seq": 0}])
     assert fleet.stats()["rejected"] == {"unknown_device": 1}
@@ -211,9 +211,9 @@ def test_mqtt_topic_must_name_the_device() -> None:
 def test_events_since_and_limit() -> None:
     """events(since, limit) returns the newest matching events, oldest first."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     for i in range(5):
-        feed(fleet, clock, [{**hb(0), "dev": f"d{i}"}])
+        feed(fleet, clock, [{**hb(0), "dev": f"d{i}"}, {**hb(1), "dev": f"d{i}"}])
     times = [e["time"] for e in fleet.events()]
     assert len(times) == 5
     assert [e["device"] for e in fleet.events(since=times[1])] == ["d2", "d3", "d4"]
@@ -221,13 +221,15 @@ def test_events_since_and_limit() -> None:
 
 
 def test_max_devices_rejects_newcomers_only() -> None:
-    """Past max_devices new ids are rejected and counted; known devices keep working."""
+    """Past max_devices new ids are rejected and counted; confirmed devices keep working."""
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet(dataclasses.replace(CollectorSection(), max_devices=2), clock=clock)
-    feed(fleet, clock, [{**hb(0), "dev": n} for n in ("a", "b", "c", "d")])
-    feed(fleet, clock, [{**hb(1), "dev": "a"}])
+    config = dataclasses.replace(CollectorSection(), max_devices=2)
+    fleet = Fleet(config, clock=clock, monotonic=clock)
+    feed(fleet, clock, [{**hb(s), "dev": n} for s in (0, 1) for n in ("a", "b")])
+    feed(fleet, clock, [{**hb(0), "dev": n} for n in ("c", "d")])
+    feed(fleet, clock, [{**hb(2), "dev": "a"}])
     assert [d["id"] for d in fleet.devices()] == ["a", "b"]
     assert fleet.stats()["rejected"] == {"max_devices": 2}
     a = fleet.device("a")
     assert a is not None
-    assert a["received"] == 2
+    assert a["received"] == 3

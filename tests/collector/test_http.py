@@ -25,7 +25,8 @@ def served() -> Iterator[ServedFleet]:
     """Three devices: kitchen-1 up, garage-1 down, attic-1 offline."""
     s = ServedFleet(down_after=3)
     s.hb("kitchen-1", 0, interval=10, tags={"site": "home", "room": "kitchen"})
-    s.hb("garage-1", 0, tags={"site": "home", "room": "garage"})
+    for seq in (0, 1):  # two heartbeats: a device heard once leaves no events
+        s.hb("garage-1", seq, tags={"site": "home", "room": "garage"})
     s.hb("attic-1", 0, tags={"site": "cabin"})
     s.hb("attic-1", 1, kind="bye")
     s.advance(2.0)

@@ -18,7 +18,9 @@ RUN = "0" * 15 + "1"
 
 def make(**config: Any) -> tuple[Fleet, FakeClock]:
     clock = FakeClock(1_800_000_000.0)
-    return Fleet(dataclasses.replace(CollectorSection(), **config), clock=clock), clock
+    return Fleet(
+        dataclasses.replace(CollectorSection(), **config), clock=clock, monotonic=clock
+    ), clock
 
 
 def send(fleet: Fleet, seq: int, kind: str = "hb", run: str = RUN, interval: float = 1.0) -> None:
@@ -101,12 +103,22 @@ def test_bye_is_offline_not_down() -> None:
 
 
 def test_last_will_is_offline() -> None:
-    """The broker's Last Will makes a device offline."""
-    fleet, clock = make()
-    run_heartbeats(fleet, clock, 3)
+    """The broker's Last Will makes a device that reports over MQTT offline."""
+    fleet, _ = make()
+    for seq in range(3):
+        msg = {"v": 1, "k": "hb", "dev": "d", "run": RUN, "seq": seq, "ts": 0.0, "int": 1.0}
+        fleet.receive(wire.dumps(msg), "mqtt:d", "mqtt", topic_dev="d")
     fleet.mark_offline("d", "last_will")
     assert state(fleet) == "offline"
     assert fleet.events()[-1]["reason"] == "last_will"
+
+
+def test_last_will_does_not_touch_a_udp_device() -> None:
+    """A Last Will (no run id) for a device whose run reports over UDP changes nothing."""
+    fleet, clock = make()
+    run_heartbeats(fleet, clock, 3)
+    fleet.mark_offline("d", "last_will")
+    assert state(fleet) == "up"
 
 
 def test_restart_is_an_event_not_a_down() -> None:

@@ -31,7 +31,7 @@ def persist(fleet: Fleet, store: Store) -> None:
 
 def reload(tmp_path: Path, clock: FakeClock) -> tuple[Fleet, Store]:
     store = Store(str(tmp_path), retention=86400.0)
-    fleet = Fleet(CollectorSection(), clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     rows, events = store.load(clock.now)
     fleet.restore(rows, events)
     return fleet, store
@@ -104,11 +104,12 @@ def test_only_changed_devices_are_written(tmp_path: Path) -> None:
     clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
     for dev in ("a", "b", "c"):
-        fleet.receive(hb(dev, 0), ("10.0.0.7", 5000))
+        for seq in (0, 1):  # confirmed: a device heard once is not stored
+            fleet.receive(hb(dev, seq), ("10.0.0.7", 5000))
     rows, events = fleet.take_changes()
     assert (len(rows), len(events)) == (3, 3)
     store.write(rows, events)
-    fleet.receive(hb("b", 1), ("10.0.0.7", 5000))
+    fleet.receive(hb("b", 2), ("10.0.0.7", 5000))
     rows, events = fleet.take_changes()
     assert ([r[0] for r in rows], events) == (["b"], [])
     store.close()
@@ -118,9 +119,11 @@ def test_old_events_are_pruned(tmp_path: Path) -> None:
     """Events older than the retention are deleted and not reloaded."""
     clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
-    fleet.receive(hb("old", 0), ("10.0.0.7", 5000))
+    for seq in (0, 1):  # confirmed: a device heard once is not stored
+        fleet.receive(hb("old", seq), ("10.0.0.7", 5000))
     clock.now += 90_000
-    fleet.receive(hb("new", 0), ("10.0.0.7", 5000))
+    for seq in (0, 1):
+        fleet.receive(hb("new", seq), ("10.0.0.7", 5000))
     persist(fleet, store)
     assert store.prune(clock.now) == 1
     rows, events = store.load(clock.now)
@@ -133,8 +136,9 @@ def test_unreadable_rows_are_skipped(tmp_path: Path) -> None:
     """A damaged device row is skipped; the others load."""
     clock = FakeClock(1_800_000_000.0)
     fleet, store = reload(tmp_path, clock)
-    fleet.receive(hb("good", 0), ("10.0.0.7", 5000))
-    fleet.receive(hb("bad", 0), ("10.0.0.7", 5000))
+    for seq in (0, 1):  # confirmed: a device heard once is not stored
+        fleet.receive(hb("good", seq), ("10.0.0.7", 5000))
+        fleet.receive(hb("bad", seq), ("10.0.0.7", 5000))
     persist(fleet, store)
     store.close()
     db = sqlite3.connect(tmp_path / "fleetbeat.db")
@@ -180,7 +184,8 @@ def test_failed_write_is_retried(tmp_path: Path) -> None:
     sender = Sender(port, dev="retry-1")
     try:
         sender.send(0)
-        wait_until(lambda: collector.fleet.device("retry-1"))
+        sender.send(1)  # confirmed: a device heard once is not stored
+        wait_until(lambda: (collector.fleet.device("retry-1") or {}).get("received") == 2)
         assert collector.store is not None
         collector.store._db.close()  # the corner a real disk cannot reach on demand: writes fail
         collector.flush()  # logged, not raised

@@ -27,7 +27,7 @@ class ServedFleet:
         self.config = parse_collector_config(
             {"collector": {"http_listen": listen, **collector}}, "test"
         )
-        self.fleet = Fleet(self.config.collector, clock=self.clock)
+        self.fleet = Fleet(self.config.collector, clock=self.clock, monotonic=self.clock)
         self.server = http.start(self.fleet, self.config)
         self.url = self.server.url
 

@@ -120,6 +120,20 @@ class CollectorSection:
     down_after: Union[str, float] = option("auto", _down_after)
     max_down_after: float = option(10.0, number(min=3.0, max=1000.0))
     max_devices: int = option(100_000, integer(min=1))
+    # Bounds on what one device can make the collector keep (README, "Memory"): a
+    # heartbeat past one is rejected whole (metrics_limit, tags_limit). The byte bounds
+    # are Python memory (`fleet.metrics_cost`, `fleet.tags_cost`); names and tag sets
+    # shared with other devices are kept once and cost nothing more. A device costs at
+    # most about 1,400 + 1.25 x (max_metric_bytes + max_tag_bytes) bytes of RSS: with
+    # the defaults 4 KB, so 100,000 devices take about 400 MB under MemoryMax=512M.
+    # max_events_per_minute: per device; past it one "flapping" event, the rest counted.
+    # evict_after: how long a device must be silent before a newcomer may evict it.
+    max_metrics: int = option(64, integer(min=0, max=10_000))
+    max_metric_bytes: int = option(1536, integer(min=0, max=1 << 24))
+    max_tags: int = option(16, integer(min=0, max=1000))
+    max_tag_bytes: int = option(512, integer(min=0, max=1 << 24))
+    max_events_per_minute: int = option(10, integer(min=1, max=100_000))
+    evict_after: float = option(7 * 86400.0, duration(min=60.0, max=10 * 365 * 86400.0))
     max_payload: int = option(65507, integer(min=256, max=65507))
     udp_receive_buffer: int = option(4 << 20, integer(min=0))
     event_retention: float = option(7 * 86400.0, duration(min=60.0))

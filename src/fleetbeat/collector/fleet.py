@@ -26,14 +26,25 @@ bool, None) that the caller may keep or mutate:
 - `Fleet.events(since=0.0, limit=1000) -> list[dict]`: transitions and
   restarts with time > since, oldest first, at most `limit` (the newest
   ones when more match). Each: time (epoch s), device, from (state or None
-  for a new device), to (state), reason (a short label: "first_seen",
-  "heartbeat", "late", "missed_heartbeats", "bye", "last_will", "restart",
-  "reboot", "silent_through_restart").
+  for a new device), to (state), reason (a short label: "first_seen" (at
+  the second message: a device heard once leaves no event), "heartbeat",
+  "late", "missed_heartbeats", "bye", "last_will", "restart", "reboot",
+  "silent_through_restart", "flapping": the device passed
+  `max_events_per_minute`; its other events of that minute are only counted).
 - `Fleet.stats() -> dict`: received {"udp": n, "mqtt": n} (datagrams /
   messages that reached the collector, valid or not), accepted {"udp": n,
-  "mqtt": n}, rejected {reason: n} (wire reasons from `wire.parse`, plus
-  "max_devices", "seq_jump", "topic_mismatch"), devices {state: n for
-  every state}, devices_known, max_devices, started_at (epoch s).
+  "mqtt": n}, rejected {reason: n} (wire reasons from `wire.parse_fields`:
+  oversize, not_json, too_deep, bad_text, not_object, bad_version, bad_kind,
+  bad_device_id, bad_run, bad_seq, bad_field; plus the fleet's: max_devices,
+  seq_jump, old_run, unknown_run (a bye or reading of a run never seen),
+  unknown_device (a reading from an id never heard), metrics_limit,
+  tags_limit, topic_mismatch, bad_topic), devices {state: n for every state},
+  devices_known, devices_unconfirmed, max_devices, evicted {"unconfirmed": n,
+  "silent": n}, events_suppressed (past max_events_per_minute),
+  events_unsaved (dropped by `requeue` while the store could not write),
+  rows_skipped (stored devices and events `restore` could not read),
+  kernel_drops {"udp": n} (datagrams the kernel dropped on the receive
+  socket: a full buffer), started_at (epoch s).
 - The config object given to `fleetbeat.collector.http.start(fleet, config)`
   is a `CollectorConfig`; `config.http_listen` is the "host:port" to bind.
 
@@ -44,10 +55,20 @@ apart; an arrival older than that is counted as reordered). A new `run`
 starts a new count; lifetime figures add up every run.
 
 Liveness: `up` -> `late` once `late_after` intervals pass without a heartbeat,
--> `down` after `down_after` intervals; `offline` after `bye` or the MQTT
-Last Will. `down_after = "auto"` picks, per device, the smallest k >= 3 with
+-> `down` after `down_after` intervals, judged on the monotonic clock (wall
+time is for display, events and the store; a restored device's silence is
+converted once); `offline` after a `bye` of the run being tracked (a bye
+never starts a run: only a heartbeat does) or the MQTT Last Will of a device
+whose run reports over MQTT. `down_after = "auto"` picks, per device, the smallest k >= 3 with
 p^k < 1e-6, p being the device's recent loss rate (smoothed), capped by
 `max_down_after`: a lossy link gets more patience instead of flapping.
+
+Eviction, when `max_devices` is full and a heartbeat comes from a new id:
+first the device heard once and never again that arrived first, else the
+device silent longest if silent for more than `evict_after`; else the
+newcomer is rejected (max_devices). A device heard twice is never evicted by
+junk; under a continuing flood of new ids a newcomer competes with the flood
+until its second heartbeat.
 """
 
 from __future__ import annotations
@@ -73,6 +94,10 @@ MIN_DOWN_AFTER = 3
 REBOOT_TOLERANCE = 5.0  # s: boot_time jitter (clock steps) that is not a reboot
 MAX_EVENTS_IN_MEMORY = 10_000
 LOCK_CHUNK = 500  # devices read per lock hold (~10 ms), so receivers never wait long
+SHARED_CACHE = 1_000  # tag sets and metric-name sets shared between devices
+METRIC_VALUE_COST = 40  # bytes per kept metric besides its name: a float and two tuple slots
+SILENT_RESCAN = 10.0  # s between scans for long-silent devices to evict (O(devices) each)
+MAX_FORGOTTEN = 10_000  # evicted ids kept for the store to delete
 
 Clock = Callable[[], float]
 
@@ -166,17 +191,20 @@ class Device:
     """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
 
     __slots__ = (
-        "addr", "agent_drops", "boot_time", "clock_skew", "cur_exp", "cur_lost", "deadline",
-        "down_k", "hb", "id", "interval", "last_seen", "metric_names", "metric_values",
-        "prev_run", "prior", "rd", "rd_prior", "reboots", "recent_exp", "recent_lost",
-        "restarts", "run", "state", "state_since", "tags", "transport", "version",
+        "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "cur_exp", "cur_lost",
+        "deadline", "down_k", "ev_count", "ev_start", "hb", "id", "interval", "last_seen",
+        "metric_names", "metric_values", "prev_run", "prior", "rd", "rd_prior", "reboots",
+        "recent_exp", "recent_lost", "restarts", "run", "seen", "state", "state_since", "tags",
+        "transport", "version",
     )  # fmt: skip
 
-    def __init__(self, dev_id: str, now: float) -> None:
+    def __init__(self, dev_id: str, now: float, mono: float) -> None:
         self.id = dev_id
         self.state = "up"
         self.state_since = now
-        self.last_seen = now
+        self.last_seen = now  # wall clock: shown, stored
+        self.seen = mono  # monotonic clock: what deadlines are judged on
+        self.confirmed = False  # a second message arrived (see the eviction policy)
         self.addr: Any = ""  # the socket address tuple as received (formatted when read)
         self.transport = "udp"
         self.run = ""
@@ -203,7 +231,9 @@ class Device:
         self.recent_lost = 0
         self.recent_exp = 0
         self.down_k: float = MIN_DOWN_AFTER  # an int when "auto": small ints are shared
-        self.deadline = math.inf  # next time the liveness check has something to do
+        self.deadline = math.inf  # monotonic time the liveness check has something to do
+        self.ev_start = mono  # the events-per-minute window (monotonic) and its count
+        self.ev_count = 0
 
     def snapshot(self) -> dict[str, Any]:
         hb = self.hb
@@ -244,6 +274,7 @@ class Device:
             "readings_received": rd_received,
             "readings_lost": max(0, rd_expected - rd_received),
             "down_after_effective": self.down_k,
+            "confirmed": self.confirmed,
         }
 
 
@@ -260,10 +291,24 @@ def _addr_text(addr: Any) -> str:
 
 _ZERO4 = (0, 0, 0, 0)
 _ZERO2 = (0, 0)
+_getsizeof = sys.getsizeof
 
 
 def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 3) if whole > 0 else 0.0
+
+
+def metrics_cost(names: tuple[str, ...], shared: bool = False) -> int:
+    """Bytes a device's last metrics take in memory: a float and two slots per value, plus
+    the names unless the device shares them with others (one copy for the whole fleet)."""
+    own = 0 if shared else sum(map(_getsizeof, names))
+    return own + METRIC_VALUE_COST * len(names)
+
+
+def tags_cost(tags: dict[str, str]) -> int:
+    """Bytes a device's tags take in memory: the dict, its keys and its values (a tag set
+    shared with other devices costs nothing more: one copy is kept)."""
+    return _getsizeof(tags) + sum(map(_getsizeof, tags)) + sum(map(_getsizeof, tags.values()))
 
 
 class Fleet:
@@ -271,12 +316,21 @@ class Fleet:
 
     Args:
         config: the `[collector]` section.
-        clock: wall clock (epoch seconds); injected by tests.
+        clock: wall clock (epoch seconds): event times, last_seen, the store. Injected by tests.
+        monotonic: the clock liveness deadlines are judged on, so a wall-clock step (NTP)
+            neither calls the fleet down nor keeps a dead device up. Injected by tests.
     """
 
-    def __init__(self, config: CollectorSection, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        config: CollectorSection,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
         self.config = config
         self._clock = clock
+        self._mono = monotonic
         self._lock = threading.Lock()
         self._devices: dict[str, Device] = {}
         self._events: collections.deque[dict[str, Any]] = collections.deque(
@@ -287,13 +341,17 @@ class Fleet:
         self._received = {"udp": 0, "mqtt": 0}
         self._rejected_from = {"udp": 0, "mqtt": 0}
         self._rejected: dict[str, int] = {}
-        self._fixed_down: Optional[float] = (
-            None if config.down_after == "auto" else float(config.down_after)
-        )
-        self._late_after = config.late_after
-        self._max_devices = config.max_devices
-        self._max_payload = config.max_payload
-        self._max_down_after = config.max_down_after
+        # devices heard once, oldest first: the first to go when max_devices is full
+        self._unconfirmed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._silent: list[str] = []  # long-silent ids found by the last scan, longest last
+        self._silent_scan_at = -math.inf
+        self._evicted = {"unconfirmed": 0, "silent": 0}
+        self._forgotten: collections.deque[str] = collections.deque(maxlen=MAX_FORGOTTEN)
+        self._events_suppressed = 0
+        self._events_unsaved = 0
+        self.rows_skipped = 0  # stored devices and events `restore` could not read
+        self._kernel_drops: dict[str, Callable[[], int]] = {}
+        self.apply_limits(config)
         self._tag_cache: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self._names_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.started_at = clock()
@@ -328,12 +386,21 @@ class Fleet:
             self._reject(reason, transport)
 
     def mark_offline(self, dev_id: str, reason: str = "last_will") -> None:
-        """The broker says the device is gone (MQTT Last Will / retained `offline`)."""
+        """The broker says the device is gone (MQTT Last Will / retained `offline`).
+
+        It carries no run id, so it counts only for a device whose tracked run reports
+        over MQTT; a heartbeat of that same run brings the device back up.
+        """
         with self._lock:
             d = self._devices.get(dev_id)
-            if d is not None and d.state != "offline":
+            if d is not None and d.state != "offline" and d.transport == "mqtt":
                 self._transition(d, "offline", reason, self._clock())
                 d.deadline = math.inf
+
+    def watch_kernel_drops(self, transport: str, read: Callable[[], int]) -> None:
+        """Export a receiver's count of datagrams the kernel dropped (`stats()["kernel_drops"]`)."""
+        with self._lock:
+            self._kernel_drops[transport] = read
 
     def _reject(self, reason: str, transport: str) -> None:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
@@ -342,35 +409,70 @@ class Fleet:
 
     def _apply(self, msg: dict[str, Any], addr: Any, transport: str) -> None:
         now = self._clock()
+        mono = self._mono()
         dev_id: str = msg["dev"]
         d = self._devices.get(dev_id)
         kind: str = msg["k"]
+        if kind == "hb":
+            # the limits first: a message either applies whole or not at all
+            get = msg.get
+            m = get("m")
+            names = tuple(m) if m else ()
+            if (
+                names
+                and (d is None or names != d.metric_names)
+                and (
+                    len(names) > self._max_metrics
+                    or metrics_cost(names, names in self._names_cache) > self._max_metric_bytes
+                )
+            ):
+                self._reject("metrics_limit", transport)
+                return
+            tags = get("tags")
+            if (
+                tags
+                and (d is None or tags != d.tags)
+                and (
+                    len(tags) > self._max_tags
+                    or (
+                        tags_cost(tags) > self._max_tag_bytes
+                        and tuple(tags.items()) not in self._tag_cache
+                    )
+                )
+            ):
+                self._reject("tags_limit", transport)
+                return
         if d is None:
-            if len(self._devices) >= self._max_devices:
+            if kind != "hb":  # a device is known by its heartbeats; a reading or bye proves little
+                self._reject("unknown_device" if kind == "rd" else "unknown_run", transport)
+                return
+            if len(self._devices) >= self._max_devices and not self._evict(mono):
                 self._reject("max_devices", transport)
                 return
-            if kind == "rd":  # a device is known by its heartbeats; a reading alone proves little
-                self._reject("unknown_device", transport)
-                return
-            d = Device(dev_id, now)
+            d = Device(dev_id, now, mono)
             self._devices[dev_id] = d
+            self._unconfirmed[dev_id] = None
             d.run = msg["run"]
-            if kind == "bye":
-                d.state = "offline"
-            self._event(now, dev_id, None, d.state, "first_seen")
-        elif msg["run"] != d.run and not self._new_run(d, msg, now, transport):
-            return
+        elif msg["run"] != d.run:
+            if kind != "hb":  # only a heartbeat starts a run: a forged bye cannot end one
+                self._reject("old_run" if msg["run"] == d.prev_run else "unknown_run", transport)
+                return
+            if not self._new_run(d, msg, now, mono, transport):
+                return
         seq: int = msg["seq"]
         tracker = d.rd if kind == "rd" else d.hb
         if (
             tracker is not None
             and not 0 < seq - tracker.highest <= MAX_PLAIN_JUMP  # the usual case, quickly
-            and not tracker.plausible(seq, (now - d.last_seen) / d.interval)
+            and not tracker.plausible(seq, (mono - d.seen) / d.interval)
         ):
             self._reject("seq_jump", transport)
             return
+        if not d.confirmed and tracker is not None:  # a second message: a real device
+            self._confirm(d, now)
         self._dirty.add(dev_id)
         d.last_seen = now
+        d.seen = mono
         if d.addr != addr:
             d.addr = addr
         if d.transport is not transport:
@@ -413,7 +515,6 @@ class Fleet:
             return
         interval: float = msg["int"]
         d.interval = interval
-        get = msg.get
         bt = get("bt")
         if bt is not None:
             d.boot_time = bt
@@ -423,23 +524,67 @@ class Fleet:
         drop = get("drop")
         if drop is not None:
             d.agent_drops = drop
-        tags = get("tags")
         if tags is not None and tags != d.tags:
             d.tags = self._shared_tags(tags)
-        m = get("m")
-        if m:
-            names = tuple(m)
+        if names:
             if names != d.metric_names:  # most of a fleet shares a few sets of names
-                if len(self._names_cache) > 10_000:
+                if len(self._names_cache) > SHARED_CACHE:
                     self._names_cache.clear()
                 d.metric_names = self._names_cache.setdefault(names, names)
-            d.metric_values = tuple(m.values())
+            d.metric_values = tuple(m.values())  # type: ignore[union-attr]
         if d.state != "up":
             self._transition(d, "up", "heartbeat", now)
-        d.deadline = now + self._late_after * interval
+        d.deadline = mono + self._late_after * interval
 
-    def _new_run(self, d: Device, msg: dict[str, Any], now: float, transport: str) -> bool:
-        """A message from a new run: restart or reboot. False when it is a stale old-run one."""
+    def _confirm(self, d: Device, now: float) -> None:
+        """A device heard a second time is real: it is stored and its events are kept."""
+        d.confirmed = True
+        self._unconfirmed.pop(d.id, None)
+        self._event(now, d, None, d.state, "first_seen")
+
+    def _evict(self, mono: float) -> bool:
+        """Make room for a new device (max_devices is full); False when nothing may go.
+
+        The policy: first the device heard once and never again that arrived first;
+        else the device silent longest, if silent for more than `evict_after`.
+        """
+        if self._unconfirmed:
+            dev_id, _ = self._unconfirmed.popitem(last=False)
+            self._evicted["unconfirmed"] += 1
+            del self._devices[dev_id]
+            self._dirty.discard(dev_id)
+            return True
+        for rescan in (False, True):
+            if rescan:
+                if mono < self._silent_scan_at:
+                    return False
+                self._silent_scan_at = mono + SILENT_RESCAN  # one O(n) scan per 10 s at most
+                found = [(d.seen, k) for k, d in self._devices.items()
+                         if mono - d.seen > self._evict_after]  # fmt: skip
+                found.sort(reverse=True)
+                self._silent = [k for _, k in found]
+            while self._silent:
+                dev_id = self._silent.pop()
+                d = self._devices.get(dev_id)
+                if d is not None and mono - d.seen > self._evict_after:
+                    self._evicted["silent"] += 1
+                    del self._devices[dev_id]
+                    self._dirty.discard(dev_id)
+                    self._forgotten.append(dev_id)
+                    return True
+        return False
+
+    def take_forgotten(self) -> list[str]:
+        """Ids of stored devices evicted since the last call (the store may delete them)."""
+        with self._lock:
+            gone = list(self._forgotten)
+            self._forgotten.clear()
+        return gone
+
+    def _new_run(
+        self, d: Device, msg: dict[str, Any], now: float, mono: float, transport: str
+    ) -> bool:
+        """A heartbeat from a new run: restart or reboot. False when it is a stale old-run one."""
         if msg["run"] == d.prev_run:  # a straggler from the run before: not a restart
             self._reject("old_run", transport)
             return False
@@ -463,32 +608,37 @@ class Fleet:
         else:
             d.restarts += 1
             reason = "restart"
-        to = "offline" if msg["k"] == "bye" else "up"
-        self._event(now, d.id, d.state, to, reason)
-        if d.state != to:
-            d.state = to
+        if not d.confirmed:  # a second message, whatever its run
+            self._confirm(d, now)
+        self._event(now, d, d.state, "up", reason)
+        if d.state != "up":
+            d.state = "up"
             d.state_since = now
-        d.deadline = math.inf if to == "offline" else now + self._late_after * d.interval
+        d.deadline = mono + self._late_after * d.interval
         self._dirty.add(d.id)
         return True
 
     def _shared_tags(self, tags: dict[str, str]) -> dict[str, str]:
         # Most of a fleet shares a handful of tag sets: keep one copy of each.
         key = tuple(tags.items())
-        if len(self._tag_cache) > 10_000:
+        if len(self._tag_cache) > SHARED_CACHE:
             self._tag_cache.clear()
         return self._tag_cache.setdefault(key, tags)
 
     # --- liveness (the main loop's tick) ----------------------------------------
 
     def check(self, now: Optional[float] = None) -> int:
-        """Move silent devices to late or down; return how many changed state."""
+        """Move silent devices to late or down; return how many changed state.
+
+        `now` is a time on the monotonic clock (default: the clock given to the fleet).
+        """
         changed = 0
         with self._lock:
-            now = self._clock() if now is None else now
+            mono = self._mono() if now is None else now
+            wall = self._clock()
             for d in self._devices.values():
-                if d.deadline <= now:
-                    changed += self._judge(d, now, "missed_heartbeats")
+                if d.deadline <= mono:
+                    changed += self._judge(d, mono, wall, "missed_heartbeats")
         return changed
 
     def _down_after(self, d: Device) -> float:
@@ -500,31 +650,43 @@ class Fleet:
         d.down_k = k
         return k
 
-    def _judge(self, d: Device, now: float, down_reason: str) -> int:
+    def _judge(self, d: Device, mono: float, wall: float, down_reason: str) -> int:
         self._down_after(d)
-        silent = (now - d.last_seen) / d.interval
+        silent = (mono - d.seen) / d.interval
         if d.state in ("up", "late") and silent >= d.down_k:
-            self._transition(d, "down", down_reason, now)
+            self._transition(d, "down", down_reason, wall)
             d.deadline = math.inf
             return 1
         if d.state == "up" and silent >= self._late_after:
-            self._transition(d, "late", "late", now)
-            d.deadline = d.last_seen + d.down_k * d.interval
+            self._transition(d, "late", "late", wall)
+            d.deadline = d.seen + d.down_k * d.interval
             return 1
         if d.state == "late":
-            d.deadline = d.last_seen + d.down_k * d.interval
+            d.deadline = d.seen + d.down_k * d.interval
         elif d.state == "up":
-            d.deadline = d.last_seen + self._late_after * d.interval
+            d.deadline = d.seen + self._late_after * d.interval
         return 0
 
     def _transition(self, d: Device, to: str, reason: str, now: float) -> None:
-        self._event(now, d.id, d.state, to, reason)
+        self._event(now, d, d.state, to, reason)
         d.state = to
         d.state_since = now
         self._dirty.add(d.id)
 
-    def _event(self, now: float, dev_id: str, from_: Optional[str], to: str, reason: str) -> None:
-        ev = {"time": now, "device": dev_id, "from": from_, "to": to, "reason": reason}
+    def _event(self, now: float, d: Device, from_: Optional[str], to: str, reason: str) -> None:
+        if not d.confirmed:  # junk heard once leaves no trace in the event log
+            return
+        mono = self._mono()
+        if mono - d.ev_start >= 60.0:
+            d.ev_start = mono
+            d.ev_count = 0
+        d.ev_count += 1
+        if d.ev_count > self._max_events_per_minute:
+            self._events_suppressed += 1
+            if d.ev_count > self._max_events_per_minute + 1:
+                return
+            reason = "flapping"  # one event says the rest of this minute's were left out
+        ev = {"time": now, "device": d.id, "from": from_, "to": to, "reason": reason}
         self._events.append(ev)
         self._new_events.append(ev)
 
@@ -572,6 +734,12 @@ class Fleet:
             self._max_devices = config.max_devices
             self._max_payload = config.max_payload
             self._max_down_after = config.max_down_after
+            self._max_metrics = config.max_metrics
+            self._max_metric_bytes = config.max_metric_bytes
+            self._max_tags = config.max_tags
+            self._max_tag_bytes = config.max_tag_bytes
+            self._max_events_per_minute = config.max_events_per_minute
+            self._evict_after = config.evict_after
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics and the dashboard header."""
@@ -579,15 +747,23 @@ class Fleet:
             by_state = dict.fromkeys(STATES, 0)
             for d in self._devices.values():
                 by_state[d.state] += 1
-            return {
+            readers = list(self._kernel_drops.items())
+            out = {
                 "received": dict(self._received),
                 "accepted": {t: n - self._rejected_from[t] for t, n in self._received.items()},
                 "rejected": dict(self._rejected),
                 "devices": by_state,
                 "devices_known": len(self._devices),
+                "devices_unconfirmed": len(self._unconfirmed),
                 "max_devices": self._max_devices,
+                "evicted": dict(self._evicted),
+                "events_suppressed": self._events_suppressed,
+                "events_unsaved": self._events_unsaved,
+                "rows_skipped": self.rows_skipped,
                 "started_at": self.started_at,
             }
+        out["kernel_drops"] = {t: read() for t, read in readers}  # reads /proc: not under the lock
+        return out
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -599,6 +775,7 @@ class Fleet:
     ) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
         """Rows of the devices changed and the events added since the last call (for the store).
 
+        Devices heard only once are not stored: a flood of junk ids never reaches the disk.
         Built in chunks, releasing the lock between them, so a big fleet's flush
         never stalls the receivers for long.
         """
@@ -612,34 +789,74 @@ class Fleet:
             with self._lock:
                 for k in ids[i : i + chunk]:
                     d = self._devices.get(k)
-                    if d is not None:
+                    if d is not None and d.confirmed:
                         self._down_after(d)
                         rows.append(_row(d, tags_json))
         return rows, events
 
-    def requeue(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> None:
-        """Give back what a failed store write took, so the next flush tries again."""
+    def requeue(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
+        """Give back what a failed store write took, so the next flush tries again.
+
+        Rows are one per device whatever happens; pending events are capped at
+        MAX_EVENTS_IN_MEMORY, the newest kept. Returns how many events were dropped.
+        """
         with self._lock:
             self._dirty.update(row[0] for row in rows)
-            self._new_events[:0] = events
+            pending = events + self._new_events
+            dropped = max(0, len(pending) - MAX_EVENTS_IN_MEMORY)
+            self._new_events = pending[dropped:]
+            self._events_unsaved += dropped
+            return dropped
 
     def restore(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
         """Load stored devices and events at start; judge the silent ones at once.
 
-        Returns how many devices were loaded; rows that cannot be read are skipped.
+        Returns how many devices were loaded. A row or event that cannot be read, or a
+        device beyond max_devices (the least recently seen go), is skipped and counted
+        in `rows_skipped`; nothing in the store can stop a start.
         """
         with self._lock:
-            now = self._clock()
+            wall, mono = self._clock(), self._mono()
+            skipped = 0
             for ev in events:
-                self._events.append(ev)
+                if _event_ok(ev):
+                    self._events.append(ev)
+                else:
+                    skipped += 1
+            revived = []
             for row in rows:
                 d = _revive(row)
                 if d is None or d.id in self._devices:
+                    skipped += 1
                     continue
+                # wall time converted once: how long ago, on the monotonic clock
+                d.seen = mono - max(0.0, wall - d.last_seen)
+                d.ev_start = mono
                 self._devices[d.id] = d
+                revived.append(d)
+            over = len(self._devices) - self._max_devices
+            if over > 0:
+                revived.sort(key=lambda x: x.last_seen)
+                for d in revived[:over]:
+                    del self._devices[d.id]
+                skipped += over
+                revived = revived[over:]
+            for d in revived:
                 if d.state in ("up", "late"):
-                    self._judge(d, now, "silent_through_restart")
+                    self._judge(d, mono, wall, "silent_through_restart")
+            self.rows_skipped += skipped
             return len(self._devices)
+
+
+def _event_ok(ev: Any) -> bool:
+    try:
+        return (
+            type(ev) is dict and type(ev["time"]) is float and math.isfinite(ev["time"])
+            and type(ev["device"]) is str and ev["from"] in (None, *STATES)
+            and ev["to"] in STATES and type(ev["reason"]) is str
+        )  # fmt: skip
+    except (KeyError, TypeError):
+        return False
 
 
 ROW_COLUMNS = (
@@ -669,52 +886,82 @@ def _row(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _finite(x: Any) -> float:
+    """A stored number as a finite float; ValueError for anything else (a bool, inf, text)."""
+    if type(x) is not float and type(x) is not int:
+        raise ValueError(repr(x)[:40])
+    value = float(x)  # OverflowError for an integer beyond a double: caught by `_revive`
+    if not math.isfinite(value):
+        raise ValueError(repr(x)[:40])
+    return value
+
+
+def _count(x: Any) -> int:
+    """A stored counter: a non-negative int within 64 bits."""
+    if type(x) is not int or not 0 <= x <= wire.MAX_SEQ:
+        raise ValueError(repr(x)[:40])
+    return x
+
+
+def _text(x: Any, pattern: Any = None) -> str:
+    """Stored text that can be encoded and served again (and matches `pattern` if given)."""
+    if type(x) is not str or len(x) > wire.MAX_TEXT * 2 or (pattern and not pattern(x)):
+        raise ValueError(repr(x)[:40])
+    x.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    return x
+
+
 def _revive(row: tuple[Any, ...]) -> Optional[Device]:
-    """A device from a stored row; None when the row cannot be read."""
+    """A device from a stored row; None when any part of the row cannot be read."""
     try:
         (dev_id, state, state_since, last_seen, addr, transport, run, prev_run, boot_time,
          interval, version, tags, metrics, clock_skew, restarts, reboots, agent_drops, down_k,
          counters) = row  # fmt: skip
-        d = Device(str(dev_id), float(state_since))
+        d = Device(_text(dev_id, wire.DEVICE_ID.fullmatch), _finite(state_since), 0.0)
+        d.confirmed = True  # only confirmed devices are stored
         d.state = state if state in STATES else "down"
-        d.last_seen = float(last_seen)
-        d.addr = str(addr)
-        d.transport = str(transport)
-        d.run = str(run)
-        d.prev_run = str(prev_run)
-        d.boot_time = None if boot_time is None else float(boot_time)
-        d.interval = float(interval)
-        if not d.interval > 0:
+        d.last_seen = _finite(last_seen)
+        d.addr = _text(addr)
+        d.transport = "mqtt" if transport == "mqtt" else "udp"
+        d.run = _text(run)
+        d.prev_run = _text(prev_run)
+        d.boot_time = None if boot_time is None else _finite(boot_time)
+        d.interval = _finite(interval)
+        if not wire.MIN_INTERVAL <= d.interval <= wire.MAX_INTERVAL:
             return None
-        d.version = None if version is None else str(version)
-        d.tags = {str(k): str(v) for k, v in json.loads(tags).items()}
+        d.version = None if version is None else _text(version)
+        t = json.loads(tags)
+        d.tags = {_text(k): _text(v) for k, v in t.items()}
         m = json.loads(metrics)
-        d.metric_names = tuple(m)
-        d.metric_values = tuple(float(v) for v in m.values())
-        d.clock_skew = float(clock_skew)
-        d.restarts = int(restarts)
-        d.reboots = int(reboots)
-        d.agent_drops = int(agent_drops)
-        d.down_k = int(down_k) if float(down_k).is_integer() else float(down_k)
-        c = [int(x) for x in json.loads(counters)]
+        d.metric_names = tuple(_text(k) for k in m)
+        d.metric_values = tuple(v if type(v) is int and -(2**63) <= v <= wire.MAX_SEQ
+                                else _finite(v) for v in m.values())  # fmt: skip
+        d.clock_skew = _finite(clock_skew)
+        d.restarts = _count(restarts)
+        d.reboots = _count(reboots)
+        d.agent_drops = _count(agent_drops)
+        k = _finite(down_k)
+        d.down_k = int(k) if k.is_integer() else k
+        c = [_count(x) for x in json.loads(counters)]
         has_hb, has_rd, c = c[0], c[1], c[2:]
         if has_hb:
-            t = SeqTracker(c[0])
-            t.received, t.expected, t.duplicates, t.reordered = c[1:5]
-            t.resync = True  # what was sent while the collector was away is not network loss
-            d.hb = t
+            tr = SeqTracker(c[0])
+            tr.received, tr.expected, tr.duplicates, tr.reordered = c[1:5]
+            tr.resync = True  # what was sent while the collector was away is not network loss
+            d.hb = tr
             c = c[5:]
         if has_rd:
-            t = SeqTracker(c[0])
-            t.received, t.expected = c[1:3]
-            t.resync = True
-            d.rd = t
+            tr = SeqTracker(c[0])
+            tr.received, tr.expected = c[1:3]
+            tr.resync = True
+            d.rd = tr
             c = c[3:]
         d.prior = (c[0], c[1], c[2], c[3])
         d.rd_prior = (c[4], c[5])
         d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp = c[6:10]
         if d.state in ("up", "late"):
-            d.deadline = d.last_seen  # judged at once
-    except (TypeError, ValueError, IndexError, AttributeError):
+            d.deadline = -math.inf  # judged at once
+    except (TypeError, ValueError, IndexError, AttributeError, KeyError, OverflowError,
+            RecursionError, MemoryError):  # fmt: skip
         return None
     return d

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 from typing import Any, Optional
@@ -50,15 +51,53 @@ def bind_udp(listen: str, receive_buffer: int = 0) -> socket.socket:
     return sock
 
 
-class UdpReceiver:
-    """Reads datagrams in its own thread and hands each to `fleet.receive`."""
+def kernel_drops(inode: int, proc: str = "/proc") -> Optional[int]:
+    """The kernel's drop count for the UDP socket with this inode, or None when not listed.
 
-    def __init__(self, fleet: Fleet, sock: socket.socket) -> None:
+    The last column of /proc/net/udp and udp6 (the socket's `sk_drops`): datagrams
+    the kernel threw away, mostly because the receive buffer was full. Read when
+    someone asks (a scrape), so the recvfrom loop pays nothing.
+    """
+    wanted = str(inode)
+    for name in ("udp", "udp6"):
+        try:
+            with open(os.path.join(proc, "net", name)) as f:
+                next(f, None)  # the header
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 13 and fields[9] == wanted:
+                        return int(fields[12])
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class UdpReceiver:
+    """Reads datagrams in its own thread and hands each to `fleet.receive`.
+
+    Args:
+        fleet: what every datagram is handed to.
+        sock: a bound UDP socket (`bind_udp`).
+        proc: where /proc is, for the kernel's drop counter (tests point it elsewhere).
+    """
+
+    def __init__(self, fleet: Fleet, sock: socket.socket, *, proc: str = "/proc") -> None:
         self.fleet = fleet
         self.sock = sock
         self.address: tuple[Any, ...] = sock.getsockname()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="udp-receiver", daemon=True)
+        self._inode = os.fstat(sock.fileno()).st_ino
+        self._proc = proc
+        self._drops = 0
+        fleet.watch_kernel_drops("udp", self.kernel_drops)
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on this socket (the last count once it is closed)."""
+        n = kernel_drops(self._inode, self._proc)
+        if n is not None:
+            self._drops = n
+        return self._drops
 
     def start(self) -> None:
         self._thread.start()
