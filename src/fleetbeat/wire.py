@@ -14,10 +14,12 @@ ignore fields they do not know.
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 import re
-from typing import Any, Callable, Optional
+from _operator import _compare_digest  # hmac.compare_digest, without importing OpenSSL
+from typing import Any, Callable, Optional, Protocol
 
 from fleetbeat.errors import InputError
 
@@ -77,6 +79,59 @@ def metrics_json(metrics: dict[str, float]) -> str:
 def dumps_str(obj: Any) -> str:
     """Compact JSON as text, for payloads assembled from pre-encoded parts."""
     return _dumps(obj)
+
+
+# --- signing (both sides) -----------------------------------------------------------
+#
+# With a key, the agent appends `,"sig":"<tag>"` as the last member: <tag> is the
+# unpadded base64url of the first 16 bytes of HMAC-SHA256(key, the message's bytes
+# without that member). The member has a fixed size, so the collector finds it by
+# position, never by parsing: a message is signed exactly when its last 32 bytes are
+# `,"sig":"` + 22 base64url characters + `"}`.
+
+SIG_PREFIX = b',"sig":"'
+TAG_BYTES = 16
+TAG_CHARS = 22  # unpadded base64url of 16 bytes
+SIG_LEN = len(SIG_PREFIX) + TAG_CHARS + 2  # the member and the closing `"}`: 32 bytes
+_B64_TO_URL = bytes.maketrans(b"+/", b"-_")
+_URL_TO_B64 = bytes.maketrans(b"-_", b"+/")
+
+
+class Mac(Protocol):
+    """A keyed MAC: `fleetbeat.hmac_sha256.HmacSha256`."""
+
+    def digest(self, data: bytes) -> bytes: ...
+
+
+def signature(body: bytes, mac: Mac) -> bytes:
+    """The 22 base64url characters that sign `body` (a whole JSON object)."""
+    return binascii.b2a_base64(mac.digest(body)[:TAG_BYTES], newline=False)[:TAG_CHARS].translate(
+        _B64_TO_URL
+    )
+
+
+def sign(body: bytes, mac: Mac) -> bytes:
+    """`body` (compact JSON ending in `}`) with its `"sig"` member appended last."""
+    return body[:-1] + SIG_PREFIX + signature(body, mac) + b'"}'
+
+
+def split_signed(data: bytes) -> tuple[bytes, Optional[bytes]]:
+    """(the signed bytes, the 22-character tag) of a signed message; (data, None) if unsigned.
+
+    The signed bytes are the message without its `sig` member, as the agent signed them.
+    """
+    if (
+        len(data) > SIG_LEN
+        and data[-2:] == b'"}'
+        and data[-SIG_LEN : -SIG_LEN + len(SIG_PREFIX)] == SIG_PREFIX
+    ):
+        return data[:-SIG_LEN] + b"}", data[-TAG_CHARS - 2 : -2]
+    return data, None
+
+
+def tag_matches(body: bytes, tag: bytes, mac: Mac) -> bool:
+    """Constant-time check of a tag from `split_signed` against `body`."""
+    return _compare_digest(signature(body, mac), tag)
 
 
 # --- parsing (the collector's side) -------------------------------------------------

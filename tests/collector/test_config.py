@@ -88,7 +88,7 @@ def test_every_problem_at_once() -> None:
     assert 'c.toml: collector.udp_listen: expected an address such as "0.0.0.0:9746"' in text
     assert 'collector.late_afterr: unknown key; did you mean "late_after"?' in text
     assert 'collector.down_after: expected "auto" or a number of intervals above 1' in text
-    assert "collector.max_devices: expected an integer of at least 1, got 0" in text
+    assert "collector.max_devices: expected an integer from 1 to 2147483647, got 0" in text
     assert "collector.mqtt.port: expected an integer" in text
     assert "collector.mqtt: cert_file and key_file go together" in text
 

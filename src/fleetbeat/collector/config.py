@@ -102,7 +102,7 @@ class MqttSection:
         ),
     )
     client_id: str = option("", string(allow_empty=True))
-    keepalive: float = option(30.0, duration(min=5.0))
+    keepalive: float = option(30.0, duration(min=5.0, max=65535.0))  # MQTT: 16 bits
 
     def check(self, path: str, problems: Problems) -> None:
         if bool(self.cert_file) != bool(self.key_file):

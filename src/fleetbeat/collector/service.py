@@ -9,6 +9,14 @@ SIGHUP re-reads the config file: an invalid one is logged and ignored; a valid
 one's judgement settings (late_after, down_after, max_down_after, max_devices,
 max_payload, intervals, retention) apply at once, and the listen addresses,
 state_dir, receive buffer and MQTT settings need a restart (logged).
+
+A store that cannot write (a full disk) never stops judging: the changes stay in
+memory (at most one row per device and a bounded number of events) and every flush
+tries again. The failure is logged as an error each time its reason changes, shown
+in systemd's STATUS= and answered by `/healthz` with 503; a database deleted or
+replaced under the running collector is recreated and written whole. When the last
+write at SIGTERM fails, the log says what was lost and the exit status is 74
+(EX_IOERR), so systemd marks the stop as failed.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from fleetbeat.sdnotify import Notifier, Supervision
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
 
-PRUNE_EVERY = 3600.0  # s between deletions of events past the retention
+PRUNE_EVERY = 3600.0  # s between deletions of events past the retention (at most)
+EX_IOERR = 74  # sysexits.h: the last write of the state failed
 # settings a running collector cannot change: sockets, files and the MQTT client
 RESTART_NEEDED = ("udp_listen", "http_listen", "state_dir", "udp_receive_buffer", "mqtt",
                   "log_level")  # fmt: skip
@@ -53,13 +62,22 @@ class Collector:
         self.http: Any = None
         self._stop = threading.Event()
         self._reload_requested = False
+        self.store_health = StoreHealth()
+        self._exit_status = 0
+        self._unsaved = (0, 0)  # device rows and events the last failed flush could not write
 
     def status_line(self) -> str:
         """One line for `systemctl status`: devices by state and the overall loss."""
         by_state = self.fleet.stats()["devices"]
         total = sum(by_state.values())
         states = ", ".join(f"{n} {s}" for s, n in by_state.items() if n)
-        return f"{total} devices" + (f": {states}" if states else "")
+        line = f"{total} devices" + (f": {states}" if states else "")
+        problem = self.health()
+        return f"{line}; {problem}" if problem else line
+
+    def health(self) -> Optional[str]:
+        """None while the collector can do its whole job; else what is wrong (for /healthz)."""
+        return self.store_health.problem()
 
     def start(self) -> None:
         """Reload stored state, then start receiving and serving."""
@@ -75,7 +93,7 @@ class Collector:
             log.info("listening for wire v1 on UDP %s", _sockname(udp.address))
             if c.mqtt is not None:
                 log.info("subscribing on MQTT broker %s:%d", c.mqtt.host, c.mqtt.port)
-            self.http = _start_http(self.fleet, self.config)
+            self.http = _start_http(self.fleet, self.config, self.health)
         except BaseException:
             self.close()
             raise
@@ -92,7 +110,7 @@ class Collector:
         self.start()
         service.ready()
         next_flush = time.monotonic() + self.config.collector.flush_interval
-        next_prune = time.monotonic() + PRUNE_EVERY
+        next_prune = time.monotonic() + self._prune_every()
         try:
             # The one main loop: all periodic work happens here, in this thread.
             while True:
@@ -110,12 +128,16 @@ class Collector:
                     next_flush = now + c.flush_interval
                 if now >= next_prune:
                     self._prune()
-                    next_prune = now + PRUNE_EVERY
+                    next_prune = now + self._prune_every()
         finally:
             service.stopping()
             self.close()
         log.info("collector stopped")
-        return 0
+        return self._exit_status
+
+    def _prune_every(self) -> float:
+        # a tenth of the retention keeps the table within 10% of it, hourly at most
+        return min(PRUNE_EVERY, self.config.collector.event_retention / 10)
 
     def _on_reload(self, signum: int, frame: Optional[FrameType]) -> None:
         self._reload_requested = True  # the loop reloads within check_interval
@@ -139,23 +161,49 @@ class Collector:
         log.info("%s: stopping", signal.Signals(signum).name)
         self._stop.set()
 
-    def flush(self) -> None:
-        """Write what changed since the last flush in one transaction."""
-        if self.store is None:
-            return
+    def flush(self) -> bool:
+        """Write what changed since the last flush in one transaction; False if it failed."""
+        store = self.store
+        if store is None:
+            return True
+        gone = store.replaced()
+        if gone is not None:
+            self._recreate(store, gone)
         rows, events = self.fleet.take_changes()
         try:
-            self.store.write(rows, events)
+            store.write(rows, events)
         except StoreError as err:
             # a full disk must not stop liveness checks: keep the changes, retry next time
-            self.fleet.requeue(rows, events)
-            _limited.log(logging.ERROR, "store", "%s; will retry", err)
+            self._unsaved = (len(rows), len(events))
+            dropped = self.fleet.requeue(rows, events)
+            self.store_health.failed(str(err), dropped)
+            return False
+        self.store_health.ok()
+        return True
+
+    def _recreate(self, store: Store, how: str) -> None:
+        """The database file was deleted or swapped: open a new one and write everything."""
+        log.error("the state database %s was %s under the running collector: recreating it "
+                  "and writing every device and recent event again", store.path, how)  # fmt: skip
+        try:
+            store.reopen()
+        except StoreError as err:
+            self.store_health.failed(str(err), 0)
+            return
+        devices = self.fleet.devices()
+        # requeue marks each id dirty (it reads row[0]) and puts the events back in line
+        self.fleet.requeue([(d["id"],) for d in devices], self.fleet.events(limit=10**9))
 
     def _prune(self) -> None:
-        if self.store is not None:
+        if self.store is None:
+            return
+        try:
             gone = self.store.prune(self._clock())
-            if gone:
-                log.info("deleted %d events older than the retention", gone)
+        except StoreError as err:
+            self.store_health.failed(str(err), 0)
+            return
+        if gone:
+            log.info("deleted %d events older than the retention", gone)
 
     def close(self) -> None:
         """Stop receiving and serving, flush a last time, close the store."""
@@ -168,18 +216,59 @@ class Collector:
                 close()
             self.http = None
         if self.store is not None:
-            self.flush()
+            if not self.flush():
+                devices, events = self._unsaved
+                log.error("the last write of the state to %s failed (%s). Lost: the changes "
+                          "of %d devices and %d events since the last successful write",
+                          self.store.path, self.store_health.problem(), devices,
+                          events)  # fmt: skip
+                self._exit_status = EX_IOERR
             self.store.close()
             self.store = None
 
 
-def _start_http(fleet: Fleet, config: CollectorConfig) -> Any:
+class StoreHealth:
+    """Whether the store can write, logged each time that changes (never rate-limited away)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._reason: Optional[str] = None
+        self._since = 0.0
+        self._dropped = 0
+
+    def problem(self) -> Optional[str]:
+        if self._reason is None:
+            return None
+        return f"store cannot write: {self._reason}"
+
+    def failed(self, reason: str, dropped: int) -> None:
+        self._dropped += dropped
+        if reason != self._reason:
+            if self._reason is None:
+                self._since = self._clock()
+            log.error("store: %s; keeping the changes in memory (one row per device) and "
+                      "trying again at every flush", reason)  # fmt: skip
+            self._reason = reason
+        else:
+            _limited.log(logging.ERROR, "store", "store: still failing: %s", reason)
+        if dropped:
+            _limited.log(logging.ERROR, "store-dropped", "store: %d events dropped so far: "
+                         "more were pending than memory keeps", self._dropped)  # fmt: skip
+
+    def ok(self) -> None:
+        if self._reason is not None:
+            log.warning("store: writing again after %.0f s of failures (%s)",
+                        self._clock() - self._since, self._reason)  # fmt: skip
+            self._reason = None
+
+
+def _start_http(fleet: Fleet, config: CollectorConfig, health: Callable[[], Optional[str]]) -> Any:
     try:
         from fleetbeat.collector import http
     except ImportError as exc:
         log.warning("HTTP is unavailable (%s): no dashboard, API or /metrics", exc)
         return None
-    return http.start(fleet, config)
+    return http.start(fleet, config, health=health)
 
 
 def _sockname(addr: tuple[Any, ...]) -> str:

@@ -3,6 +3,13 @@
 One file, `fleetbeat.db`, in WAL mode with `synchronous=NORMAL`: a crash loses at
 most the last flush interval, never the database. Only the collector's main loop
 touches it (sqlite3 connections belong to one thread).
+
+Every failure is a `StoreError` with a message for the operator: a corrupt file at
+start (checked with `PRAGMA quick_check`), a full disk on write or prune. A row the
+database will not take (it cannot happen to what `wire` validated, but a store must not
+trust that) is skipped and counted, never fatal. `replaced()` tells when the file was
+deleted or swapped under the running collector, so the caller can `reopen()` it and
+write everything again.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 from fleetbeat.collector.fleet import MAX_EVENTS_IN_MEMORY, ROW_COLUMNS
 from fleetbeat.errors import FleetbeatError
@@ -32,6 +39,11 @@ class StoreError(FleetbeatError):
     """The state directory or its database cannot be used."""
 
 
+# Python errors a value can raise on its way into SQLite (an int past 64 bits, a lone
+# surrogate in a str): one bad row, not a bad database.
+_ROW_ERRORS = (OverflowError, UnicodeError, ValueError, TypeError, sqlite3.InterfaceError)
+
+
 class Store:
     """Devices and events in SQLite.
 
@@ -43,17 +55,35 @@ class Store:
     def __init__(self, state_dir: str, *, retention: float) -> None:
         self.path = os.path.join(state_dir, DB_NAME)
         self.retention = retention
-        try:
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._create()
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot use the state database {self.path}: {exc}") from exc
+        self.skipped_rows = 0  # rows the database would not take, since start
         cols = ", ".join(ROW_COLUMNS)
         marks = ", ".join("?" for _ in ROW_COLUMNS)
         self._upsert = f"INSERT OR REPLACE INTO devices ({cols}) VALUES ({marks})"  # noqa: S608
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use the state database {self.path}: {exc}") from exc
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            checked = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if checked != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {checked}")
+            self._create()
+            self._identity = _identity(self.path)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(_corrupt_advice(self.path, exc)) from exc
+        except (OSError, sqlite3.Error) as exc:
+            self._db.close()
+            raise StoreError(f"cannot use the state database {self.path}: {exc}") from exc
 
     def _create(self) -> None:
         cols = ", ".join(
@@ -77,40 +107,114 @@ class Store:
     def load(self, now: float) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
         """Every stored device row, and the newest events within the retention."""
         cols = ", ".join(ROW_COLUMNS)
-        rows = self._db.execute(f"SELECT {cols} FROM devices").fetchall()  # noqa: S608
-        found = self._db.execute(
-            "SELECT time, device, from_state, to_state, reason FROM events WHERE time > ?"
-            " ORDER BY time DESC, rowid DESC LIMIT ?",
-            (now - self.retention, MAX_EVENTS_IN_MEMORY),
-        ).fetchall()
+        try:
+            rows = self._db.execute(f"SELECT {cols} FROM devices").fetchall()  # noqa: S608
+            found = self._db.execute(
+                "SELECT time, device, from_state, to_state, reason FROM events WHERE time > ?"
+                " ORDER BY time DESC, rowid DESC LIMIT ?",
+                (now - self.retention, MAX_EVENTS_IN_MEMORY),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_corrupt_advice(self.path, exc)) from exc
         events = [
             {"time": t, "device": d, "from": f, "to": to, "reason": r}
             for t, d, f, to, r in reversed(found)
+            if isinstance(t, float) and isinstance(d, str) and isinstance(to, str)
         ]
         return rows, events
 
-    def write(self, rows: Sequence[tuple[Any, ...]], events: Sequence[dict[str, Any]]) -> None:
-        """One transaction for a whole batch of device rows and events."""
+    def write(self, rows: Sequence[tuple[Any, ...]], events: Sequence[dict[str, Any]]) -> int:
+        """One transaction for a whole batch of device rows and events.
+
+        Returns how many rows or events were skipped because the database would not
+        take them (logged); raises StoreError when nothing could be written.
+        """
         if not rows and not events:
-            return
+            return 0
+        event_rows = [(e["time"], e["device"], e["from"], e["to"], e["reason"]) for e in events]
+        try:
+            self._transaction(rows, event_rows)
+            return 0
+        except (*_ROW_ERRORS, sqlite3.IntegrityError):
+            pass  # one bad value spoils executemany: find it, keep the rest
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        # Binding errors are raised before a statement runs, and a constraint failure
+        # undoes only its own statement: one transaction, row by row, keeps the rest.
+        skipped = 0
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.executemany(self._upsert, rows)
-                self._db.executemany(
-                    "INSERT INTO events (time, device, from_state, to_state, reason)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(e["time"], e["device"], e["from"], e["to"], e["reason"]) for e in events],
-                )
+                for sql, batch, name_at in (
+                    (self._upsert, rows, 0),
+                    (_INSERT_EVENT, event_rows, 1),
+                ):
+                    for row in batch:
+                        try:
+                            self._db.execute(sql, row)
+                        except (*_ROW_ERRORS, sqlite3.IntegrityError) as exc:
+                            skipped += 1
+                            log.error("store: skipped a row for %.80r that SQLite refuses: %r",
+                                      row[name_at], exc)  # fmt: skip
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        self.skipped_rows += skipped
+        return skipped
+
+    def _transaction(
+        self, rows: Sequence[tuple[Any, ...]], events: Sequence[tuple[Any, ...]]
+    ) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(self._upsert, rows)
+            self._db.executemany(_INSERT_EVENT, events)
 
     def prune(self, now: float) -> int:
         """Delete events older than the retention; return how many went."""
-        with self._db:
-            self._db.execute("BEGIN")
-            cur = self._db.execute("DELETE FROM events WHERE time <= ?", (now - self.retention,))
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                cur = self._db.execute(
+                    "DELETE FROM events WHERE time <= ?", (now - self.retention,)
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot prune old events in {self.path}: {exc}") from exc
         return cur.rowcount
+
+    def replaced(self) -> Optional[str]:
+        """ "deleted" or "replaced" when the file at `path` is no longer the one open."""
+        now = _identity(self.path)
+        if now is None:
+            return "deleted"
+        return None if now == self._identity else "replaced"
+
+    def reopen(self) -> None:
+        """Close the connection and open (create) the file at `path` again."""
+        self._db.close()
+        self._open()
 
     def close(self) -> None:
         self._db.close()
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (time, device, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _identity(path: str) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _corrupt_advice(path: str, exc: BaseException) -> str:
+    return (
+        f"the state database {path} is damaged ({exc}). Stop the collector, move the file "
+        f"aside (mv {path} {path}.damaged; also its -wal and -shm files if present) and start "
+        "it again: it recreates the database and relearns every device from its next "
+        "heartbeat; the device history in the old file is lost unless `sqlite3 .recover` "
+        "can save it"
+    )

@@ -17,6 +17,13 @@ from fleetbeat.config import frozen as dataclasses
 
 T = TypeVar("T")
 
+MAX_DURATION = 366 * 86400.0
+"""The longest duration any key accepts unless it says otherwise: a year. Longer values
+pass nothing useful and overflow the C timeouts they end up in (threading, select)."""
+MAX_INTEGER = 2**31 - 1
+"""The largest integer any key accepts unless it says otherwise: what a C int (a socket
+option, a buffer size) can hold, so a value that passed check-config never fails at start."""
+
 
 class _Invalid:
     def __repr__(self) -> str:
@@ -113,12 +120,14 @@ def load_table(cls: type[T], table: Any, path: str, problems: Problems) -> T:
 # --- parsers ---------------------------------------------------------------------
 
 
-def integer(*, min: int | None = None, max: int | None = None) -> Parser:
+def integer(*, min: int | None = None, max: int = MAX_INTEGER) -> Parser:
+    """An integer, at most `max` (MAX_INTEGER unless given)."""
+
     def parse(value: Any, path: str, problems: Problems) -> Any:
         expected = _range("an integer", min, max)
         if isinstance(value, bool) or not isinstance(value, int):
             return problems.expected(path, expected, value)
-        if (min is not None and value < min) or (max is not None and value > max):
+        if (min is not None and value < min) or value > max:
             return problems.expected(path, expected, value)
         return value
 
@@ -163,8 +172,8 @@ def parse_duration(value: Any) -> float | None:
     return None
 
 
-def duration(*, min: float = 0.0, allow_zero: bool = False, max: float | None = None) -> Parser:
-    """A duration in seconds; positive unless `allow_zero`."""
+def duration(*, min: float = 0.0, allow_zero: bool = False, max: float = MAX_DURATION) -> Parser:
+    """A duration in seconds; positive unless `allow_zero`; at most `max` (a year unless given)."""
 
     def parse(value: Any, path: str, problems: Problems) -> Any:
         seconds = parse_duration(value)
@@ -176,7 +185,7 @@ def duration(*, min: float = 0.0, allow_zero: bool = False, max: float | None = 
             if allow_zero and min == 0:
                 floor = "zero or more"
             return problems.expected(path, f"a duration {floor}", value)
-        if max is not None and seconds > max:
+        if seconds > max:
             return problems.expected(path, f"a duration of at most {_fmt(max)} s", value)
         return seconds
 
@@ -274,6 +283,26 @@ def scalar_text() -> Parser:
         if isinstance(value, (str, int, float)):
             return str(value)
         return problems.expected(path, "a string", value)
+
+    return parse
+
+
+def text_encoding() -> Parser:
+    """The name of a text codec (utf-8, latin-1...); rot13 or base64 are not text encodings."""
+
+    def parse(value: Any, path: str, problems: Problems) -> Any:
+        if not isinstance(value, str) or not value:
+            return problems.expected(path, "a text encoding such as utf-8 or latin-1", value)
+        try:
+            b"a".decode(value)  # LookupError for unknown names and for bytes-to-bytes codecs
+        except LookupError:
+            problems.add(
+                path, f"unknown text encoding {describe(value)}; use e.g. utf-8 or latin-1"
+            )
+            return INVALID
+        except UnicodeError:
+            pass  # a real text encoding that wants more than one byte (utf-16)
+        return value
 
     return parse
 

@@ -48,7 +48,6 @@ reopen_max = "30s"              # ... doubling up to this
 
 from __future__ import annotations
 
-import codecs
 import errno
 import logging
 import os
@@ -70,6 +69,7 @@ from fleetbeat.config.schema import (
     option,
     string,
     table,
+    text_encoding,
 )
 from fleetbeat.sensors.base import Emit, SensorErrors
 from fleetbeat.sensors.line_formats import (
@@ -103,7 +103,7 @@ class SerialConfig:
     bytesize: int = option(8, integer(min=5, max=8))
     parity: str = option("none", string(choices=tuple(PARITIES)))
     stopbits: float = option(1, _stopbits)
-    encoding: str = option("utf-8", string(what="a text encoding such as utf-8 or latin-1"))
+    encoding: str = option("utf-8", text_encoding())
     format: str = option("kv", string(choices=FORMATS))
     fields: tuple[str, ...] = option(
         (), array(string(pattern=f"|{METRIC_NAME}", what="a metric name", allow_empty=True))
@@ -131,10 +131,6 @@ class SerialConfig:
     def check(self, path: str, problems: Problems) -> None:
         if not self.port:
             problems.add(f"{path}.port", 'required: a device path such as "/dev/ttyUSB0"')
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            problems.add(f"{path}.encoding", f'unknown text encoding "{self.encoding}"')
         if self.format == "csv":
             if not any(self.fields):
                 problems.add(f"{path}.fields", 'format "csv" needs fields, e.g. ["temp", "hum"]')
