@@ -50,7 +50,8 @@ class CollectorProcess:
             stderr=subprocess.STDOUT,
             env=subprocess_env(),
         )
-        wait_until(lambda: "listening for wire v1" in self.log() or self.proc.poll() is not None)
+        # started: receiving and serving HTTP (logged in that order), or dead
+        wait_until(lambda: "dashboard and API on" in self.log() or self.proc.poll() is not None)
         assert self.proc.poll() is None, self.log()
 
     def log(self) -> str:

@@ -166,8 +166,10 @@ def test_long_silent_device_is_evicted_when_full() -> None:
 
 
 def test_metrics_and_tags_beyond_the_bounds_are_rejected_whole() -> None:
-    """A heartbeat with too many or too big metrics or tags is rejected and changes nothing."""
+    """A heartbeat with too many or too big metrics or tags is rejected and changes nothing
+    (name and tag sets are a device's own here: the fleet-wide pool for shared ones is 0)."""
     fleet, _, _ = make(max_metrics=4, max_metric_bytes=400, max_tags=2, max_tag_bytes=600)
+    fleet = Fleet(fleet.config, clock=fleet._clock, monotonic=fleet._mono, shared_pool=0)
     fleet.receive(msg(0, m={"a": 1.0}), ("10.0.0.1", 1))
     before = fleet.device("d")
     for fields in ({"m": {f"m{i}": 1.0 for i in range(5)}}, {"m": {"x" * 120: 1.0, "y" * 120: 2}},
@@ -180,6 +182,23 @@ def test_metrics_and_tags_beyond_the_bounds_are_rejected_whole() -> None:
     d = fleet.device("d")
     assert d is not None
     assert (d["metrics"], d["tags"]) == ({"a": 2.0, "b": 3.0}, {"k": "v"})
+
+
+def test_shared_name_and_tag_sets_do_not_count_against_a_device() -> None:
+    """The first device with a set the fleet shares is admitted while the pool has room;
+    once junk has used the pool up, a new big set is the device's own and is refused."""
+    fleet, _, _ = make(max_metric_bytes=400, max_tag_bytes=600)
+    fleet = Fleet(fleet.config, clock=fleet._clock, monotonic=fleet._mono, shared_pool=3000)
+    big = {"m": {"x" * 120: 1.0, "y" * 120: 2.0}, "tags": {"a": "v" * 120, "b": "w" * 120}}
+    for dev in ("first", "second"):
+        fleet.receive(msg(0, dev=dev, **big), ("10.0.0.1", 1))
+    assert fleet.stats()["rejected"] == {} and len(fleet) == 2
+    for i in range(10):  # unique sets until the pool is spent
+        fleet.receive(msg(0, dev=f"junk{i}", m={f"{i}" * 120: 1.0, "z" * 120: 2.0}),
+                      ("10.0.0.1", 1))  # fmt: skip
+    assert fleet.stats()["rejected"].get("metrics_limit", 0) > 0
+    fleet.receive(msg(0, dev="third", **big), ("10.0.0.1", 1))  # already shared: still fine
+    assert fleet.device("third") is not None
 
 
 def test_requeue_is_bounded_and_says_what_it_dropped() -> None:

@@ -13,6 +13,7 @@ from typing import Callable
 import pytest
 from collector_helpers import CollectorProcess, Sender, stored_devices, stored_events
 
+from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import ROW_COLUMNS
 from fleetbeat.collector.store import DB_NAME, Store
@@ -65,11 +66,12 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
 
 
 def _send_new_devices(sender: Sender, prefix: str, n: int) -> None:
-    # 60 metrics each: enough bytes per flush that SQLite must grow its files
-    metrics = {f"metric_{i}": float(i) for i in range(60)}
+    # 20 metrics each (within max_metric_bytes): bytes enough that SQLite must grow its files
+    metrics = {f"metric_{i}": float(i) for i in range(20)}
     for i in range(n):
         sender.dev = f"{prefix}-{i}"
         sender.send(0, m=metrics)
+        sender.send(1, m=metrics)  # a device heard once is not stored (not yet confirmed)
 
 
 @pytest.mark.slow
@@ -200,12 +202,14 @@ def test_a_database_deleted_under_the_collector_is_recreated_with_everything(
     col = start_collector()
     sender = make_sender(col.udp_port, dev="first")
     sender.send(0)
+    sender.send(1)
     db = col.state_dir / DB_NAME
     wait_until(lambda: "first" in stored_devices(col.state_dir))
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     sender.dev = "second"
     sender.send(0)
+    sender.send(1)
     wait_until(lambda: "was deleted under the running collector" in col.log())
     wait_until(lambda: {"first", "second"} <= set(stored_devices(col.state_dir)))
     assert {e["device"] for e in stored_events(col.state_dir)} >= {"first", "second"}
@@ -285,3 +289,42 @@ def test_a_row_sqlite_refuses_is_skipped_and_the_rest_written(
     assert len(evs) == 1
     assert store.skipped_rows == 1
     store.close()
+
+
+def test_an_evicted_device_leaves_the_store_with_its_events(tmp_path: Path) -> None:
+    """A device evicted to make room is deleted from the database at the next flush, so a
+    restart does not bring it back."""
+    from fleetbeat.collector.config import CollectorConfig
+    from fleetbeat.collector.fleet import Fleet
+    from fleetbeat.collector.service import Collector
+    from fleetbeat.config import frozen as dataclasses
+    from helpers import FakeClock
+
+    section = dataclasses.replace(
+        CollectorSection(), udp_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
+        state_dir=str(tmp_path / "state"), max_devices=2, evict_after=3600.0,
+    )  # fmt: skip
+    wall, mono = FakeClock(1_800_000_000.0), FakeClock(1000.0)
+    col = Collector(CollectorConfig(collector=section), clock=wall)
+    col.fleet = Fleet(section, clock=wall, monotonic=mono)
+    col.start()
+    try:
+        sender = Sender(0)
+        for dev in ("gone", "kept"):
+            sender.dev = dev
+            for seq in (0, 1):
+                col.fleet.receive(wire.dumps(sender.message(seq, ts=wall.now)), ("10.0.0.1", 1))
+        assert col.flush()
+        assert set(stored_devices(tmp_path / "state")) == {"gone", "kept"}
+        wall.now += 4000
+        mono.now += 4000
+        sender.dev = "kept"
+        col.fleet.receive(wire.dumps(sender.message(2, ts=wall.now)), ("10.0.0.1", 1))
+        sender.dev = "new"
+        col.fleet.receive(wire.dumps(sender.message(0, ts=wall.now)), ("10.0.0.1", 1))
+        assert col.flush()
+        assert set(stored_devices(tmp_path / "state")) == {"kept"}  # "new": heard once
+        assert "gone" not in {e["device"] for e in stored_events(tmp_path / "state")}
+        sender.close()
+    finally:
+        col.close()

@@ -94,7 +94,7 @@ MIN_DOWN_AFTER = 3
 REBOOT_TOLERANCE = 5.0  # s: boot_time jitter (clock steps) that is not a reboot
 MAX_EVENTS_IN_MEMORY = 10_000
 LOCK_CHUNK = 500  # devices read per lock hold (~10 ms), so receivers never wait long
-SHARED_CACHE = 1_000  # tag sets and metric-name sets shared between devices
+SHARED_POOL = 4 << 20  # bytes of metric-name sets, and again of tag sets, kept once fleet-wide
 METRIC_VALUE_COST = 40  # bytes per kept metric besides its name: a float and two tuple slots
 SILENT_RESCAN = 10.0  # s between scans for long-silent devices to evict (O(devices) each)
 MAX_FORGOTTEN = 10_000  # evicted ids kept for the store to delete
@@ -305,6 +305,39 @@ def metrics_cost(names: tuple[str, ...], shared: bool = False) -> int:
     return own + METRIC_VALUE_COST * len(names)
 
 
+def names_cost(names: tuple[str, ...]) -> int:
+    """Bytes one copy of a metric-name set takes: the tuple and its strings."""
+    return _getsizeof(names) + sum(map(_getsizeof, names))
+
+
+class SharedSets:
+    """Metric-name or tag sets kept once for the whole fleet, within a byte budget.
+
+    A fleet shares a handful of sets, so a device whose set is shared pays nothing for
+    it. The first device with a new set puts it in the pool while the budget lasts
+    (so a legitimate fleet's sets are always shared); once junk has used the budget
+    up, a new set is the device's own and counts against its per-device limit.
+    """
+
+    def __init__(self, budget: int = SHARED_POOL) -> None:
+        self._sets: dict[Any, Any] = {}
+        self.left = budget
+
+    def fits(self, key: Any, cost: int) -> bool:
+        """True when `key`'s set is shared already, or would be by `shared`."""
+        return key in self._sets or cost <= self.left
+
+    def shared(self, key: Any, value: Any, cost: int) -> Any:
+        """The fleet's copy of `value`, made the fleet's copy while the budget lasts."""
+        found = self._sets.get(key)
+        if found is not None:
+            return found
+        if cost <= self.left:
+            self.left -= cost
+            self._sets[key] = value
+        return value
+
+
 def tags_cost(tags: dict[str, str]) -> int:
     """Bytes a device's tags take in memory: the dict, its keys and its values (a tag set
     shared with other devices costs nothing more: one copy is kept)."""
@@ -319,6 +352,8 @@ class Fleet:
         clock: wall clock (epoch seconds): event times, last_seen, the store. Injected by tests.
         monotonic: the clock liveness deadlines are judged on, so a wall-clock step (NTP)
             neither calls the fleet down nor keeps a dead device up. Injected by tests.
+        shared_pool: bytes for metric-name sets, and as many for tag sets, kept once for
+            the whole fleet (see `SharedSets`).
     """
 
     def __init__(
@@ -327,6 +362,7 @@ class Fleet:
         *,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
+        shared_pool: int = SHARED_POOL,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -352,8 +388,8 @@ class Fleet:
         self.rows_skipped = 0  # stored devices and events `restore` could not read
         self._kernel_drops: dict[str, Callable[[], int]] = {}
         self.apply_limits(config)
-        self._tag_cache: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-        self._names_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._tags = SharedSets(shared_pool)
+        self._names = SharedSets(shared_pool)
         self.started_at = clock()
 
     # --- ingest (receiver threads) ----------------------------------------------
@@ -423,7 +459,8 @@ class Fleet:
                 and (d is None or names != d.metric_names)
                 and (
                     len(names) > self._max_metrics
-                    or metrics_cost(names, names in self._names_cache) > self._max_metric_bytes
+                    or metrics_cost(names, self._names.fits(names, names_cost(names)))
+                    > self._max_metric_bytes
                 )
             ):
                 self._reject("metrics_limit", transport)
@@ -436,7 +473,7 @@ class Fleet:
                     len(tags) > self._max_tags
                     or (
                         tags_cost(tags) > self._max_tag_bytes
-                        and tuple(tags.items()) not in self._tag_cache
+                        and not self._tags.fits(tuple(tags.items()), tags_cost(tags))
                     )
                 )
             ):
@@ -528,9 +565,7 @@ class Fleet:
             d.tags = self._shared_tags(tags)
         if names:
             if names != d.metric_names:  # most of a fleet shares a few sets of names
-                if len(self._names_cache) > SHARED_CACHE:
-                    self._names_cache.clear()
-                d.metric_names = self._names_cache.setdefault(names, names)
+                d.metric_names = self._names.shared(names, names, names_cost(names))
             d.metric_values = tuple(m.values())  # type: ignore[union-attr]
         if d.state != "up":
             self._transition(d, "up", "heartbeat", now)
@@ -620,10 +655,7 @@ class Fleet:
 
     def _shared_tags(self, tags: dict[str, str]) -> dict[str, str]:
         # Most of a fleet shares a handful of tag sets: keep one copy of each.
-        key = tuple(tags.items())
-        if len(self._tag_cache) > SHARED_CACHE:
-            self._tag_cache.clear()
-        return self._tag_cache.setdefault(key, tags)
+        return self._tags.shared(tuple(tags.items()), tags, tags_cost(tags))  # type: ignore[no-any-return]
 
     # --- liveness (the main loop's tick) ----------------------------------------
 
@@ -829,6 +861,11 @@ class Fleet:
                 if d is None or d.id in self._devices:
                     skipped += 1
                     continue
+                # one copy of each name and tag set, as when the devices first reported
+                d.metric_names = self._names.shared(d.metric_names, d.metric_names,
+                                                    names_cost(d.metric_names))  # fmt: skip
+                if d.tags:
+                    d.tags = self._shared_tags(d.tags)
                 # wall time converted once: how long ago, on the monotonic clock
                 d.seen = mono - max(0.0, wall - d.last_seen)
                 d.ev_start = mono

@@ -40,6 +40,7 @@ _limited = RateLimitedLog(log)
 
 PRUNE_EVERY = 3600.0  # s between deletions of events past the retention (at most)
 EX_IOERR = 74  # sysexits.h: the last write of the state failed
+MAX_UNFORGOTTEN = 100_000  # evicted ids kept for deletion while the store fails
 # settings a running collector cannot change: sockets, files and the MQTT client
 RESTART_NEEDED = ("udp_listen", "http_listen", "state_dir", "udp_receive_buffer", "mqtt",
                   "log_level")  # fmt: skip
@@ -65,6 +66,7 @@ class Collector:
         self.store_health = StoreHealth()
         self._exit_status = 0
         self._unsaved = (0, 0)  # device rows and events the last failed flush could not write
+        self._unforgotten: list[str] = []  # evicted devices still to delete from the store
 
     def status_line(self) -> str:
         """One line for `systemctl status`: devices by state and the overall loss."""
@@ -170,9 +172,13 @@ class Collector:
         if gone is not None:
             self._recreate(store, gone)
         rows, events = self.fleet.take_changes()
+        forgotten = self._unforgotten + self.fleet.take_forgotten()
         try:
+            store.forget(forgotten)
+            self._unforgotten = []
             store.write(rows, events)
         except StoreError as err:
+            self._unforgotten = forgotten[-MAX_UNFORGOTTEN:]  # a restart re-caps the rest
             # a full disk must not stop liveness checks: keep the changes, retry next time
             self._unsaved = (len(rows), len(events))
             dropped = self.fleet.requeue(rows, events)

@@ -169,6 +169,19 @@ class Store:
             self._db.executemany(self._upsert, rows)
             self._db.executemany(_INSERT_EVENT, events)
 
+    def forget(self, device_ids: Sequence[str]) -> None:
+        """Delete devices (evicted or forgotten) with their events."""
+        if not device_ids:
+            return
+        ids = [(d,) for d in device_ids]
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM devices WHERE id = ?", ids)
+                self._db.executemany("DELETE FROM events WHERE device = ?", ids)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot delete devices from {self.path}: {exc}") from exc
+
     def prune(self, now: float) -> int:
         """Delete events older than the retention; return how many went."""
         try:
