@@ -9,7 +9,7 @@ import re
 import pytest
 
 import fleetbeat
-from fleetbeat.config.agent import parse_agent_config
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.config.loader import parse_toml
 
 SAMPLES = []

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from fleetbeat.agent.config import load_agent_config
 from fleetbeat.agent.runtime import Emitter
-from fleetbeat.config.agent import load_agent_config
 from fleetbeat.outputs import ENCODERS, influx_lines, load, statsd_lines
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.udp import UdpConfig, UdpOutput

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetbeat.config.agent import parse_agent_config
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.config.loader import parse_toml, read_toml
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs import mqtt_publish

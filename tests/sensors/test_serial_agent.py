@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleetbeat import wire
-from fleetbeat.config.agent import parse_agent_config
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.config.loader import read_toml
 from helpers import ROOT, agent_toml, run_cli, wait_until
 

@@ -14,7 +14,7 @@ import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetbeat.config.agent import parse_agent_config
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.errors import ConfigError
 from fleetbeat.sensors.serial_port import LineAssembler, SerialConfig, SerialSensor
 from helpers import wait_until

@@ -7,8 +7,8 @@ import signal
 import pytest
 import stream_stub
 
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.agent.runtime import Agent
-from fleetbeat.config.agent import parse_agent_config
 from fleetbeat.config.loader import parse_toml
 from fleetbeat.sdnotify import Notifier
 from fleetbeat.sensors import SENSORS

@@ -18,9 +18,9 @@ import time
 from typing import Any, Callable, Optional
 
 from fleetbeat import __version__, wire
+from fleetbeat.agent.config import AgentConfig, Component, load_agent_config
 from fleetbeat.agent.sampling import Sampler
 from fleetbeat.agent.scheduler import Scheduler
-from fleetbeat.config.agent import AgentConfig, Component, load_agent_config
 from fleetbeat.outputs import ENCODERS, OUTPUTS, load
 from fleetbeat.outputs.base import Encoder, Identity, Outgoing, Output
 from fleetbeat.sdnotify import Notifier, Supervision

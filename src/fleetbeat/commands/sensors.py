@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleetbeat.config.agent import AgentConfig
+from fleetbeat.agent.config import AgentConfig
 from fleetbeat.outputs import load
 from fleetbeat.sensors import SENSORS
 from fleetbeat.sensors.system import SystemConfig, SystemSensor

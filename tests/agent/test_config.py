@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetbeat.config.agent import load_agent_config, parse_agent_config
+from fleetbeat.agent.config import load_agent_config, parse_agent_config
 from fleetbeat.config.loader import parse_toml
 from fleetbeat.config.schema import parse_duration
 from fleetbeat.errors import ConfigError
@@ -64,7 +64,7 @@ def test_examples_agent_toml_parses_with_every_key():
     assert [c.type for c in cfg.sensors] == ["system"]
     assert [(c.type, c.config.host) for c in cfg.outputs] == [("udp", "127.0.0.1")]
     text = path.read_text()
-    from fleetbeat.config.agent import AgentSection
+    from fleetbeat.agent.config import AgentSection
     from fleetbeat.config.frozen import fields
     from fleetbeat.outputs.udp import UdpConfig
     from fleetbeat.sensors.system import SystemConfig
