@@ -66,7 +66,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from fleetbeat.agent.config import parse_agent_config
+    from fleetbeat.agent.config import component_lines, parse_agent_config
     from fleetbeat.collector.config import is_collector_document, parse_collector_config
     from fleetbeat.config.loader import read_toml
     from fleetbeat.config.render import table_lines
@@ -79,11 +79,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 0
     config = parse_agent_config(data, args.file)
     lines += table_lines("[agent]", config.agent)
-    for comp in (*config.sensors, *config.outputs):
-        # an array element keeps its [[...]] header, a single table its [...]
-        name = comp.path.split("[")[0]
-        header = f"[[{name}]]" if "[" in comp.path else f"[{name}]"
-        lines += ["", *table_lines(header, comp.config)]
+    for comp in config.sensors:
+        lines += ["", *component_lines(comp)]
+    for out in config.outputs:
+        lines += ["", *component_lines(out)]
     print("\n".join(lines))
     return 0
 

@@ -22,7 +22,7 @@ def test_no_file_gives_embedded_defaults():
     [system] = cfg.sensor_configs("system")
     assert system.enabled and system.interval == 10.0
     [out] = cfg.outputs
-    assert (out.type, out.config.host, out.config.port, out.config.format) == (
+    assert (out.type, out.config.host, out.config.port, out.format) == (
         "udp",
         "127.0.0.1",
         9746,

@@ -371,8 +371,14 @@ def test_config_valid_serial_sensor():
         }
     }
     config = parse_agent_config(doc, "agent.toml")
-    cfg = config.sensor_configs("serial")[0]
-    assert (cfg.name, cfg.port, cfg.stopbits, cfg.sampling.every) == ("gps", "/dev/serial0", 1.5, 5)
+    [comp] = [c for c in config.sensors if c.type == "serial"]
+    cfg = comp.config
+    assert (cfg.name, cfg.port, cfg.stopbits, comp.sampling.every) == (
+        "gps",
+        "/dev/serial0",
+        1.5,
+        5,
+    )
 
 
 def test_two_serial_sensors_need_distinct_names():

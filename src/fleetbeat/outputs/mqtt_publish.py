@@ -62,7 +62,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fleetbeat.config.frozen import dataclass
@@ -77,6 +77,7 @@ from fleetbeat.config.schema import (
 from fleetbeat.config.schema import boolean as boolean_
 from fleetbeat.errors import ConfigError
 from fleetbeat.logutil import RateLimitedLog
+from fleetbeat.netaddr import hostport
 from fleetbeat.outputs.base import Identity, Outgoing, Tally
 
 if TYPE_CHECKING:  # paho is imported at run time only when an MQTT output is built
@@ -140,6 +141,18 @@ class MqttConfig:
             )
         if self.password_file is not None and self.username is None:
             problems.add(f"{path}.password_file", "needs username (MQTT sends no password alone)")
+
+    def target(self) -> str:
+        return hostport(self.host, self.port)
+
+    @classmethod
+    def check_together(cls, configs: Sequence[Any], path: str, problems: Problems) -> None:
+        """Two sessions with one broker and client id: the broker keeps dropping one."""
+        brokers = [(c.host, c.port, c.client_id or "") for c in configs]
+        for host, port, client_id in sorted({b for b in brokers if brokers.count(b) > 1}):
+            who = f'client_id "{client_id}"' if client_id else "the default client_id"
+            problems.add(path, f"two outputs connect to {host}:{port} with {who}: "
+                         "the broker would keep disconnecting one for the other")  # fmt: skip
 
     def check_files(self, path: str, problems: Problems) -> None:
         """The files the agent reads at start exist and are readable (not for examples)."""
@@ -223,7 +236,6 @@ class MqttOutput:
     """Publishes each payload at QoS 0 at once, or drops and counts it."""
 
     Config = MqttConfig
-    uses_identity = True  # the agent passes `identity`: topics carry the device id
 
     def __init__(
         self,
@@ -239,7 +251,7 @@ class MqttOutput:
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.config = config
-        self.name = name or f"mqtt {config.host}:{config.port}"
+        self.name = name or f"mqtt {config.target()}"
         self.tally = Tally(self.name, log)
         self.max_payload = config.max_payload
         self._rng = rng
@@ -609,3 +621,9 @@ def _drain(sock: socket.socket) -> None:
             pass
     except OSError:  # BlockingIOError: nothing left
         pass
+
+
+if TYPE_CHECKING:  # mypy checks the class against the output contract
+    from fleetbeat.outputs.base import OutputClass
+
+    _: OutputClass = MqttOutput

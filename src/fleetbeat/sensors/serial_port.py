@@ -57,7 +57,6 @@ import time
 from typing import Any, Callable, Optional
 
 from fleetbeat import wire
-from fleetbeat.agent.sampling import SamplingConfig
 from fleetbeat.config.frozen import dataclass, field
 from fleetbeat.config.schema import (
     Problems,
@@ -69,7 +68,6 @@ from fleetbeat.config.schema import (
     number,
     option,
     string,
-    table,
 )
 from fleetbeat.sensors.base import Emit, SensorErrors
 from fleetbeat.sensors.line_formats import (
@@ -124,9 +122,6 @@ class SerialConfig:
     exclusive: bool = option(True, boolean())
     reopen_delay: float = option(1.0, duration(min=0.01))
     reopen_max: float = option(30.0, duration(min=0.01))
-    sampling: SamplingConfig = field(
-        default_factory=SamplingConfig, metadata={"parse": table(SamplingConfig), "secret": False}
-    )
 
     def check(self, path: str, problems: Problems) -> None:
         if not self.port:
@@ -213,7 +208,8 @@ class SerialSensor:
         opener: builds an unopened pyserial port from keyword settings; defaults to
             `serial.serial_for_url` (tests may inject another for corners a pty
             cannot reach).
-        clock: monotonic seconds.
+        clock: monotonic seconds; `wall` and `sysfs_root` (the sensor contract's other
+            keywords) are not used by a serial port.
     """
 
     Config = SerialConfig
@@ -224,6 +220,8 @@ class SerialSensor:
         *,
         opener: Optional[Callable[..., Any]] = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sysfs_root: str = "/sys",
     ) -> None:
         self.config = config
         self.name = config.name
