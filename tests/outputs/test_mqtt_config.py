@@ -12,10 +12,11 @@ import pytest
 
 from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.config.loader import parse_toml, read_toml
+from fleetbeat.config.secrets import TlsConfig
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs import mqtt_publish
 from fleetbeat.outputs.base import Identity
-from fleetbeat.outputs.mqtt_publish import MqttConfig, MqttOutput, MqttTlsConfig
+from fleetbeat.outputs.mqtt_publish import MqttConfig, MqttOutput
 from helpers import ROOT, UdpReceiver, agent_toml, fleetbeat_cmd, run_cli, subprocess_env
 
 IDENTITY = Identity(dev="pi-1", run="0" * 16, boot_time=0, version="0", tags={})
@@ -166,7 +167,7 @@ def test_example_file_sets_every_key():
     assert [c.type for c in cfg.outputs] == ["mqtt"]
     table = data["outputs"]["mqtt"][0]
     assert set(table) == set(MqttConfig.__dataclass_fields__)
-    assert set(table["tls"]) == set(MqttTlsConfig.__dataclass_fields__)
+    assert set(table["tls"]) == set(TlsConfig.__dataclass_fields__)
 
 
 def test_commented_block_in_agent_toml_parses():
