@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.errors import ConfigError
-from fleetbeat.sensors.serial_port import LineAssembler, SerialConfig, SerialSensor
+from fleetbeat.sensors.line_formats import LineAssembler
+from fleetbeat.sensors.serial_port import SerialConfig, SerialSensor
 from helpers import wait_until
 
 FAST = {"reopen_delay": 0.05, "reopen_max": 0.1}
@@ -396,7 +397,7 @@ def test_pyserial_and_pynmea2_load_only_when_needed():
         "from fleetbeat.sensors.serial_port import SerialConfig, SerialSensor\n"
         "s = SerialSensor(SerialConfig(port='/nonexistent/tty'))\n"
         "print('serial' in sys.modules, 'pynmea2' in sys.modules)\n"
-        "s._open()\n"
+        "s.open_port()\n"
         "print('serial' in sys.modules, 'pynmea2' in sys.modules)\n"
         "SerialSensor(SerialConfig(port='/x', format='nmea'))\n"
         "print('pynmea2' in sys.modules)\n"
