@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -178,15 +177,6 @@ def test_commented_block_in_agent_toml_parses():
     lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
     cfg = parse_agent_config(parse_toml("[[outputs.mqtt]]\n" + "\n".join(lines)), "agent.toml")
     assert cfg.outputs[0].config.username == "pi-kitchen"
-
-
-def test_module_docstring_sample_parses():
-    """The TOML sample in the module's docstring is a valid config."""
-    doc = mqtt_publish.__doc__ or ""
-    sample = re.search(r"```toml\n(.*?)```", doc, re.S)
-    assert sample is not None
-    cfg = parse_agent_config(parse_toml(sample.group(1)), "docstring", check_files=False)
-    assert cfg.outputs[0].config.tls is not None
 
 
 # Runs `python -m fleetbeat agent ...` and writes sys.modules at exit (after the bye).

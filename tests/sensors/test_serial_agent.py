@@ -154,14 +154,3 @@ def test_the_example_serial_block_is_complete():
     block = text.split("[[sensors.serial]]", 1)[1].split("[[outputs", 1)[0]
     for f in dataclasses.fields(SerialConfig):
         assert re.search(rf"^#? ?{f.name} = ", block, re.M) or f.name == "sampling", f.name
-
-
-def test_module_docstring_sample_is_valid(tmp_path):
-    """The TOML sample in the serial module's docstring validates."""
-    from fleetbeat.sensors import serial_port
-
-    assert serial_port.__doc__ is not None
-    sample = serial_port.__doc__.split("```toml\n", 1)[1].split("```", 1)[0]
-    path = tmp_path / "sample.toml"
-    path.write_text(sample)
-    parse_agent_config(read_toml(str(path)), str(path))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 from fleetbeat.config.schema import Problems
 from fleetbeat.logutil import RateLimitedLog
@@ -79,6 +79,7 @@ class EncoderClass(Protocol):
     def __call__(self, identity: Identity, *, prefix: str) -> Encoder: ...
 
 
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class Encoder(Protocol):
     """Turns a message into payloads no larger than `limit` bytes each."""
 
@@ -89,6 +90,7 @@ class Encoder(Protocol):
         ...
 
 
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class Output(Protocol):
     """Hands a payload to the kernel at once or drops it. Never raises, never keeps it."""
 
@@ -106,6 +108,7 @@ class Output(Protocol):
         """Stop background work; give up after `timeout` seconds."""
 
 
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class OutputConfig(Protocol):
     """An output's frozen config record (`fleetbeat.config.frozen.dataclass`) and its hooks."""
 

@@ -11,7 +11,7 @@ part of its Config: the agent parses it for every sensor alike.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, runtime_checkable
 
 from fleetbeat.logutil import RateLimitedLog
 
@@ -48,6 +48,7 @@ class SensorConfig(Protocol):
         ...
 
 
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class Sensor(Protocol):
     """What the agent asks of every sensor, polled or streaming."""
 
@@ -60,12 +61,14 @@ class Sensor(Protocol):
         ...
 
 
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class PolledSensor(Sensor, Protocol):
     def read(self) -> dict[str, float]:
         """Read now; metrics that fail are skipped and counted in `errors`."""
         ...
 
 
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class StreamingSensor(Sensor, Protocol):
     def start(self, emit: Emit) -> None:
         """Begin reading in the background; call `emit` with each reading. Never blocks."""

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from fleetbeat.agent.config import load_agent_config
 from fleetbeat.agent.pipeline import Emitter
-from fleetbeat.outputs import influx_lines, statsd_lines
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.udp import UdpConfig, UdpOutput
-from fleetbeat.registry import ENCODERS, encoder_class
+from fleetbeat.registry import encoder_class
 from helpers import run_cli
 
 IDENTITY = Identity(dev="d", run="0" * 16, boot_time=0, version="t", tags={})
@@ -26,16 +23,6 @@ def test_format_is_registered_and_builds(fmt):
         Outgoing("rd", ts=1.0, src="s", metrics={"x": 1}), lambda: 0, 1432
     )
     assert too_large == 0 and len(payloads) == 1
-
-
-@pytest.mark.parametrize("module", [statsd_lines, influx_lines])
-def test_module_docstring_sample_is_a_valid_config(module, tmp_path: Path):
-    """The TOML sample in each encoder module's docstring passes the agent's config checks."""
-    (sample,) = re.findall(r"```toml\n(.*?)```", module.__doc__ or "", re.S)
-    path = tmp_path / "sample.toml"
-    path.write_text(sample)
-    config = load_agent_config(str(path))
-    assert config.outputs[0].format in ENCODERS
 
 
 def test_check_config_suggests_the_format_name(tmp_path: Path):
