@@ -71,8 +71,11 @@ def test_entry_meets_its_protocol(kind, name):
 
 def test_unknown_names_fail_with_the_valid_ones():
     """Asking the registry for a name it does not have lists the names it has."""
-    with pytest.raises(FleetbeatError, match=r'unknown output type "ftp"; valid: mqtt, udp'):
+    with pytest.raises(FleetbeatError) as err:
         registry.output_class("ftp")
+    assert (
+        str(err.value) == f'unknown output type "ftp"; valid: {", ".join(sorted(KINDS["output"]))}'
+    )
 
 
 def samples():
