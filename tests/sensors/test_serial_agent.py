@@ -153,4 +153,4 @@ def test_the_example_serial_block_is_complete():
     text = (ROOT / "examples" / "agent.toml").read_text()
     block = text.split("[[sensors.serial]]", 1)[1].split("[[outputs", 1)[0]
     for f in dataclasses.fields(SerialConfig):
-        assert re.search(rf"^#? ?{f.name} = ", block, re.M) or f.name == "sampling", f.name
+        assert re.search(rf"^#? ?{f.name} = ", block, re.M), f.name
