@@ -5,7 +5,9 @@ every sensor the same way, `cls(config, clock=..., wall=..., sysfs_root=...)`,
 and runs it one of two ways: a polled sensor (`interval` in seconds) is read by
 the agent's scheduler; a streaming sensor (`interval` None, e.g. serial) reads in
 its own thread between `start(emit)` and `stop()`. Its `sampling` table is not
-part of its Config: the agent parses it for every sensor alike.
+part of its Config: the agent parses it for every sensor alike. Logs name a
+sensor by its `name` (the readings' `src`); across a reload it keeps running
+while its type, Config and sampling table compare equal (`agent.reload`).
 """
 
 from __future__ import annotations
