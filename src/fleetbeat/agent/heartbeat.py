@@ -10,7 +10,7 @@ never sampled; each output's carries that output's own drop counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from fleetbeat import wire
 from fleetbeat.config.schema import Problems, string, suggest
@@ -71,18 +71,15 @@ class Heartbeat:
             source = {**source, **wire.clean_metrics(system.read(self._own_groups))}
         return {n: source[n] for n in self.names if n in source}
 
-    def messages(
+    def message(
         self,
         kind: str,
         ts: float,
-        tallies: Sequence[Tally],
-        errors: Callable[[], dict[str, dict[str, int]]],
-    ) -> list[Outgoing]:
-        """One `hb` (or `bye`) per output, each with that output's drop counts."""
-        metrics = self.metrics() if kind == "hb" else {}
-        errs: Optional[dict[str, dict[str, int]]] = errors() if kind == "hb" else None
-        return [
-            Outgoing(kind, ts=ts, metrics=metrics, interval=self.interval, drop=t.dropped,
-                     drop_by=dict(t.by_reason) if t.by_reason else None, errors=errs)
-            for t in tallies
-        ]  # fmt: skip
+        tally: Tally,
+        metrics: dict[str, float],
+        errors: Optional[dict[str, dict[str, int]]],
+    ) -> Outgoing:
+        """An `hb` (or `bye`) for one output, with that output's drop counts."""
+        return Outgoing(kind, ts=ts, metrics=metrics, interval=self.interval, drop=tally.dropped,
+                        drop_by=dict(tally.by_reason) if tally.by_reason else None,
+                        errors=errors)  # fmt: skip

@@ -120,11 +120,12 @@ class Agent:
         return self.heartbeat.metrics()
 
     def send_heartbeat(self, kind: str = "hb") -> None:
-        emitters = self.emitters
-        msgs = self.heartbeat.messages(kind, self._wall(), [em.output.tally for em in emitters],
-                                       self.sensor_errors)  # fmt: skip
-        for em, msg in zip(emitters, msgs):
-            em.emit(msg)
+        hb = self.heartbeat
+        metrics = hb.metrics() if kind == "hb" else {}
+        errors = self.sensor_errors() if kind == "hb" else None
+        ts = self._wall()
+        for em in self.emitters:
+            em.emit(hb.message(kind, ts, em.output.tally, metrics, errors))
 
     def read_sensor(self, sensor: PolledSensor) -> None:
         self.channels[sensor.name].offer(sensor.read())
