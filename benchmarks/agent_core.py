@@ -47,7 +47,7 @@ PROBE = f"""
 import sys
 from fleetbeat.agent.runtime import Agent
 from fleetbeat.cli import build_parser
-from fleetbeat.config.agent import parse_agent_config
+from fleetbeat.agent.config import parse_agent_config
 agent = Agent(parse_agent_config({{"outputs": {{"udp": [{{"port": 9}}]}}}}, "probe"))
 agent.start()
 agent.send_heartbeat()
@@ -181,8 +181,8 @@ def bench_system_cpu() -> None:
 
 
 def bench_heartbeat_send() -> None:
+    from fleetbeat.agent.config import parse_agent_config
     from fleetbeat.agent.runtime import Agent
-    from fleetbeat.config.agent import parse_agent_config
     from fleetbeat.outputs.base import Outgoing
 
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

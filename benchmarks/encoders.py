@@ -14,9 +14,8 @@ import functools
 import time
 from typing import Any, Callable
 
-from fleetbeat.outputs import ENCODERS, load
 from fleetbeat.outputs.base import Identity, Outgoing
-from fleetbeat.outputs.udp import UdpConfig
+from fleetbeat.registry import ENCODERS, encoder_class
 
 IDENTITY = Identity(
     dev="pi-kitchen",
@@ -98,7 +97,7 @@ def main() -> None:
         best = dict.fromkeys(names, 0.0)
         shape: dict[str, tuple[int, int]] = {}
         for name in names:
-            encoder = load(ENCODERS[name])(IDENTITY, UdpConfig(format=name))
+            encoder = encoder_class(name)(IDENTITY, prefix="fleetbeat")
             payloads, too_large = encoder.encode(msg, seq, 1432)
             assert too_large == 0
             shape[name] = (len(payloads), sum(len(p) for p in payloads))

@@ -27,7 +27,7 @@ import time
 import tty
 from typing import Any
 
-from fleetbeat.config.agent import parse_agent_config
+from fleetbeat.agent.config import parse_agent_config
 
 CHUNK_LINES = 500
 

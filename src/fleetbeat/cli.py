@@ -40,8 +40,8 @@ def _config_failed(err: ConfigError) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from fleetbeat.agent.config import load_agent_config
     from fleetbeat.agent.runtime import Agent
-    from fleetbeat.config.agent import load_agent_config
 
     config = load_agent_config(args.config)
     _setup_logging(args.log_level or config.agent.log_level)
@@ -66,8 +66,8 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from fleetbeat.agent.config import component_lines, parse_agent_config
     from fleetbeat.collector.config import is_collector_document, parse_collector_config
-    from fleetbeat.config.agent import parse_agent_config
     from fleetbeat.config.loader import read_toml
     from fleetbeat.config.render import table_lines
 
@@ -79,18 +79,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 0
     config = parse_agent_config(data, args.file)
     lines += table_lines("[agent]", config.agent)
-    for comp in (*config.sensors, *config.outputs):
-        # an array element keeps its [[...]] header, a single table its [...]
-        name = comp.path.split("[")[0]
-        header = f"[[{name}]]" if "[" in comp.path else f"[{name}]"
-        lines += ["", *table_lines(header, comp.config)]
+    for comp in config.sensors:
+        lines += ["", *component_lines(comp)]
+    for out in config.outputs:
+        lines += ["", *component_lines(out)]
     print("\n".join(lines))
     return 0
 
 
 def cmd_sensors(args: argparse.Namespace) -> int:
-    from fleetbeat.config.agent import load_agent_config
-    from fleetbeat.sensors.report import sensor_report
+    from fleetbeat.agent.config import load_agent_config
+    from fleetbeat.commands.sensors import sensor_report
 
     config = load_agent_config(args.config)
     _setup_logging("warning")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.agent.runtime import Agent
-from fleetbeat.config.agent import parse_agent_config
 from fleetbeat.config.loader import parse_toml
 from helpers import UdpReceiver, agent_toml, run_cli
 

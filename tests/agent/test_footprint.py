@@ -11,7 +11,7 @@ PROBE = """
 import sys
 from fleetbeat.agent.runtime import Agent
 from fleetbeat.cli import build_parser
-from fleetbeat.config.agent import load_agent_config
+from fleetbeat.agent.config import load_agent_config
 agent = Agent(load_agent_config(sys.argv[1]))
 agent.start()
 agent.read_sensor(agent.system)

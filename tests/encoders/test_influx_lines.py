@@ -10,7 +10,6 @@ from line_parsers import LineError, influx_points, parse_influx_line
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.influx_lines import InfluxEncoder
 from fleetbeat.outputs.lines import pack_lines
-from fleetbeat.outputs.udp import UdpConfig
 from helpers import Seq
 
 TS = 1764160000.1234
@@ -26,7 +25,7 @@ def ident(dev: str = "pi-kitchen", boot_time: int = BOOT, **tags: str) -> Identi
 
 def test_reading_is_one_line_measurement_source_tags_sorted():
     """A reading is `{src},device=..,tags.. fields ts` with tags sorted by key."""
-    enc = InfluxEncoder(ident(site="kitchen", rack="2"), None)
+    enc = InfluxEncoder(ident(site="kitchen", rack="2"))
     msg = Outgoing("rd", ts=TS, src="system", metrics={"cpu": 3.5, "procs": 173, "load1": 0.5})
     payloads, too_large = enc.encode(msg, Seq(), 1432)
     assert too_large == 0
@@ -37,7 +36,7 @@ def test_reading_is_one_line_measurement_source_tags_sorted():
 
 def test_escaping_follows_the_line_protocol_reference():
     """Measurement escapes comma and space; keys and tag values also escape `=`; `\\` doubles."""
-    enc = InfluxEncoder(ident(**{"my tag": "a,b=c d", "path": "C:\\temp"}), None)
+    enc = InfluxEncoder(ident(**{"my tag": "a,b=c d", "path": "C:\\temp"}))
     msg = Outgoing("rd", ts=TS, src="my sensor,1=x", metrics={"temp °C,max=1": 1.5})
     payloads, _ = enc.encode(msg, Seq(), 1432)
     assert payloads == [
@@ -53,7 +52,7 @@ def test_escaping_follows_the_line_protocol_reference():
 
 def test_newlines_become_spaces_and_empty_tags_are_left_out():
     """Line protocol cannot carry a newline: it becomes a space; a tag with no value is omitted."""
-    enc = InfluxEncoder(ident(note="two\nlines", empty="", device="not me"), None)
+    enc = InfluxEncoder(ident(note="two\nlines", empty="", device="not me"))
     msg = Outgoing("rd", ts=TS, src="#s", metrics={"a\r\nb": 1, "": 2})
     ((measurement, tags, fields, _),) = influx_points(enc.encode(msg, Seq(), 1432)[0])
     assert measurement == "_s"
@@ -63,7 +62,7 @@ def test_newlines_become_spaces_and_empty_tags_are_left_out():
 
 def test_a_double_quote_in_a_field_key_is_written_as_underscore():
     """A `"` in a field key becomes `_`; in measurements and tags it is kept as it is."""
-    enc = InfluxEncoder(ident(q='say "hi"'), None)
+    enc = InfluxEncoder(ident(q='say "hi"'))
     msg = Outgoing("rd", ts=TS, src='a"b', metrics={'temp "c"': 1})
     payloads, _ = enc.encode(msg, Seq(), 1432)
     assert payloads == [b'a"b,device=pi-kitchen,q=say\\ "hi" temp\\ _c_=1i %d' % TS_NS]
@@ -71,7 +70,7 @@ def test_a_double_quote_in_a_field_key_is_written_as_underscore():
 
 def test_names_that_escape_alike_keep_the_last_value():
     """Two metric names written alike give one field, not a duplicate key InfluxDB refuses."""
-    enc = InfluxEncoder(ident(), None)
+    enc = InfluxEncoder(ident())
     payloads, too_large = enc.encode(
         Outgoing("rd", ts=TS, src="s", metrics={'a"': 1, "a_": 2, "b": 3}), Seq(), 1432
     )
@@ -81,7 +80,7 @@ def test_names_that_escape_alike_keep_the_last_value():
 
 def test_integers_have_the_i_suffix_and_floats_do_not():
     """Ints (and bools as 0/1) are `i` integers, floats keep a float form, huge ints are floats."""
-    enc = InfluxEncoder(ident(), None)
+    enc = InfluxEncoder(ident())
     metrics = {"i": 7, "f": 7.0, "neg": -3, "tiny": 1e-07, "big": 2**63, "max": 2**63 - 1}
     payloads, _ = enc.encode(Outgoing("rd", ts=TS, src="s", metrics=metrics), Seq(), 1432)
     line = payloads[0].decode()
@@ -94,7 +93,7 @@ def test_integers_have_the_i_suffix_and_floats_do_not():
 
 def test_an_int_no_float_can_hold_is_counted_as_dropped():
     """An int beyond float range cannot be written: it is left out and counted."""
-    enc = InfluxEncoder(ident(), None)
+    enc = InfluxEncoder(ident())
     payloads, too_large = enc.encode(
         Outgoing("rd", ts=TS, src="s", metrics={"huge": 10**400, "ok": 1}), Seq(), 1432
     )
@@ -104,7 +103,7 @@ def test_an_int_no_float_can_hold_is_counted_as_dropped():
 
 def test_timestamp_is_nanoseconds_with_millisecond_resolution():
     """The timestamp is epoch nanoseconds, rounded to the millisecond."""
-    enc = InfluxEncoder(ident(), None)
+    enc = InfluxEncoder(ident())
     payloads, _ = enc.encode(
         Outgoing("rd", ts=1764160000.9996, src="s", metrics={"x": 1}), Seq(), 1432
     )
@@ -113,7 +112,7 @@ def test_timestamp_is_nanoseconds_with_millisecond_resolution():
 
 def test_heartbeat_fields_under_prefix_heartbeat():
     """A heartbeat is a `{prefix}_heartbeat` point: seq, up, interval, uptime, drops, errors."""
-    enc = InfluxEncoder(ident(site="k"), UdpConfig(format="influx", prefix="fleet"))
+    enc = InfluxEncoder(ident(site="k"), prefix="fleet")
     seq = Seq()
     seq.n = 9
     msg = Outgoing(
@@ -135,21 +134,21 @@ def test_heartbeat_fields_under_prefix_heartbeat():
 
 def test_bye_is_a_heartbeat_point_with_up_zero():
     """A bye is a `fleetbeat_heartbeat` point with the seq and up=0i."""
-    enc = InfluxEncoder(ident(boot_time=0), None)
+    enc = InfluxEncoder(ident(boot_time=0))
     payloads, _ = enc.encode(Outgoing("bye", ts=TS), Seq(), 1432)
     assert payloads == [b"fleetbeat_heartbeat,device=pi-kitchen seq=0i,up=0i %d" % TS_NS]
 
 
 def test_uptime_is_left_out_when_boot_time_is_unknown():
     """With no boot time (0) the heartbeat has no uptime field."""
-    enc = InfluxEncoder(ident(boot_time=0), None)
+    enc = InfluxEncoder(ident(boot_time=0))
     payloads, _ = enc.encode(Outgoing("hb", ts=TS, interval=1.0), Seq(), 1432)
     assert "uptime" not in influx_points(payloads)[0][2]
 
 
 def test_a_long_reading_is_split_into_lines_of_the_same_point():
     """A reading too long for one datagram becomes several lines, same series and timestamp."""
-    enc = InfluxEncoder(ident(site="kitchen"), None)
+    enc = InfluxEncoder(ident(site="kitchen"))
     metrics = {f"metric_number_{i}": i + 0.5 for i in range(60)}
     seq = Seq()
     payloads, too_large = enc.encode(Outgoing("rd", ts=TS, src="system", metrics=metrics), seq, 300)
@@ -167,7 +166,7 @@ def test_a_long_reading_is_split_into_lines_of_the_same_point():
 
 def test_a_field_too_large_for_any_line_is_counted():
     """A field that cannot fit a line of its own is dropped and counted; the rest is sent."""
-    enc = InfluxEncoder(ident(), None)
+    enc = InfluxEncoder(ident())
     payloads, too_large = enc.encode(
         Outgoing("rd", ts=TS, src="s", metrics={"x" * 300: 1, "ok": 2}), Seq(), 256
     )
@@ -177,7 +176,7 @@ def test_a_field_too_large_for_any_line_is_counted():
 
 def test_nothing_fits_means_no_seq_drawn():
     """When tags alone exceed the limit nothing is sent and no seq is used up."""
-    enc = InfluxEncoder(ident(site="x" * 300), None)
+    enc = InfluxEncoder(ident(site="x" * 300))
     seq = Seq()
     assert enc.encode(Outgoing("hb", ts=TS, interval=1.0), seq, 256)[0] == []
     assert seq.n == 0
@@ -223,7 +222,7 @@ DEVICE = st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True)
 )
 def test_any_accepted_name_tag_and_value_reads_back_unchanged(dev, src, tags, metrics, limit):
     """Every name, tag and finite value the config accepts parses back exactly, within the limit."""
-    enc = InfluxEncoder(ident(dev, **tags), None)
+    enc = InfluxEncoder(ident(dev, **tags))
     payloads, too_large = enc.encode(Outgoing("rd", ts=TS, src=src, metrics=metrics), Seq(), limit)
     assert all(len(p) <= limit for p in payloads)
     want_tags = {k: v for k, v in tags.items() if v and k != "device"}

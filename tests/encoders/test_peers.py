@@ -136,9 +136,7 @@ VALUES = st.one_of(
 def test_statsd_daemon_reads_any_name_and_value_back(statsd_daemon):
     """Any metric name and finite value (negative ones too) end as that gauge value in statsd."""
     cases = collect(st.dictionaries(st.text(max_size=30), VALUES, min_size=1, max_size=8), 150)
-    enc = StatsdEncoder(
-        Identity(dev="dev-1", run="0" * 16, boot_time=0, version="t", tags={}), None
-    )
+    enc = StatsdEncoder(Identity(dev="dev-1", run="0" * 16, boot_time=0, version="t", tags={}))
     sock_payloads: list[bytes] = []
     for i, metrics in enumerate(cases):
         payloads, too_large = enc.encode(
@@ -177,7 +175,6 @@ def test_dogstatsd_lines_are_accepted_by_statsd(statsd_daemon):
         Identity(
             dev="d", run="0" * 16, boot_time=0, version="t", tags={"a": "x,y|z#w", "b": "ü é"}
         ),
-        None,
     )
     payloads, _ = enc.encode(Outgoing("rd", ts=1.0, src="s", metrics={"m": -2.5}), lambda: 0, 1432)
     tags = "|#device:d,a:x_y_z_w,b:ü_é"
@@ -255,9 +252,7 @@ def test_victoria_metrics_reads_any_name_and_tag_back(victoria_metrics):
     now = round(time.time(), 3)  # VictoriaMetrics refuses samples older than its retention
     for i, (tags, metrics) in enumerate(cases):
         dev = f"dev-{i}"
-        enc = InfluxEncoder(
-            Identity(dev=dev, run="0" * 16, boot_time=0, version="t", tags=tags), None
-        )
+        enc = InfluxEncoder(Identity(dev=dev, run="0" * 16, boot_time=0, version="t", tags=tags))
         payloads, too_large = enc.encode(
             Outgoing("rd", ts=now, src=f"case {i},x", metrics=metrics), lambda: 0, 1432
         )

@@ -11,7 +11,6 @@ from line_parsers import LineError, apply_gauges, parse_statsd_line
 
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.statsd_lines import DogStatsdEncoder, StatsdEncoder, clean_name
-from fleetbeat.outputs.udp import UdpConfig
 from helpers import Seq
 
 TS = 1764160000.25
@@ -28,7 +27,7 @@ def lines(payloads: list[bytes]) -> list[str]:
 
 def test_readings_are_gauges_named_prefix_device_source_metric():
     """A reading becomes one `{prefix}.{dev}.{src}.{metric}:{value}|g` line per metric."""
-    enc = StatsdEncoder(ident(), UdpConfig(format="statsd", prefix="fb"))
+    enc = StatsdEncoder(ident(), prefix="fb")
     msg = Outgoing("rd", ts=TS, src="system", metrics={"cpu": 3.5, "procs": 173, "disk.root": 41.0})
     payloads, too_large = enc.encode(msg, Seq(), 1432)
     assert too_large == 0
@@ -41,14 +40,14 @@ def test_readings_are_gauges_named_prefix_device_source_metric():
 
 def test_gauges_carry_no_sample_rate():
     """A sampled reading (rate 0.1) is still sent as plain gauges, with no `|@0.1`."""
-    enc = StatsdEncoder(ident(), None)
+    enc = StatsdEncoder(ident())
     msg = Outgoing("rd", ts=TS, src="system", metrics={"cpu": 3.5}, rate=0.1)
     assert enc.encode(msg, Seq(), 1432)[0] == [b"fleetbeat.pi-kitchen.system.cpu:3.5|g"]
 
 
 def test_heartbeat_fields_are_gauges_under_heartbeat():
     """A heartbeat sends seq, up, interval, uptime, drop (and by reason), errors and metrics."""
-    enc = StatsdEncoder(ident(), None)
+    enc = StatsdEncoder(ident())
     seq = Seq()
     seq.n = 41
     msg = Outgoing(
@@ -79,7 +78,7 @@ def test_heartbeat_fields_are_gauges_under_heartbeat():
 
 def test_bye_sets_up_to_zero():
     """A bye sends the heartbeat seq and up = 0, so a graceful stop shows."""
-    enc = StatsdEncoder(ident(), None)
+    enc = StatsdEncoder(ident())
     payloads, _ = enc.encode(Outgoing("bye", ts=TS), Seq(), 1432)
     assert lines(payloads) == [
         "fleetbeat.pi-kitchen.heartbeat.seq:0|g",
@@ -89,7 +88,7 @@ def test_bye_sets_up_to_zero():
 
 def test_negative_gauge_is_zeroed_first_in_the_same_datagram():
     """A negative value is sent as `name:0|g` then `name:-v|g`, never split across datagrams."""
-    enc = StatsdEncoder(ident(), None)
+    enc = StatsdEncoder(ident())
     name = "fleetbeat.pi-kitchen.weather.temp"
     msg = Outgoing("rd", ts=TS, src="weather", metrics={"temp": -4.5, "hum": 40.0})
     payloads, _ = enc.encode(msg, Seq(), 1432)
@@ -109,7 +108,7 @@ def test_negative_gauge_is_zeroed_first_in_the_same_datagram():
 
 def test_negative_zero_is_sent_as_zero():
     """-0.0 is sent as `0` (a `-0` would be a no-op delta to StatsD)."""
-    enc = StatsdEncoder(ident(), None)
+    enc = StatsdEncoder(ident())
     msg = Outgoing("rd", ts=TS, src="s", metrics={"x": -0.0})
     assert enc.encode(msg, Seq(), 1432)[0] == [b"fleetbeat.pi-kitchen.s.x:0|g"]
 
@@ -133,14 +132,14 @@ def test_statsd_name_sanitising_rule(text, dots, expected):
 
 def test_device_and_source_are_one_level_each():
     """Dots in the device id and the sensor name become `_`: each stays one Graphite level."""
-    enc = StatsdEncoder(ident("pi.kitchen"), None)
+    enc = StatsdEncoder(ident("pi.kitchen"))
     msg = Outgoing("rd", ts=TS, src="my.sensor", metrics={"a.b": 1})
     assert enc.encode(msg, Seq(), 1432)[0] == [b"fleetbeat.pi_kitchen.my_sensor.a.b:1|g"]
 
 
 def test_dogstatsd_tags_carry_device_and_agent_tags():
     """DogStatsD lines name `{prefix}.{src}.{metric}` and tag device plus `[agent] tags`."""
-    enc = DogStatsdEncoder(ident(site="the kitchen, 2", rack="2", device="ignored", empty=""), None)
+    enc = DogStatsdEncoder(ident(site="the kitchen, 2", rack="2", device="ignored", empty=""))
     msg = Outgoing("rd", ts=TS, src="my-sensor", metrics={"temp-c": -1.5})
     payloads, _ = enc.encode(msg, Seq(), 1432)
     tags = "|#device:pi-kitchen,site:the_kitchen__2,rack:2"
@@ -152,7 +151,7 @@ def test_dogstatsd_tags_carry_device_and_agent_tags():
 
 def test_dogstatsd_heartbeat_under_prefix_heartbeat():
     """DogStatsD heartbeats are `{prefix}.heartbeat.*` gauges tagged with the device."""
-    enc = DogStatsdEncoder(ident(), UdpConfig(prefix="fleet"))
+    enc = DogStatsdEncoder(ident(), prefix="fleet")
     payloads, _ = enc.encode(Outgoing("bye", ts=TS), Seq(), 1432)
     assert lines(payloads) == [
         "fleet.heartbeat.seq:0|g|#device:pi-kitchen",
@@ -162,7 +161,7 @@ def test_dogstatsd_heartbeat_under_prefix_heartbeat():
 
 def test_lines_are_packed_and_split_only_at_line_boundaries():
     """Many metrics fill several datagrams, each within the limit, every line whole, in order."""
-    enc = StatsdEncoder(ident(), None)
+    enc = StatsdEncoder(ident())
     metrics = {f"metric_{i}": i + 0.5 for i in range(100)}
     seq = Seq()
     payloads, too_large = enc.encode(Outgoing("rd", ts=TS, src="s", metrics=metrics), seq, 300)
@@ -176,7 +175,7 @@ def test_lines_are_packed_and_split_only_at_line_boundaries():
 
 def test_a_line_over_the_limit_is_counted_not_cut():
     """A line longer than the limit is dropped and counted; the others are still sent."""
-    enc = StatsdEncoder(ident(), None)
+    enc = StatsdEncoder(ident())
     msg = Outgoing("rd", ts=TS, src="s", metrics={"x" * 300: 1, "ok": 2})
     payloads, too_large = enc.encode(msg, Seq(), 256)
     assert too_large == 1
@@ -185,7 +184,7 @@ def test_a_line_over_the_limit_is_counted_not_cut():
 
 def test_nothing_fits_means_no_seq_drawn():
     """When every line is too large nothing is sent and no seq is used up."""
-    enc = DogStatsdEncoder(ident(site="x" * 400), None)
+    enc = DogStatsdEncoder(ident(site="x" * 400))
     seq = Seq()
     payloads, too_large = enc.encode(
         Outgoing("rd", ts=TS, src="s", metrics={"a": 1, "b": 2}), seq, 256
@@ -214,7 +213,7 @@ DATADOG_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 )
 def test_any_metric_reads_back_through_statsd_semantics(src, metrics, limit):
     """Any name and finite value become valid gauge lines that a StatsD server reads back."""
-    enc = StatsdEncoder(ident("dev-1"), None)
+    enc = StatsdEncoder(ident("dev-1"))
     payloads, too_large = enc.encode(Outgoing("rd", ts=TS, src=src, metrics=metrics), Seq(), limit)
     assert too_large == 0 and all(len(p) <= limit for p in payloads)
     gauges: dict[tuple[str, tuple[str, ...]], float] = {}
@@ -239,7 +238,7 @@ def test_any_metric_reads_back_through_statsd_semantics(src, metrics, limit):
 )
 def test_any_tag_makes_valid_dogstatsd_lines(metrics, tags):
     """Any accepted tag value yields lines whose tags parse as key:value, device first."""
-    enc = DogStatsdEncoder(ident("dev-1", **tags), None)
+    enc = DogStatsdEncoder(ident("dev-1", **tags))
     payloads, too_large = enc.encode(Outgoing("rd", ts=TS, src="s", metrics=metrics), Seq(), 65507)
     assert too_large == 0
     wanted = [f"{k}:{v}" for k, v in tags.items() if k != "device" and v]

@@ -14,9 +14,10 @@ import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetbeat.config.agent import parse_agent_config
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.errors import ConfigError
-from fleetbeat.sensors.serial_port import LineAssembler, SerialConfig, SerialSensor
+from fleetbeat.sensors.line_formats import LineAssembler
+from fleetbeat.sensors.serial_port import SerialConfig, SerialSensor
 from helpers import wait_until
 
 FAST = {"reopen_delay": 0.05, "reopen_max": 0.1}
@@ -371,8 +372,14 @@ def test_config_valid_serial_sensor():
         }
     }
     config = parse_agent_config(doc, "agent.toml")
-    cfg = config.sensor_configs("serial")[0]
-    assert (cfg.name, cfg.port, cfg.stopbits, cfg.sampling.every) == ("gps", "/dev/serial0", 1.5, 5)
+    [comp] = [c for c in config.sensors if c.type == "serial"]
+    cfg = comp.config
+    assert (cfg.name, cfg.port, cfg.stopbits, comp.sampling.every) == (
+        "gps",
+        "/dev/serial0",
+        1.5,
+        5,
+    )
 
 
 def test_two_serial_sensors_need_distinct_names():
@@ -390,7 +397,7 @@ def test_pyserial_and_pynmea2_load_only_when_needed():
         "from fleetbeat.sensors.serial_port import SerialConfig, SerialSensor\n"
         "s = SerialSensor(SerialConfig(port='/nonexistent/tty'))\n"
         "print('serial' in sys.modules, 'pynmea2' in sys.modules)\n"
-        "s._open()\n"
+        "s.open_port()\n"
         "print('serial' in sys.modules, 'pynmea2' in sys.modules)\n"
         "SerialSensor(SerialConfig(port='/x', format='nmea'))\n"
         "print('pynmea2' in sys.modules)\n"

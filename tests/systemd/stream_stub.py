@@ -8,9 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional
 
-from fleetbeat.agent.sampling import SamplingConfig
-from fleetbeat.config.frozen import dataclass, field
-from fleetbeat.config.schema import option, string, table
+from fleetbeat.config.frozen import dataclass
+from fleetbeat.config.schema import option, string
 from fleetbeat.sensors.base import SensorErrors
 
 EVENTS: list[tuple[str, str]] = []  # ("start" | "stop", sensor name)
@@ -20,15 +19,12 @@ EVENTS: list[tuple[str, str]] = []  # ("start" | "stop", sensor name)
 class StreamStubConfig:
     name: str = option("stub", string())
     port: str = option("/dev/ttyUSB0", string())
-    sampling: SamplingConfig = field(
-        default_factory=SamplingConfig, metadata={"parse": table(SamplingConfig), "secret": False}
-    )
 
 
 class StreamStub:
     Config = StreamStubConfig
 
-    def __init__(self, config: StreamStubConfig) -> None:
+    def __init__(self, config: StreamStubConfig, **injected: Any) -> None:
         self.config = config
         self.name = config.name
         self.interval: Optional[float] = None

@@ -7,11 +7,11 @@ import signal
 import pytest
 import stream_stub
 
+from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.agent.runtime import Agent
-from fleetbeat.config.agent import parse_agent_config
 from fleetbeat.config.loader import parse_toml
+from fleetbeat.registry import SENSORS
 from fleetbeat.sdnotify import Notifier
-from fleetbeat.sensors import SENSORS
 from helpers import UdpReceiver, agent_toml, subprocess_env
 
 

@@ -50,10 +50,6 @@ class SamplingConfig:
         if self.max_silence is not None and self.deadband is None and self.deadband_pct is None:
             problems.add(f"{path}.max_silence", "max_silence needs deadband or deadband_pct")
 
-    @property
-    def is_identity(self) -> bool:
-        return self == SamplingConfig()
-
 
 def _never() -> float:
     raise AssertionError("no draws without a rate")

@@ -39,9 +39,6 @@ class Scheduler:
         self.jobs.append(job)
         return job
 
-    def remove(self, name: str) -> None:
-        self.jobs = [j for j in self.jobs if j.name != name]
-
     def run_due(self) -> float:
         """Run every due job once; return the monotonic time of the next deadline."""
         now = self._clock()

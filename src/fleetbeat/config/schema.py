@@ -93,8 +93,13 @@ def suggest(key: str, valid: Sequence[str]) -> str:
     return did_you_mean(key, valid) or "; valid keys: " + ", ".join(sorted(valid))
 
 
-def load_table(cls: type[T], table: Any, path: str, problems: Problems) -> T:
-    """Validate `table` against the dataclass `cls`; problems go to `problems`."""
+def load_table(
+    cls: type[T], table: Any, path: str, problems: Problems, *, also: Sequence[str] = ()
+) -> T:
+    """Validate `table` against the dataclass `cls`; problems go to `problems`.
+
+    `also`: keys of the same table that the caller parses itself (suggested for typos).
+    """
     if not isinstance(table, Mapping):
         problems.expected(path, "a table", table)
         table = {}
@@ -104,7 +109,7 @@ def load_table(cls: type[T], table: Any, path: str, problems: Problems) -> T:
         key_path = f"{path}.{key}" if path else key
         f = fields.get(key)
         if f is None or "parse" not in f.metadata:
-            valid = [n for n, fl in fields.items() if "parse" in fl.metadata]
+            valid = [n for n, fl in fields.items() if "parse" in fl.metadata] + list(also)
             problems.add(key_path, "unknown key" + suggest(key, valid))
             continue
         parsed = f.metadata["parse"](value, key_path, problems)

@@ -1,15 +1,25 @@
-"""What every encoder and output shares: the outgoing message, the two interfaces, drops.
+"""What every encoder and output shares: the outgoing message, the Protocols, drops.
 
 An encoder turns an `Outgoing` message into payloads (bytes); an output hands each
-payload to the kernel at once or drops it, and counts the drop by reason. Nothing
-in between queues.
+payload to the kernel (or to a bounded client queue) at once or drops it, and
+counts the drop by reason. Nothing in between queues.
+
+An output module holds its frozen `Config` record and its class (`OutputClass`
+says what both must provide); the registry (`fleetbeat.registry`) names it. The
+agent builds every output the same way, `cls(config, name=..., identity=...)`,
+and picks its encoder from the keys every output table takes alike, `format`
+and `prefix` (parsed by the agent, not by the output's Config). A
+connection-based output starts its worker thread in `start()`, never in
+`__init__` or `send()`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Sequence
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
+from fleetbeat.config.schema import Problems
 from fleetbeat.logutil import RateLimitedLog
 
 
@@ -63,6 +73,13 @@ class Outgoing:
         self.errors = errors
 
 
+class EncoderClass(Protocol):
+    """An encoder class as the registry names it (`format = "..."`)."""
+
+    def __call__(self, identity: Identity, *, prefix: str) -> Encoder: ...
+
+
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class Encoder(Protocol):
     """Turns a message into payloads no larger than `limit` bytes each."""
 
@@ -73,6 +90,7 @@ class Encoder(Protocol):
         ...
 
 
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
 class Output(Protocol):
     """Hands a payload to the kernel at once or drops it. Never raises, never keeps it."""
 
@@ -88,6 +106,34 @@ class Output(Protocol):
 
     def close(self, *, timeout: float = 1.0) -> None:
         """Stop background work; give up after `timeout` seconds."""
+
+
+@runtime_checkable  # for tests/test_registry.py; the agent never isinstance()s it
+class OutputConfig(Protocol):
+    """An output's frozen config record (`fleetbeat.config.frozen.dataclass`) and its hooks."""
+
+    def target(self) -> str:
+        """Where it sends ("host:port", "[v6]:port", a URL): names the output in logs, and
+        keys it across a reload (same type, target and format: its seq streams go on)."""
+        ...
+
+    def check_files(self, path: str, problems: Problems) -> None:
+        """Files it reads at start (passwords, certificates) exist and are readable now."""
+        ...
+
+    @classmethod
+    def check_together(cls, configs: Sequence[Any], path: str, problems: Problems) -> None:
+        """Problems between outputs of this type (two MQTT sessions with one client id)."""
+        ...
+
+
+class OutputClass(Protocol):
+    """An output class as the registry names it: its Config record and its constructor."""
+
+    @property
+    def Config(self) -> type[OutputConfig]: ...
+
+    def __call__(self, config: Any, *, name: str, identity: Identity) -> Output: ...
 
 
 class Tally:

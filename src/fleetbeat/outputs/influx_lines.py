@@ -52,7 +52,7 @@ max_datagram = 1432      # lines are packed into datagrams up to this size
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.lines import MAX_SEQ_TEXT, Number, group_units, heartbeat_fields, pack_lines
@@ -99,9 +99,8 @@ def field_value(value: Number) -> Optional[str]:
 class InfluxEncoder:
     """Readings and heartbeats as InfluxDB line protocol, several lines per datagram."""
 
-    def __init__(self, identity: Identity, options: Any = None) -> None:
+    def __init__(self, identity: Identity, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.identity = identity
-        prefix = getattr(options, "prefix", DEFAULT_PREFIX)
         tags = {k: v for k, v in identity.tags.items() if k != "device" and v}
         tags["device"] = identity.dev
         self._tags = "".join(f",{escape_key(k)}={escape_key(tags[k])}" for k in sorted(tags))
@@ -164,3 +163,9 @@ class InfluxEncoder:
         lines = [head + b",".join(fields) + tail for fields in field_sets]
         payloads, too_large_lines = pack_lines(lines, limit)
         return payloads, unwritable + too_large + too_large_lines
+
+
+if TYPE_CHECKING:  # mypy checks the class against the encoder contract
+    from fleetbeat.outputs.base import EncoderClass
+
+    _: EncoderClass = InfluxEncoder

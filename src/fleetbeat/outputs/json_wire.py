@@ -9,7 +9,7 @@ format = "json"
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from fleetbeat import wire
 from fleetbeat.outputs.base import Identity, Outgoing
@@ -20,8 +20,8 @@ _SEQ_DIGITS = 20  # a 64-bit seq: room reserved before the seq is drawn
 class JsonEncoder:
     """Encodes messages as wire v1; splits readings that exceed the limit."""
 
-    def __init__(self, identity: Identity, options: Any = None) -> None:
-        self.identity = identity
+    def __init__(self, identity: Identity, *, prefix: str = "") -> None:
+        self.identity = identity  # `prefix` names metrics in the line formats; JSON has none
         dev = json.dumps(identity.dev, ensure_ascii=False)
         # Everything before the seq is fixed for the life of the agent: build it once.
         run = identity.run
@@ -107,3 +107,9 @@ class JsonEncoder:
                 pending.append(items[half:])  # popped second: metrics keep their order
                 pending.append(items[:half])
         return payloads, too_large
+
+
+if TYPE_CHECKING:  # mypy checks the class against the encoder contract
+    from fleetbeat.outputs.base import EncoderClass
+
+    _: EncoderClass = JsonEncoder

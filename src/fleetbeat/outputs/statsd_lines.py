@@ -50,7 +50,7 @@ max_datagram = 1432      # lines are packed into datagrams up to this size
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.lines import MAX_SEQ_TEXT, Number, heartbeat_fields, pack_lines
@@ -88,9 +88,9 @@ class _GaugeEncoder:
 
     _suffix = "|g"
 
-    def __init__(self, identity: Identity, options: Any = None) -> None:
+    def __init__(self, identity: Identity, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.identity = identity
-        self.prefix = getattr(options, "prefix", DEFAULT_PREFIX)
+        self.prefix = prefix
         self._names: dict[tuple[str, str], str] = {}
 
     def _full_name(self, group: str, metric: str) -> str:
@@ -145,8 +145,8 @@ class _GaugeEncoder:
 class StatsdEncoder(_GaugeEncoder):
     """Gauges named `{prefix}.{dev}.{src}.{metric}`, several lines per datagram."""
 
-    def __init__(self, identity: Identity, options: Any = None) -> None:
-        super().__init__(identity, options)
+    def __init__(self, identity: Identity, *, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(identity, prefix=prefix)
         self._base = f"{clean_name(self.prefix)}.{clean_name(identity.dev, dots=False)}."
 
     def _full_name(self, group: str, metric: str) -> str:
@@ -156,8 +156,8 @@ class StatsdEncoder(_GaugeEncoder):
 class DogStatsdEncoder(_GaugeEncoder):
     """Gauges named `{prefix}.{src}.{metric}`, tagged with the device and `[agent] tags`."""
 
-    def __init__(self, identity: Identity, options: Any = None) -> None:
-        super().__init__(identity, options)
+    def __init__(self, identity: Identity, *, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(identity, prefix=prefix)
         self._base = clean_name(self.prefix, bad=_NOT_DATADOG_NAME) + "."
         tags = [f"device:{clean_tag_value(identity.dev)}"]
         for key, value in identity.tags.items():
@@ -168,3 +168,10 @@ class DogStatsdEncoder(_GaugeEncoder):
     def _full_name(self, group: str, metric: str) -> str:
         group = clean_name(group, dots=False, bad=_NOT_DATADOG_NAME)
         return f"{self._base}{group}.{clean_name(metric, bad=_NOT_DATADOG_NAME)}"
+
+
+if TYPE_CHECKING:  # mypy checks the class against the encoder contract
+    from fleetbeat.outputs.base import EncoderClass
+
+    _: EncoderClass = StatsdEncoder
+    _dog: EncoderClass = DogStatsdEncoder

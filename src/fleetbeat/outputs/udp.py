@@ -20,13 +20,14 @@ import errno
 import logging
 import socket
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fleetbeat.config.frozen import dataclass
-from fleetbeat.config.schema import duration, integer, option, string
+from fleetbeat.config.schema import Problems, duration, integer, option, string
 from fleetbeat.logutil import RateLimitedLog
-from fleetbeat.outputs import ENCODERS
-from fleetbeat.outputs.base import Outgoing, Tally
+from fleetbeat.netaddr import hostport
+from fleetbeat.outputs.base import Identity, Outgoing, Tally
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,18 @@ Resolver = Callable[..., Any]
 class UdpConfig:
     host: str = option("127.0.0.1", string(what="a host name or IP address"))
     port: int = option(9746, integer(min=1, max=65535))
-    format: str = option("json", string(choices=tuple(ENCODERS)))
     max_datagram: int = option(1432, integer(min=256, max=65507))
     resolve_every: float = option(300.0, duration(min=1.0))
-    prefix: str = option("fleetbeat", string(pattern=r"[A-Za-z0-9_.-]+", what="a metric prefix"))
+
+    def target(self) -> str:
+        return hostport(self.host, self.port)
+
+    def check_files(self, path: str, problems: Problems) -> None:
+        """UDP reads no file."""
+
+    @classmethod
+    def check_together(cls, configs: Sequence[Any], path: str, problems: Problems) -> None:
+        """Any number of UDP outputs may send anywhere."""
 
 
 def _literal_address(host: str, port: int) -> Optional[tuple[int, Any]]:
@@ -81,11 +90,12 @@ class UdpOutput:
         config: UdpConfig,
         *,
         name: str = "",
+        identity: Optional[Identity] = None,  # the contract's keyword; datagrams need no topic
         resolver: Resolver = socket.getaddrinfo,
         socket_factory: Callable[[int, int], socket.socket] = socket.socket,
     ) -> None:
         self.config = config
-        self.name = name or f"udp {config.host}:{config.port}"
+        self.name = name or f"udp {config.target()}"
         self.tally = Tally(self.name, log)
         self.max_payload = config.max_datagram
         self._resolver = resolver
@@ -167,3 +177,9 @@ class UdpOutput:
                 # an unresolved name is retried sooner than a resolved one is refreshed
                 wait = min(cfg.resolve_every, 10.0 if self._target is None else cfg.resolve_every)
             self._stop.wait(wait)
+
+
+if TYPE_CHECKING:  # mypy checks the class against the output contract
+    from fleetbeat.outputs.base import OutputClass
+
+    _: OutputClass = UdpOutput

@@ -1,4 +1,5 @@
-"""Line parsers for serial sensors: one text line in, `{metric: number}` out.
+"""Line parsers for serial sensors: one text line in, `{metric: number}` out; and the
+framing of bytes into lines (`LineAssembler`).
 
 Each parser is a small callable `parse(line) -> (metrics, skipped)`: `metrics` holds
 the finite numbers found, `skipped` the reasons of the fields that were left out
@@ -281,3 +282,52 @@ def make_parser(
     if fmt == "regex":
         return RegexParser(pattern)
     raise ValueError(f"unknown line format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+class LineAssembler:
+    """Bytes in, complete lines out; CR, LF and CRLF end a line; empty lines vanish.
+
+    A line longer than `max_line` is dropped (counted `line_too_long`) together with
+    the rest of it up to its terminator, so memory stays bounded whatever arrives.
+    """
+
+    def __init__(self, max_line: int, count: Callable[[str], None]) -> None:
+        self.max_line = max_line
+        self._count = count
+        self._buf = b""
+        self._discarding = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line held now."""
+        return len(self._buf)
+
+    def reset(self, *, sync: bool = False) -> None:
+        """Forget the unfinished line; `sync` also drops everything up to the next end."""
+        self._buf = b""
+        self._discarding = sync
+
+    def feed(self, data: bytes) -> list[bytes]:
+        parts = data.replace(b"\r", b"\n").split(b"\n")
+        tail = parts.pop()
+        if parts:
+            if self._discarding:
+                self._discarding = False
+                parts[0] = b""
+            else:
+                parts[0] = self._buf + parts[0]
+            self._buf = b""
+        elif self._discarding:
+            return []
+        self._buf += tail
+        if len(self._buf) > self.max_line:
+            self._count("line_too_long")
+            self._buf = b""
+            self._discarding = True
+        lines = []
+        for line in parts:
+            if len(line) > self.max_line:
+                self._count("line_too_long")
+            elif line:
+                lines.append(line)
+        return lines

@@ -22,6 +22,9 @@ parsers' reasons (`bad_line`, `bad_field`, `not_numeric`, `wrong_field_count`,
 `bad_json`, `bad_nmea`, `bad_checksum`, `no_match`). A port that cannot be opened
 is retried after `reopen_delay`, doubling up to `reopen_max`.
 
+Bytes become lines in `line_formats.LineAssembler`, lines become metrics by the
+parsers there; `fleetbeat sensors` probes a port with `serial_probe`.
+
 ```toml
 [[sensors.serial]]
 name = "weather"                # the readings' src; unique among sensors
@@ -50,13 +53,10 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from fleetbeat import wire
-from fleetbeat.agent.sampling import SamplingConfig
 from fleetbeat.config.frozen import dataclass, field
 from fleetbeat.config.schema import (
     Problems,
@@ -68,13 +68,13 @@ from fleetbeat.config.schema import (
     number,
     option,
     string,
-    table,
     text_encoding,
 )
-from fleetbeat.sensors.base import Emit, SensorErrors
+from fleetbeat.sensors.base import Emit, Row, SensorErrors
 from fleetbeat.sensors.line_formats import (
     FORMATS,
     METRIC_NAME,
+    LineAssembler,
     LineError,
     LineParser,
     make_parser,
@@ -84,7 +84,6 @@ log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 0.2  # bounds how long stop() can wait for the reader
 SYNC_WINDOW = 0.05  # bytes this soon after opening are likely the tail of a line
-PROBE_SECONDS = 2.0  # `fleetbeat sensors` listens this long for a line
 PARITIES = {"none": "N", "even": "E", "odd": "O", "mark": "M", "space": "S"}
 NAME = r"[A-Za-z0-9._-]{1,64}"
 
@@ -124,9 +123,6 @@ class SerialConfig:
     exclusive: bool = option(True, boolean())
     reopen_delay: float = option(1.0, duration(min=0.01))
     reopen_max: float = option(30.0, duration(min=0.01))
-    sampling: SamplingConfig = field(
-        default_factory=SamplingConfig, metadata={"parse": table(SamplingConfig), "secret": False}
-    )
 
     def check(self, path: str, problems: Problems) -> None:
         if not self.port:
@@ -152,55 +148,6 @@ class SerialConfig:
             problems.add(f"{path}.reopen_max", "must be at least reopen_delay")
 
 
-class LineAssembler:
-    """Bytes in, complete lines out; CR, LF and CRLF end a line; empty lines vanish.
-
-    A line longer than `max_line` is dropped (counted `line_too_long`) together with
-    the rest of it up to its terminator, so memory stays bounded whatever arrives.
-    """
-
-    def __init__(self, max_line: int, count: Callable[[str], None]) -> None:
-        self.max_line = max_line
-        self._count = count
-        self._buf = b""
-        self._discarding = False
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an unfinished line held now."""
-        return len(self._buf)
-
-    def reset(self, *, sync: bool = False) -> None:
-        """Forget the unfinished line; `sync` also drops everything up to the next end."""
-        self._buf = b""
-        self._discarding = sync
-
-    def feed(self, data: bytes) -> list[bytes]:
-        parts = data.replace(b"\r", b"\n").split(b"\n")
-        tail = parts.pop()
-        if parts:
-            if self._discarding:
-                self._discarding = False
-                parts[0] = b""
-            else:
-                parts[0] = self._buf + parts[0]
-            self._buf = b""
-        elif self._discarding:
-            return []
-        self._buf += tail
-        if len(self._buf) > self.max_line:
-            self._count("line_too_long")
-            self._buf = b""
-            self._discarding = True
-        lines = []
-        for line in parts:
-            if len(line) > self.max_line:
-                self._count("line_too_long")
-            elif line:
-                lines.append(line)
-        return lines
-
-
 class SerialSensor:
     """Reads lines from one serial port in its own thread and emits their readings.
 
@@ -209,7 +156,8 @@ class SerialSensor:
         opener: builds an unopened pyserial port from keyword settings; defaults to
             `serial.serial_for_url` (tests may inject another for corners a pty
             cannot reach).
-        clock: monotonic seconds.
+        clock: monotonic seconds; `wall` and `sysfs_root` (the sensor contract's other
+            keywords) are not used by a serial port.
     """
 
     Config = SerialConfig
@@ -220,6 +168,8 @@ class SerialSensor:
         *,
         opener: Optional[Callable[..., Any]] = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sysfs_root: str = "/sys",
     ) -> None:
         self.config = config
         self.name = config.name
@@ -272,7 +222,7 @@ class SerialSensor:
 
     # --- the port --------------------------------------------------------------------
 
-    def _open(self) -> Any:
+    def open_port(self) -> Any:
         """An open port, or None after counting why it could not be opened."""
         cfg = self.config
         try:
@@ -301,13 +251,14 @@ class SerialSensor:
         log.info("serial %s: %s open", self.name, cfg.port)
         return port
 
-    def _pump(self, port: Any, on_line: Callable[[bytes], bool], deadline: float) -> bool:
-        """Read lines into `on_line` until it returns True, the deadline, stop or a fault.
+    def pump(self, port: Any, on_line: Callable[[bytes], bool], seconds: float) -> bool:
+        """Read lines into `on_line` until it returns True, `seconds` pass, stop or a fault.
 
         Returns whether any byte arrived (a port that gives data resets the backoff).
         """
         lines = LineAssembler(self.config.max_line, self.errors.count)
         opened = self._clock()
+        deadline = opened + seconds
         got_data = False
         while not self._stopping.is_set() and self._clock() < deadline:
             try:
@@ -343,11 +294,22 @@ class SerialSensor:
         return data
 
     @staticmethod
-    def _close(port: Any) -> None:
+    def close_port(port: Any) -> None:
         try:
             port.close()
         except Exception as exc:  # a vanished device may fail to close; it is gone anyway
             log.debug("closing a failed port: %s", exc)
+
+    @property
+    def running(self) -> bool:
+        """The reader thread is started (and not stopped)."""
+        return self._thread is not None
+
+    def report(self) -> list[Row]:
+        """Port present or not, and the last line seen (`fleetbeat sensors`; see serial_probe)."""
+        from fleetbeat.sensors.serial_probe import probe
+
+        return probe(self)
 
     # --- streaming -------------------------------------------------------------------
 
@@ -385,10 +347,10 @@ class SerialSensor:
         while not self._stopping.is_set():
             port = None
             try:
-                port = self._open()
+                port = self.open_port()
                 if port is not None:
                     self._port = port
-                    if self._pump(port, on_line, float("inf")):
+                    if self.pump(port, on_line, float("inf")):
                         delay = cfg.reopen_delay
             except Exception as exc:  # a bug here must not end the thread
                 self.errors.count("reader_failed", f"{type(exc).__name__}: {exc}")
@@ -396,48 +358,11 @@ class SerialSensor:
             finally:
                 self._port = None
                 if port is not None:
-                    self._close(port)
+                    self.close_port(port)
             if self._stopping.wait(delay):
                 break
             delay = min(delay * 2, cfg.reopen_max)
         self.state = "stopped"
-
-    # --- `fleetbeat sensors` -----------------------------------------------------------
-
-    def report(self) -> list[tuple[str, str, str]]:
-        """Port present or not, and the last line seen (listening up to ~2 s if needed)."""
-        cfg = self.config
-        rows: list[tuple[str, str, str]] = []
-        is_url = "://" in cfg.port
-        if not is_url and not os.path.exists(cfg.port):
-            rows.append(("port", cfg.port, "absent"))
-        elif self._thread is not None:
-            rows.append(("port", cfg.port, self.state))
-        else:
-            port = self._open()
-            if port is None:
-                rows.append(("port", cfg.port, f"present, cannot open: {self.state}"))
-            else:
-                rows.append(("port", cfg.port, "present" if not is_url else "reachable"))
-                try:
-                    self._pump(port, self._probe_line, self._clock() + PROBE_SECONDS)
-                finally:
-                    self._close(port)
-                if self.last_line is None:
-                    rows.append(("last line", "-", f"none within {PROBE_SECONDS:g} s"))
-        if self.last_line is not None:
-            shown = self.last_line if len(self.last_line) <= 60 else self.last_line[:57] + "..."
-            rows.append(("last line", repr(shown), f"format {cfg.format}"))
-            for name, value in sorted(wire.clean_metrics(self.last_metrics or {}).items()):
-                rows.append((name, f"{value:.10g}", ""))
-        rows += [
-            (reason, "-", f"error x{n}") for reason, n in sorted(self.errors.by_reason.items())
-        ]
-        return rows
-
-    def _probe_line(self, raw: bytes) -> bool:
-        self.parse_line(raw)
-        return True
 
 
 def _open_reason(exc: BaseException) -> str:
@@ -451,3 +376,9 @@ def _open_reason(exc: BaseException) -> str:
     if code in (errno.EACCES, errno.EPERM):
         return "permission_denied"
     return "open_failed"
+
+
+if TYPE_CHECKING:  # mypy checks the class against the sensor contract
+    from fleetbeat.sensors.base import SensorClass
+
+    _: SensorClass = SerialSensor

@@ -23,14 +23,15 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import psutil
 
-from fleetbeat.agent.sampling import SamplingConfig
-from fleetbeat.config.frozen import dataclass, field
-from fleetbeat.config.schema import array, boolean, duration, option, string, table
+from fleetbeat.config.frozen import dataclass
+from fleetbeat.config.schema import Problems, array, boolean, duration, option, string
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.sensors.base import SensorErrors
 
@@ -81,9 +82,29 @@ class SystemConfig:
     include: tuple[str, ...] = option(GROUPS, array(string(choices=GROUPS)))
     disks: tuple[str, ...] = option(("/",), array(string(pattern=r"/.*", what="a mount point")))
     interfaces: tuple[str, ...] = option((), array(string(what="an interface name")))
-    sampling: SamplingConfig = field(
-        default_factory=SamplingConfig, metadata={"parse": table(SamplingConfig), "secret": False}
-    )
+
+    @property
+    def name(self) -> str:
+        return "system"
+
+    def check_heartbeat_metrics(self, names: Sequence[str], path: str, problems: Problems) -> None:
+        """A heartbeat metric must be one this sensor, as configured, will read.
+
+        Called by the agent's config with `[agent] heartbeat_metrics`: the heartbeat
+        takes its metrics from the system sensor.
+        """
+        disks = {disk_metric(m): m for m in self.disks}
+        for i, name in enumerate(names):
+            item = f"{path}[{i}]"
+            group = metric_group(name)
+            if group == "disk" and name not in disks:
+                known = ", ".join(sorted(disks)) or "none"
+                problems.add(item, f'"{name}" is not a configured disk (sensors.system.disks '
+                             f"gives: {known})")  # fmt: skip
+            elif group == "net" and not re.fullmatch(r"net\.[^.]+\.(rx|tx|rx_err|tx_err)", name):
+                problems.add(
+                    item, f'expected net.<interface>.rx, .tx, .rx_err or .tx_err, got "{name}"'
+                )
 
 
 class Unavailable(FleetbeatError):
@@ -313,3 +334,9 @@ def _read_text(path: str) -> Optional[str]:
             return f.read().strip()
     except OSError:
         return None
+
+
+if TYPE_CHECKING:  # mypy checks the class against the sensor contract
+    from fleetbeat.sensors.base import SensorClass
+
+    _: SensorClass = SystemSensor

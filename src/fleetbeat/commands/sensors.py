@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from fleetbeat.config.agent import AgentConfig
-from fleetbeat.outputs import load
-from fleetbeat.sensors import SENSORS
+from fleetbeat import registry
+from fleetbeat.agent.config import AgentConfig
+from fleetbeat.sensors.base import Row
 from fleetbeat.sensors.system import SystemConfig, SystemSensor
 
 
 def sensor_report(config: AgentConfig, *, sysfs_root: str = "/sys", settle: float = 1.0) -> str:
-    sections: list[tuple[str, list[tuple[str, str, str]]]] = []
+    sections: list[tuple[str, list[Row]]] = []
     for comp in config.sensors:
-        if comp.type == "system":
-            cfg = comp.config if comp.config.enabled else SystemConfig()
-            system = SystemSensor(cfg, sysfs_root=sysfs_root)
+        if isinstance(comp.config, SystemConfig):
+            enabled = comp.config.enabled
+            system = SystemSensor(comp.config if enabled else SystemConfig(), sysfs_root=sysfs_root)
             system.prime()
             time.sleep(settle)
             system.read()
-            title = "system" + ("" if comp.config.enabled else " (disabled in the config)")
+            title = "system" + ("" if enabled else " (disabled in the config)")
             sections.append((title, system.report()))
         else:
-            sensor: Any = load(SENSORS[comp.type])(comp.config)
+            cls = registry.sensor_class(comp.type)
+            sensor = cls(comp.config, clock=time.monotonic, wall=time.time, sysfs_root=sysfs_root)
             sections.append((f"{comp.type} {sensor.name}", sensor.report()))
     return format_sections(sections)
 
 
-def format_sections(sections: list[tuple[str, list[tuple[str, str, str]]]]) -> str:
+def format_sections(sections: list[tuple[str, list[Row]]]) -> str:
     lines: list[str] = []
     for title, rows in sections:
         lines.append(f"== {title}")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from fleetbeat.agent.runtime import Emitter
-from fleetbeat.config.agent import load_agent_config
-from fleetbeat.outputs import ENCODERS, influx_lines, load, statsd_lines
+from fleetbeat.agent.pipeline import Emitter
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.udp import UdpConfig, UdpOutput
+from fleetbeat.registry import encoder_class
 from helpers import run_cli
 
 IDENTITY = Identity(dev="d", run="0" * 16, boot_time=0, version="t", tags={})
@@ -20,21 +18,11 @@ IDENTITY = Identity(dev="d", run="0" * 16, boot_time=0, version="t", tags={})
 @pytest.mark.parametrize("fmt", ["statsd", "dogstatsd", "influx"])
 def test_format_is_registered_and_builds(fmt):
     """Each line format is in ENCODERS and builds from a UDP output config."""
-    encoder = load(ENCODERS[fmt])(IDENTITY, UdpConfig(format=fmt))
+    encoder = encoder_class(fmt)(IDENTITY, prefix="fleetbeat")
     payloads, too_large = encoder.encode(
         Outgoing("rd", ts=1.0, src="s", metrics={"x": 1}), lambda: 0, 1432
     )
     assert too_large == 0 and len(payloads) == 1
-
-
-@pytest.mark.parametrize("module", [statsd_lines, influx_lines])
-def test_module_docstring_sample_is_a_valid_config(module, tmp_path: Path):
-    """The TOML sample in each encoder module's docstring passes the agent's config checks."""
-    (sample,) = re.findall(r"```toml\n(.*?)```", module.__doc__ or "", re.S)
-    path = tmp_path / "sample.toml"
-    path.write_text(sample)
-    config = load_agent_config(str(path))
-    assert config.outputs[0].config.format in ENCODERS
 
 
 def test_check_config_suggests_the_format_name(tmp_path: Path):
@@ -52,9 +40,9 @@ def test_check_config_suggests_the_format_name(tmp_path: Path):
 @pytest.mark.parametrize("fmt", ["statsd", "dogstatsd", "influx"])
 def test_oversize_line_is_a_counted_drop_on_a_real_socket(udp_receiver, fmt):
     """Through a real UDP output a line over max_datagram is counted as too_large, the rest sent."""
-    config = UdpConfig(port=udp_receiver.port, format=fmt, max_datagram=256)
+    config = UdpConfig(port=udp_receiver.port, max_datagram=256)
     output = UdpOutput(config)
-    emitter = Emitter(output, load(ENCODERS[fmt])(IDENTITY, config))
+    emitter = Emitter(output, encoder_class(fmt)(IDENTITY, prefix="fleetbeat"))
     output.start()
     try:
         emitter.emit(Outgoing("rd", ts=1.0, src="s", metrics={"y" * 300: 1, "ok": 2}))
