@@ -214,12 +214,13 @@ def test_a_metric_rule_alerts_after_its_for():
 
 
 def test_a_rule_with_a_match_applies_only_there():
-    """A rule with match = {tag = "site:barn"} ignores other sites' devices."""
+    """A rule with match = {tag = "site:barn"} ignores other sites' devices (first look)."""
     a = Alerts(alerts_config(group_wait="0s", rule=[{"name": "hot", "metric": "temp",
                                                      "below": 5, "match": {"tag": "site:barn"}}]))  # fmt: skip
     a.evaluate([device("pi-1", site="barn", metrics={"temp": 1.0}),
                 device("pi-2", site="shed", metrics={"temp": 1.0})], T0)  # fmt: skip
     assert [x["device"] for x in a.active(T0)] == ["pi-1"]
+    assert [n.summary for n in a.tick(T0)] == ["hot on 1 device at site=barn: pi-1 (1)"]
 
 
 def test_flapping_is_one_alert_not_many():

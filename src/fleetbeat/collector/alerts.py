@@ -138,6 +138,7 @@ class Alerts:
         loss = c.alerts_on("loss")
         with self._lock:
             tags_by: dict[str, Mapping[str, str]] = {}
+            self._tags = tags_by  # filled as it goes: an alert started below takes its tags
             children: dict[str, int] = {}
             for d in devices:
                 dev: str = d["id"]
@@ -162,7 +163,6 @@ class Alerts:
                         pct: float = d["recent_loss_pct"]
                         self._hold(("loss", dev, ""), pct > c.loss_above, hold=c.loss_for,
                                    severity=SEVERITY["loss"], value=pct, now=now)  # fmt: skip
-            self._tags = tags_by
             self._children = children
             for dev in [k for k in self._state if k not in tags_by]:  # forgotten devices
                 del self._state[dev]
