@@ -43,7 +43,7 @@ def webhook() -> tuple[str, list[tuple[float, int]]]:
     got: list[tuple[float, int]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             got.append((time.perf_counter(), len(body)))
             self.send_response(200)
