@@ -208,3 +208,17 @@ def test_apprise_retries_only_the_urls_that_failed(hooks, tmp_path):
     assert ap.send(n).status == "failed"
     assert ap.send(n).status == "sent"
     assert (len(ok.requests), len(flaky.requests)) == (1, 2)
+
+
+def test_apprise_ntfy_url_reaches_a_local_server(hooks):
+    """Apprise's ntfy:// plugin posts the summary to the topic on a self-hosted server."""
+    hook = hooks()
+    host = hook.url.removeprefix("http://")
+    ((_, ap),) = notifiers({"type": "apprise", "urls": [f"ntfy://{host}/fleet"]})
+    n = barn_notification()
+    assert ap.send(n).status == "sent"
+    ((method, path, _, body),) = hook.requests
+    assert (method, path) == ("POST", "/")
+    got = json.loads(body)
+    assert got["topic"] == "fleet" and got["message"] == n.summary
+    assert got["title"] == "[firing] site=barn"

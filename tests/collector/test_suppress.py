@@ -9,7 +9,8 @@ from alert_helpers import record
 
 from fleetbeat.collector.alerts_config import MaintenanceSection, Match
 from fleetbeat.collector.cron import Cron, CronError
-from fleetbeat.collector.suppress import Silences, Window
+from fleetbeat.collector.suppress import Silences, Window, parse_silence
+from fleetbeat.errors import InputError
 
 UTC = datetime.timezone.utc
 
@@ -90,3 +91,26 @@ def test_a_silence_must_name_something_and_end_later():
         s.add(Match(), 200.0, "", 100.0)
     with pytest.raises(ValueError, match="future"):
         s.add(Match(device="pi-1"), 100.0, "", 100.0)
+
+
+def test_a_silence_request_is_read_as_the_api_takes_it():
+    """{"tag": "site:barn", "duration": "2h", "comment": ...} gives the match, end and comment."""
+    match, until, comment = parse_silence({"tag": "site:barn", "duration": "2h",
+                                           "comment": "PSU"}, 1000.0)  # fmt: skip
+    assert (match, until, comment) == (Match(tag=(("site", "barn"),)), 8200.0, "PSU")
+    assert parse_silence({"device": "pi-1", "until": 5000}, 1000.0)[:2] == (
+        Match(device="pi-1"),
+        5000.0,
+    )
+
+
+def test_a_bad_silence_request_lists_every_problem():
+    """No match, both ends, and a typo are all reported in one error."""
+    with pytest.raises(InputError) as err:
+        parse_silence({"duration": "2h", "until": 5, "coment": "x"}, 1000.0)
+    text = str(err.value)
+    assert 'coment: unknown key; did you mean "comment"?' in text
+    assert "match: name a device or a tag" in text
+    assert "duration: give duration or until (one of them)" in text
+    with pytest.raises(InputError, match="in the future"):
+        parse_silence({"device": "pi-1", "until": 5}, 1000.0)

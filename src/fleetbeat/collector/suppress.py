@@ -33,9 +33,13 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
-from fleetbeat.collector.alerts_config import MaintenanceSection, Match
+from fleetbeat.collector.alerts_config import MaintenanceSection, Match, parse_match
 from fleetbeat.collector.cron import Cron
 from fleetbeat.config.frozen import dataclass
+from fleetbeat.config.schema import Problems, describe, parse_duration, suggest
+from fleetbeat.errors import InputError
+
+SILENCE_KEYS = ("device", "tag", "duration", "until", "comment")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,42 @@ class Silence:
             "comment": self.comment,
             "created": self.created,
         }
+
+
+def parse_silence(data: Any, now: float) -> tuple[Match, float, str]:
+    """The match, end and comment of a silence request, as `POST /api/silences` takes it:
+    `{"device": "pi-1"}` or `{"tag": "site:barn"}`, with `"duration": "2h"` or
+    `"until": <epoch s>`, and an optional `"comment"`. InputError lists every problem."""
+    problems = Problems("silence")
+    if not isinstance(data, Mapping):
+        raise InputError("silence", "expected a JSON object")
+    for key in data:
+        if key not in SILENCE_KEYS:
+            problems.add(key, "unknown key" + suggest(key, SILENCE_KEYS))
+    match = parse_match({k: data[k] for k in ("device", "tag") if k in data}, "match", problems)
+    if not match:
+        problems.add("match", "name a device or a tag")
+    until = 0.0
+    if ("duration" in data) == ("until" in data):
+        problems.add("duration", "give duration or until (one of them)")
+    elif "duration" in data:
+        seconds = parse_duration(data["duration"])
+        if seconds is None or seconds <= 0:
+            problems.expected("duration", 'a duration such as "2h"', data["duration"])
+        else:
+            until = now + seconds
+    else:
+        value = data["until"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= now:
+            problems.add("until", f"expected an epoch second in the future, got {describe(value)}")
+        else:
+            until = float(value)
+    comment = data.get("comment", "")
+    if not isinstance(comment, str):
+        problems.expected("comment", "a string", comment)
+    if problems:
+        raise InputError("silence", "; ".join(p.split(": ", 1)[1] for p in problems.items))
+    return match, until, comment
 
 
 class Silences:
