@@ -96,3 +96,30 @@ def test_a_newer_schema_is_refused(tmp_path):
 
     with pytest.raises(OutboxError, match="schema version 99"):
         Outbox(str(tmp_path))
+
+
+def test_notified_alerts_survive_a_restart(tmp_path):
+    """Alerts told before a restart are not told again, and their end is told after it."""
+    from alert_helpers import alerts_config, device, event
+
+    from fleetbeat.collector.alerts import Alerts
+
+    cfg = alerts_config(group_wait="0s", group_interval="10s")
+    a = Alerts(cfg)
+    a.evaluate([device("pi-1", site="barn"), device("pi-2", site="barn")], T0)
+    a.observe([event(T0, d, "late", "down", "missed_heartbeats") for d in ("pi-1", "pi-2")], T0)
+    assert len(a.tick(T0)) == 1
+    box = Outbox(str(tmp_path))
+    box.save_alerts(a.take_told())
+    assert a.take_told() is None  # nothing changed since
+    box.close()
+    box = Outbox(str(tmp_path))  # the restarted collector
+    b = Alerts(cfg)
+    assert b.restore(box.alerts(), T0 + 100) == 2
+    box.close()
+    b.evaluate([device("pi-1", "down", since=T0, site="barn"),
+                device("pi-2", "down", since=T0, site="barn")], T0 + 100)  # fmt: skip
+    assert b.tick(T0 + 120) == []  # still down: already told
+    b.observe([event(T0 + 130, "pi-1", "down", "up", "heartbeat")], T0 + 130)
+    (n,) = b.tick(T0 + 140)
+    assert n.summary == "1 device back up at site=barn: pi-1"

@@ -4,10 +4,12 @@ The main loop drives it; the HTTP side reads it. All of it is thread-safe.
 
     alerts = Alerts(config.collector.alerts, maintenance=config.collector.maintenance,
                     silences=outbox.silences())
+    alerts.restore(outbox.alerts(), now)    # alerts told before a restart
     alerts.evaluate(fleet.devices(), now)    # tags, parents, rules, loss: every few seconds
     alerts.observe(events, now)              # the events Fleet.take_changes() handed the store
     for n in alerts.tick(now):               # groups whose timer ran out
         dispatcher.submit(n)
+    outbox.save_alerts(alerts.take_told())   # what was told survives a restart
     alerts.active(now)                       # GET /api/alerts
 
 `observe` reacts to transitions at once: `down` (missed heartbeats), `missing` (down
@@ -237,6 +239,34 @@ class Alerts:
             a = alerts.get((k, dev, ""))
             if a is not None and a.resolved is None:
                 a.resolved = t
+
+    # --- across restarts -----------------------------------------------------------
+
+    def take_told(self) -> Optional[list[dict[str, Any]]]:
+        """The notified alerts still firing, when they changed since the last call; else None.
+
+        The main loop hands them to `Outbox.save_alerts`, so that after a restart such an
+        alert is neither notified again nor left without its resolved notification.
+        """
+        with self._lock:
+            if not self._grouper.told_changed:
+                return None
+            self._grouper.told_changed = False
+            return [a.to_json() for a in self._grouper.told()]
+
+    def restore(self, told: Iterable[Mapping[str, Any]], now: float) -> int:
+        """Put back what `take_told` gave before a restart; returns how many came back."""
+        n = 0
+        with self._lock:
+            for d in told:
+                kind = d["kind"]
+                a = Alert(kind, d["device"], name=d["name"] if kind == "rule" else "",
+                          severity=d["severity"], tags=d["tags"], started=d["started"],
+                          value=d["value"])  # fmt: skip
+                if a.key not in self._grouper.alerts:
+                    self._grouper.add_told(a, now)
+                    n += 1
+        return n
 
     # --- output -------------------------------------------------------------------
 

@@ -221,6 +221,7 @@ class Grouper:
         self.config = config
         self.alerts: dict[AlertKey, Alert] = {}  # every alert in a group, firing or resolving
         self._groups: dict[tuple[str, ...], Group] = {}
+        self.told_changed = False  # the set of notified, firing alerts changed (to be kept)
 
     def add(self, alert: Alert, now: float) -> None:
         by = self.config.group_by
@@ -232,6 +233,21 @@ class Grouper:
         alert.group = key
         g.alerts[alert.key] = alert
         self.alerts[alert.key] = alert
+
+    def add_told(self, alert: Alert, now: float) -> None:
+        """Put back an alert notified before a restart: no new notification for it."""
+        self.add(alert, now)
+        alert.notified = True
+        g = self._groups[alert.group]
+        g.last_firing = g.last_firing | {alert.key}
+        g.last_sent = now
+        g.next_at = now + self.config.group_interval
+
+    def told(self) -> list[Alert]:
+        """The alerts notified as firing that still fire."""
+        return [
+            a for a in self.alerts.values() if a.notified and a.resolved is None and not a.instant
+        ]
 
     def label(self, g: Group) -> str:
         if g.tags:
@@ -284,9 +300,11 @@ class Grouper:
                 alerts=items,
             )
             g.last_sent = now
+            self.told_changed = True
             for a in firing:
                 a.notified = True
         g.last_firing = keys
+        self.told_changed |= any(a.notified for a in ended)
         for a in [*ended, *(a for a in firing if a.instant)]:
             del g.alerts[a.key]
             self.alerts.pop(a.key, None)

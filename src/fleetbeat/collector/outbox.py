@@ -8,7 +8,8 @@ failed attempt is retried after 2 s, 4 s, 8 s... (at most 5 min, each with +-50%
 `give_up_after` from the first attempt, then logged as an error and dropped. A row is
 deleted as soon as its success is seen, so nothing is sent twice after that (a crash between
 the notifier's success and the delete can send it once more: at least once). Silences are
-kept in the same file.
+kept in the same file, and so are the alerts notified as firing (`Alerts.take_told`), so a
+restarted collector neither tells them again nor forgets to tell when they end.
 
 The database is the outbox's own (not the store's `fleetbeat.db`), opened in WAL mode with
 `synchronous=FULL` (a few rows a minute), and used only from the thread that made it: the
@@ -70,6 +71,7 @@ class Outbox:
                     first_try REAL NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL,
                     PRIMARY KEY (id, notifier));
                 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS told (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
                 PRAGMA user_version = {SCHEMA_VERSION};
                 """
             )
@@ -139,6 +141,21 @@ class Outbox:
             "INSERT INTO silences VALUES (?, ?)",
             [(k, json.dumps(s.to_json())) for k, s in changes.items() if s is not None],
         )
+
+    def save_alerts(self, told: Optional[Sequence[Mapping[str, Any]]]) -> None:
+        """Keep what `Alerts.take_told()` returned (nothing to do for None)."""
+        if told is not None:
+            self._run("INSERT OR REPLACE INTO told VALUES (1, ?)", [(json.dumps(list(told)),)])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The notified alerts kept by `save_alerts`, for `Alerts.restore`."""
+        row = self._db.execute("SELECT body FROM told WHERE id = 1").fetchone()
+        try:
+            found = json.loads(row[0]) if row else []
+            return [dict(a) for a in found if isinstance(a, dict) and "kind" in a]
+        except ValueError:
+            log.warning("%s: the kept alerts are unreadable; starting without them", self.path)
+            return []
 
     def close(self) -> None:
         self._db.close()
