@@ -1,4 +1,5 @@
-"""Alert config records: defaults, `for`, every problem at once, notifier types."""
+"""Alert config records, read through the collector's config: defaults, `for`, every
+problem at once, notifier types, and every docstring sample."""
 
 from __future__ import annotations
 
@@ -10,28 +11,23 @@ from alert_helpers import alerts_config
 
 import fleetbeat.collector.alerts_config as alerts_config_module
 from fleetbeat.collector import grouping, outbox, self_check, suppress
-from fleetbeat.collector.alerts_config import AlertsSection, SelfCheckSection, required_table
+from fleetbeat.collector.alerts_config import AlertsSection
+from fleetbeat.collector.config import parse_collector_config
 from fleetbeat.collector.notifiers import NOTIFIERS, base, notifier_class
 from fleetbeat.config.loader import parse_toml
-from fleetbeat.config.schema import Problems, table
+from fleetbeat.errors import ConfigError
 
 DOCUMENTED = [alerts_config_module, grouping, suppress, self_check, outbox, base,
               *(importlib.import_module(v.partition(":")[0]) for v in NOTIFIERS.values())]  # fmt: skip
 
 
-class Tables:
-    """The tables this work adds to [collector], as CollectorSection will hold them."""
-
-    @staticmethod
-    def parse(doc: dict, problems: Problems) -> dict:
-        c = doc.get("collector", {})
-        out = {}
-        parsers = {"alerts": table(AlertsSection), "maintenance": alerts_config_module.maintenance_tables(),
-                   "self_check": required_table(SelfCheckSection),
-                   "notify": alerts_config_module.notify_tables()}  # fmt: skip
-        for key, value in c.items():
-            out[key] = parsers[key](value, f"collector.{key}", problems)
-        return out
+def problems_of(doc: dict) -> list[str]:
+    """Every problem parse_collector_config finds in a document ([] when it is valid)."""
+    try:
+        parse_collector_config(doc, "c.toml")
+    except ConfigError as err:
+        return err.problems
+    return []
 
 
 def test_defaults_are_the_issues():
@@ -52,15 +48,14 @@ def test_a_rules_for_is_read():
 
 def test_every_problem_is_reported_at_once():
     """Bad kinds, a rule without threshold, a typo and a bad cron all come in one list."""
-    problems = Problems("c.toml")
-    Tables.parse({"collector": {
+    items = problems_of({"collector": {
         "alerts": {"on": ["dwn"], "group_wiat": "1s",
                    "rule": [{"name": "hot", "metric": "temp", "for": "soon"},
                             {"name": "hot", "metric": "x", "below": 1}]},
         "maintenance": [{"name": "w", "start": "0 25 * * *", "duration": "1h"}],
         "self_check": {"every": "1m"},
-    }}, problems)  # fmt: skip
-    text = "\n".join(problems.items)
+    }})  # fmt: skip
+    text = "\n".join(items)
     assert (
         'collector.alerts.on[0]: expected one of "down"' in text and 'did you mean "down"?' in text
     )
@@ -72,28 +67,24 @@ def test_every_problem_is_reported_at_once():
     assert "collector.maintenance[0].match: is required" in text
     assert "maintenance[0].start: is required" not in text  # it is there, only wrong
     assert "collector.self_check.url: is required" in text
-    assert len(problems.items) == 8, text
+    assert len(items) == 8, text
 
 
 def test_an_unknown_notifier_type_lists_the_valid_ones():
     """type = "webhok" suggests "webhook" and names every registered type."""
-    problems = Problems("c.toml")
-    Tables.parse({"collector": {"notify": [{"type": "webhok", "url": "http://x"}]}}, problems)
-    (line,) = problems.items
+    (line,) = problems_of({"collector": {"notify": [{"type": "webhok", "url": "http://x"}]}})
     assert '"webhook", "command", "apprise", "alertmanager"' in line
     assert 'did you mean "webhook"?' in line
 
 
 def test_two_notifiers_of_one_type_need_names():
     """Two webhooks without names are an error; with names they are fine."""
-    problems = Problems("c.toml")
     hooks = [{"type": "webhook", "url": "http://a"}, {"type": "webhook", "url": "http://b"}]
-    Tables.parse({"collector": {"notify": hooks}}, problems)
-    assert any('two notifiers are named "webhook"' in p for p in problems.items)
-    problems = Problems("c.toml")
+    assert any('two notifiers are named "webhook"' in p
+               for p in problems_of({"collector": {"notify": hooks}}))  # fmt: skip
     named = [dict(h, name=f"hook{i}") for i, h in enumerate(hooks)]
-    found = Tables.parse({"collector": {"notify": named}}, problems)
-    assert not problems and [n.label for n in found["notify"]] == ["hook0", "hook1"]
+    found = parse_collector_config({"collector": {"notify": named}}, "c.toml").collector.notify
+    assert [n.label for n in found] == ["hook0", "hook1"]
 
 
 def test_a_missing_apprise_is_a_config_error_naming_the_extra(monkeypatch):
@@ -101,9 +92,8 @@ def test_a_missing_apprise_is_a_config_error_naming_the_extra(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "apprise" else real(name, *a))  # fmt: skip
-    problems = Problems("c.toml")
-    Tables.parse({"collector": {"notify": [{"type": "apprise", "urls": ["json://x"]}]}}, problems)
-    assert problems.items == ['c.toml: collector.notify[0]: type "apprise" needs the Apprise '
+    found = problems_of({"collector": {"notify": [{"type": "apprise", "urls": ["json://x"]}]}})
+    assert found == ['c.toml: collector.notify[0]: type "apprise" needs the Apprise '
                               'library: pip install "fleetbeat[notify]"']  # fmt: skip
 
 
@@ -120,8 +110,6 @@ def test_docstring_samples_are_valid(module):
     """Every ```toml sample in the alert modules' docstrings validates (token files aside)."""
     blocks = re.findall(r"```toml\n(.*?)```", module.__doc__ or "", re.S)
     for block in blocks:
-        problems = Problems("sample")
-        Tables.parse(parse_toml(block, "sample"), problems)
-        assert not problems, problems.items
+        assert problems_of(parse_toml(block, "sample")) == []
     if module not in (grouping, outbox):
         assert blocks, f"{module.__name__} has no sample"
