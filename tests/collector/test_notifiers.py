@@ -184,18 +184,22 @@ def test_command_failure_and_timeout_are_retryable(tmp_path):
     assert time.monotonic() - started < 5  # its child sleeping too was killed with it
 
 
-def test_apprise_json_url_reaches_a_local_server(hooks):
-    """Apprise's own json:// code path posts the title and the summary."""
+@pytest.mark.parametrize(("scheme", "path", "where"), [
+    ("json", "/apprise", {"type": "failure"}),  # critical alerts
+    ("ntfy", "/", {"topic": "apprise"}),  # a self-hosted ntfy: the topic in the body
+])  # fmt: skip
+def test_apprise_urls_reach_a_local_server(hooks, scheme, path, where):
+    """Apprise's own json:// and ntfy:// code paths post the title and the summary."""
     hook = hooks()
     host = hook.url.removeprefix("http://")
-    ((_, ap),) = notifiers({"type": "apprise", "urls": [f"json://{host}/apprise"]})
+    ((_, ap),) = notifiers({"type": "apprise", "urls": [f"{scheme}://{host}/apprise"]})
     n = barn_notification()
     assert ap.send(n).status == "sent"
-    ((method, path, _, body),) = hook.requests
+    ((method, got_path, _, body),) = hook.requests
     got = json.loads(body)
-    assert (method, path) == ("POST", "/apprise")
+    assert (method, got_path) == ("POST", path)
     assert got["message"] == n.summary and got["title"] == "[firing] site=barn"
-    assert got["type"] == "failure"  # critical alerts
+    assert {k: got[k] for k in where} == where
 
 
 def test_apprise_retries_only_the_urls_that_failed(hooks, tmp_path):
@@ -208,17 +212,3 @@ def test_apprise_retries_only_the_urls_that_failed(hooks, tmp_path):
     assert ap.send(n).status == "failed"
     assert ap.send(n).status == "sent"
     assert (len(ok.requests), len(flaky.requests)) == (1, 2)
-
-
-def test_apprise_ntfy_url_reaches_a_local_server(hooks):
-    """Apprise's ntfy:// plugin posts the summary to the topic on a self-hosted server."""
-    hook = hooks()
-    host = hook.url.removeprefix("http://")
-    ((_, ap),) = notifiers({"type": "apprise", "urls": [f"ntfy://{host}/fleet"]})
-    n = barn_notification()
-    assert ap.send(n).status == "sent"
-    ((method, path, _, body),) = hook.requests
-    assert (method, path) == ("POST", "/")
-    got = json.loads(body)
-    assert got["topic"] == "fleet" and got["message"] == n.summary
-    assert got["title"] == "[firing] site=barn"
