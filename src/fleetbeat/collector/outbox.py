@@ -261,7 +261,7 @@ class Dispatcher:
             if not item.in_flight and item.next_at <= now:
                 item.in_flight = True
                 self._workers[item.notifier].todo.put(item)
-        for label, since in self._failing_since.items():
+        for label, since in list(self._failing_since.items()):
             window = self._workers[label].config.give_up_after
             if now - since > window:
                 _limited.log(logging.ERROR, f"failing-{label}",
@@ -275,8 +275,9 @@ class Dispatcher:
         status = outcome.status
         if outcome.retry:
             item.attempts += 1
-            self._last_error[label] = outcome.detail
-            self._failing_since.setdefault(label, now)
+            with self._lock:
+                self._last_error[label] = outcome.detail
+                self._failing_since.setdefault(label, now)
             give_up = self._workers[label].config.give_up_after
             if now - item.first_try >= give_up:
                 status = "gave_up"
@@ -291,7 +292,8 @@ class Dispatcher:
                              "notifier %s: %s; retrying in %.0f s", label, outcome.detail,
                              item.next_at - now)  # fmt: skip
         else:
-            self._failing_since.pop(label, None)
+            with self._lock:
+                self._failing_since.pop(label, None)
             if status == "rejected":
                 log.error("notifier %s: %s; not retrying: %s", label, outcome.detail,
                           item.notification.summary)  # fmt: skip
@@ -310,11 +312,8 @@ class Dispatcher:
             pending = dict.fromkeys(self._workers, 0)
             for _, label in self._items:
                 pending[label] += 1
-        return {
-            "notifications": counts,
-            "pending": pending,
-            "failing_since": dict(self._failing_since),
-        }
+            failing = dict(self._failing_since)
+        return {"notifications": counts, "pending": pending, "failing_since": failing}
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the workers (waiting `timeout` at most for a send in progress)."""
