@@ -7,6 +7,7 @@ server receives. Reported: the engine's time for observe + tick on 10,000 transi
 the other steps, the notification count (one per group) and when the webhook had it,
 counted from the second the devices went down (the target: within group_wait + 1 s).
 An injected clock stands for the wall clock; the work itself is timed for real.
+Also the engine's memory for the fleet before the outage (tracemalloc).
 Run: .venv/bin/python benchmarks/alerts.py [devices]
 """
 
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from typing import Any
 
 from fleetbeat import wire
@@ -71,8 +73,13 @@ def main() -> None:
                    "m": {"cpu": 1.5, "temp": 45.0}}  # fmt: skip
             fleet.receive(wire.dumps(msg), ("127.0.0.1", 40000 + i % 20000))
     fleet.take_changes()
+    devices = fleet.devices()
+    tracemalloc.start()
     alerts = Alerts(AlertsSection(group_wait=GROUP_WAIT))
-    alerts.evaluate(fleet.devices(), t0)
+    alerts.evaluate(devices, t0)
+    engine_bytes = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del devices
 
     url, got = webhook()
     problems = Problems("bench")
@@ -110,7 +117,8 @@ def main() -> None:
     print(f"devices down in one check: {len(downs)} (judging took {judged * 1000:.0f} ms)")
     print(f"engine: observe {observed * 1000:.0f} ms + tick {ticked * 1000:.0f} ms = "
           f"{(observed + ticked) * 1000:.0f} ms for {len(downs)} transitions")  # fmt: skip
-    print(f"fleet.devices() + evaluate ({n} devices): {evaluated * 1000:.0f} ms")
+    print(f"fleet.devices() + evaluate ({n} devices): {evaluated * 1000:.0f} ms; "
+          f"engine state before the outage: {engine_bytes / 1e6:.1f} MB")  # fmt: skip
     print(f"notifications: {len(notes)} (groups: 1); summary: {notes[0].summary[:90]}...")
     print(f"outbox write + hand-off: {submitted * 1000:.0f} ms; webhook had it "
           f"{delivered * 1000:.0f} ms after the tick ({got[0][1] / 1e6:.1f} MB JSON)")  # fmt: skip

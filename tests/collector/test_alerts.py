@@ -244,6 +244,14 @@ def test_flapping_is_one_alert_not_many():
     assert later[0].time >= T0 + 700
 
 
+def test_a_restart_loop_is_one_flapping_alert():
+    """Seven reboots within a minute: one flapping notification, not seven reboots."""
+    a = barn(flapping=6)
+    a.observe([event(T0 + i, "pi-barn-01", "up", "up", "reboot") for i in range(7)], T0 + 7)
+    notes = run(a, T0 + 7, T0 + 600, 5)
+    assert [n.summary for n in notes] == ["1 device flapping at site=barn: pi-barn-01"]
+
+
 def test_high_loss_alerts_after_loss_for():
     """Recent loss above loss_above for loss_for is a loss alert (when "loss" is on)."""
     a = Alerts(alerts_config(on=["loss"], loss_above=10.0, loss_for="1m", group_wait="0s"))

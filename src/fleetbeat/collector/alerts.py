@@ -15,8 +15,9 @@ The main loop drives it; the HTTP side reads it. All of it is thread-safe.
 `observe` reacts to transitions at once: `down` (missed heartbeats), `missing` (down
 because it stayed silent through a collector restart), `offline`, and the one-off `reboot`
 and `restart`; each resolves when the device is back up. More than `flapping` up/down
-changes within `flapping_window` raise one `flapping` alert, which holds back the device's
-down/offline alerts until it has been stable for a whole window. `evaluate` reads the
+changes, restarts and reboots within `flapping_window` raise one `flapping` alert, which
+holds back the device's down/offline/reboot/restart alerts until it has been stable for a
+whole window (a restart loop is one alert, not one a restart). `evaluate` reads the
 devices' tags (for grouping and parents), reconciles state alerts with the fleet (so a
 device that was down across a collector restart still resolves), and judges the rules and
 `loss_above`, each held for its `for` / `loss_for` before it fires. Times are epoch
@@ -47,6 +48,7 @@ SEVERITY = {
     "loss": "warning",
 }
 STATE_KINDS = ("down", "missing", "offline")
+FLAP_KINDS = (*STATE_KINDS, "reboot", "restart")  # what a flapping alert stands for
 _UNREACHABLE = ("down", "offline")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -77,9 +79,11 @@ class Alerts:
         self.silences = silences if silences is not None else Silences()
         self._maintenance = Maintenance(maintenance)
         self._grouper = Grouper(config)
-        self._tags: dict[str, Mapping[str, str]] = {}
-        self._state: dict[str, str] = {}
-        self._since: dict[str, float] = {}  # time of the newest transition observed
+        # Per device only what must be: 100,000 devices cost ~4 MB here (benchmarks/alerts.py).
+        self._tags: dict[str, Mapping[str, str]] = {}  # one shared dict per distinct tag set
+        self._tag_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+        self._unreachable: set[str] = set()  # down or offline now (parents)
+        self._since: dict[str, float] = {}  # newest transition observed, until a snapshot has it
         self._children: dict[str, int] = {}  # parent id -> devices tagged with it
         self._changes: dict[str, list[float]] = {}  # recent up/down change times (flapping)
         self._breached: dict[AlertKey, float] = {}  # rule/loss breached since (not yet held)
@@ -107,13 +111,17 @@ class Alerts:
         frm: Optional[str] = ev["from"]
         reason: str = ev["reason"]
         t: float = ev["time"]
-        self._state[dev] = to
+        if to in _UNREACHABLE:
+            self._unreachable.add(dev)
+        else:
+            self._unreachable.discard(dev)
         self._since[dev] = t
         if reason == "first_seen":
             return
-        if reason in ("reboot", "restart"):
+        restarted = reason in ("reboot", "restart")
+        if restarted:
             self._start(reason, dev, t, now, instant=True)
-        if frm is not None and _coarse(frm) != _coarse(to):
+        if restarted or (frm is not None and _coarse(frm) != _coarse(to)):  # a restart loop flaps
             self._flap(dev, t, now)
         if to == "down":
             self._start("missing" if reason == "silent_through_restart" else "down", dev, t, now)
@@ -141,18 +149,26 @@ class Alerts:
         with self._lock:
             tags_by: dict[str, Mapping[str, str]] = {}
             self._tags = tags_by  # filled as it goes: an alert started below takes its tags
+            if len(self._tag_sets) > 10_000:
+                self._tag_sets.clear()
             children: dict[str, int] = {}
+            unreachable: set[str] = set()
             for d in devices:
                 dev: str = d["id"]
                 tags: Mapping[str, str] = d["tags"]
-                tags_by[dev] = tags
+                tags = tags_by[dev] = self._tag_sets.setdefault(tuple(tags.items()), tags)
                 parent = tags.get(c.parent_tag)
                 if parent:
                     children[parent] = children.get(parent, 0) + 1
                 state: str = d["state"]
-                if d["state_since"] >= self._since.get(dev, -1.0):  # not older than our news
-                    self._state[dev] = state
+                news = self._since.get(dev)
+                if news is None or d["state_since"] >= news:  # not older than our news
+                    self._since.pop(dev, None)
+                    if state in _UNREACHABLE:
+                        unreachable.add(dev)
                     self._reconcile(dev, state, d["state_since"], now)
+                elif dev in self._unreachable:
+                    unreachable.add(dev)
                 if state not in _UNREACHABLE:  # a silent device's last metrics are stale
                     metrics: Mapping[str, float] = d["metrics"]
                     for r in rules:
@@ -166,9 +182,9 @@ class Alerts:
                         self._hold(("loss", dev, ""), pct > c.loss_above, hold=c.loss_for,
                                    severity=SEVERITY["loss"], value=pct, now=now)  # fmt: skip
             self._children = children
-            for dev in [k for k in self._state if k not in tags_by]:  # forgotten devices
-                del self._state[dev]
-                self._since.pop(dev, None)
+            self._unreachable = unreachable
+            for dev in [k for k in self._since if k not in tags_by]:  # forgotten devices
+                del self._since[dev]
 
     def _reconcile(self, dev: str, state: str, since: float, now: float) -> None:
         """State alerts agree with the fleet, whatever events were missed (a restart)."""
@@ -301,9 +317,9 @@ class Alerts:
         if m is not None:
             return m
         parent = a.tags.get(self.config.parent_tag)
-        if parent and parent != a.device and self._state.get(parent) in _UNREACHABLE:
+        if parent and parent != a.device and parent in self._unreachable:
             return {"by": "parent", "parent": parent}
-        if a.kind in STATE_KINDS and self._firing(
+        if a.kind in FLAP_KINDS and self._firing(
             self._grouper.alerts.get(("flapping", a.device, ""))
         ):
             return {"by": "flapping"}
