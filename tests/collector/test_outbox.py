@@ -123,3 +123,17 @@ def test_notified_alerts_survive_a_restart(tmp_path):
     b.observe([event(T0 + 130, "pi-1", "down", "up", "heartbeat")], T0 + 130)
     (n,) = b.tick(T0 + 140)
     assert n.summary == "1 device back up at site=barn: pi-1"
+
+
+def test_an_unwritable_outbox_still_lets_notifications_out(tmp_path, hook, caplog):
+    """With the database gone read-only, a notification is still sent, and the error logged."""
+    clock = FakeClock(T0)
+    hook.statuses[:] = [200]
+    box = Outbox(str(tmp_path))
+    d = Dispatcher(notifiers({"type": "webhook", "url": hook.url}), box, clock=clock)
+    box._db.execute("PRAGMA query_only = ON")  # every write fails from now on
+    d.submit(barn_notification())
+    pump_until(d, clock, lambda: d.stats()["notifications"]["webhook"]["sent"])
+    assert "notifications go on, in memory only" in caplog.text
+    d.close()
+    box.close()

@@ -243,7 +243,7 @@ class Dispatcher:
             n = notification.only(w.config.wants)
             if n is None:
                 continue
-            self._outbox.put(label, n, now)
+            self._keep(self._outbox.put, label, n, now)
             with self._lock:
                 self._items[(n.id, label)] = _Item(label, n, now, 0, now)
         self.pump(now)
@@ -287,7 +287,7 @@ class Dispatcher:
             else:
                 delay = min(MAX_RETRY, FIRST_RETRY * 2 ** (item.attempts - 1))
                 item.next_at = now + delay * (0.5 + self._rng())
-                self._outbox.reschedule(label, nid, item.attempts, item.next_at)
+                self._keep(self._outbox.reschedule, label, nid, item.attempts, item.next_at)
                 _limited.log(logging.WARNING, f"retry-{label}",
                              "notifier %s: %s; retrying in %.0f s", label, outcome.detail,
                              item.next_at - now)  # fmt: skip
@@ -298,11 +298,19 @@ class Dispatcher:
                 log.error("notifier %s: %s; not retrying: %s", label, outcome.detail,
                           item.notification.summary)  # fmt: skip
         if status != "failed":
-            self._outbox.done(label, nid)
+            self._keep(self._outbox.done, label, nid)
         with self._lock:
             self._counts[label][status] += 1
             if status != "failed":
                 del self._items[(nid, label)]
+
+    @staticmethod
+    def _keep(write: Callable[..., None], *args: Any) -> None:
+        """Write to the outbox; a full disk costs the restart guarantee, never the sending."""
+        try:
+            write(*args)
+        except OutboxError as err:
+            _limited.log(logging.ERROR, "outbox", "%s; notifications go on, in memory only", err)
 
     def stats(self) -> dict[str, Any]:
         """`notifications`: {notifier: {outcome: n}} (fleetbeat_notifications_total),
