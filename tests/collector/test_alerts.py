@@ -152,7 +152,7 @@ def test_a_silence_stops_the_notification_but_not_the_alert():
 def test_a_tag_silence_covers_a_site():
     """A silence on site:barn keeps the whole barn quiet."""
     a = barn()
-    a.silences.add(Match(tag=(("site", "barn"),)), T0 + 3600, "", T0)
+    a.silences.add(Match(tag=("site:barn",)), T0 + 3600, "", T0)
     down(a, T0, *BARN)
     assert run(a, T0, T0 + 600, 10) == []
     assert len(a.active(T0)) == 3

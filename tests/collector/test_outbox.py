@@ -77,7 +77,7 @@ def test_silences_survive_a_restart(tmp_path):
     box = Outbox(str(tmp_path))
     s = box.silences()
     keep = s.add(Match(device="pi-1"), T0 + 3600, "PSU", T0)
-    gone = s.add(Match(tag=(("site", "barn"),)), T0 + 3600, "", T0)
+    gone = s.add(Match(tag=("site:barn",)), T0 + 3600, "", T0)
     box.save_silences(s.take_changes())
     s.remove(gone.id)
     box.save_silences(s.take_changes())

@@ -74,7 +74,7 @@ def test_a_window_opens_and_closes_on_time():
 def test_silences_expire_and_report_their_changes():
     """A silence matches until it ends; adds and ends are handed over for storage once."""
     s = Silences()
-    one = s.add(Match(tag=(("site", "barn"),)), 200.0, "PSU swap", 100.0)
+    one = s.add(Match(tag=("site:barn",)), 200.0, "PSU swap", 100.0)
     assert s.find("pi-1", {"site": "barn"}, 150.0) == one
     assert s.find("pi-1", {"site": "shed"}, 150.0) is None
     assert s.take_changes() == {one.id: one}
@@ -97,7 +97,7 @@ def test_a_silence_request_is_read_as_the_api_takes_it():
     """{"tag": "site:barn", "duration": "2h", "comment": ...} gives the match, end and comment."""
     match, until, comment = parse_silence({"tag": "site:barn", "duration": "2h",
                                            "comment": "PSU"}, 1000.0)  # fmt: skip
-    assert (match, until, comment) == (Match(tag=(("site", "barn"),)), 8200.0, "PSU")
+    assert (match, until, comment) == (Match(tag=("site:barn",)), 8200.0, "PSU")
     assert parse_silence({"device": "pi-1", "until": 5000}, 1000.0)[:2] == (
         Match(device="pi-1"),
         5000.0,

@@ -53,7 +53,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, TypeVar
 
-from fleetbeat.config.frozen import dataclass, replace
+from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import (
     INVALID,
     Parser,
@@ -100,19 +100,17 @@ def required_table(cls: type[Any]) -> Parser:
     return parse
 
 
-def _tag_pairs(value: Any, path: str, problems: Problems) -> Any:
-    """ "key:value" or an array of them -> a tuple of (key, value)."""
+def _tags(value: Any, path: str, problems: Problems) -> Any:
+    """ "key:value" or an array of them -> a tuple of "key:value" strings."""
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, list):
         return problems.expected(path, '"key:value" or an array of them', value)
-    out = []
     for i, item in enumerate(items):
-        where = path if isinstance(value, str) else f"{path}[{i}]"
         key, sep, val = item.partition(":") if isinstance(item, str) else ("", "", "")
         if not sep or not key or not val:
+            where = path if isinstance(value, str) else f"{path}[{i}]"
             return problems.expected(where, 'a tag as "key:value", such as "site:barn"', item)
-        out.append((key, val))
-    return tuple(out)
+    return tuple(items)
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,7 @@ class Match:
     """Which devices something applies to; empty matches every device."""
 
     device: str = option("", string(allow_empty=True, what='a device id or a glob ("pi-*")'))
-    tag: tuple[tuple[str, str], ...] = option((), _tag_pairs)
+    tag: tuple[str, ...] = option((), _tags)  # "key:value", all of which must hold
 
     def __bool__(self) -> bool:
         return bool(self.device or self.tag)
@@ -128,15 +126,18 @@ class Match:
     def matches(self, device: str, tags: Mapping[str, str]) -> bool:
         if self.device and not (device == self.device or fnmatch.fnmatchcase(device, self.device)):
             return False
-        return all(tags.get(k) == v for k, v in self.tag)
+        for pair in self.tag:
+            key, _, value = pair.partition(":")
+            if tags.get(key) != value:
+                return False
+        return True
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.device:
             out["device"] = self.device
         if self.tag:
-            pairs = [f"{k}:{v}" for k, v in self.tag]
-            out["tag"] = pairs[0] if len(pairs) == 1 else pairs
+            out["tag"] = self.tag[0] if len(self.tag) == 1 else list(self.tag)
         return out
 
 
@@ -155,7 +156,7 @@ class RuleSection:
     below: Optional[float] = option(None, number())
     severity: str = option("warning", string(choices=SEVERITIES))
     match: Match = option(Match(), table(Match))
-    hold: float = 0.0  # TOML `for` (a Python keyword): read by `_rule`
+    hold: float = option(0.0, duration(allow_zero=True), key="for")  # `for`: a Python keyword
 
     def check(self, path: str, problems: Problems) -> None:
         if (self.above is None) == (self.below is None):
@@ -165,20 +166,6 @@ class RuleSection:
         if self.above is not None:
             return value > self.above
         return self.below is not None and value < self.below
-
-
-def _rule(value: Any, path: str, problems: Problems) -> Any:
-    """A rule table; its `for` key becomes `hold`."""
-    if not isinstance(value, Mapping):
-        return problems.expected(path, "a table", value)
-    rest = dict(value)
-    hold = rest.pop("for", None)
-    rule = load_required(RuleSection, rest, path, problems)
-    if hold is not None:
-        seconds = duration(allow_zero=True)(hold, f"{path}.for", problems)
-        if seconds is not INVALID:
-            rule = replace(rule, hold=seconds)
-    return rule
 
 
 @dataclass(frozen=True)
@@ -194,7 +181,7 @@ class AlertsSection:
     flapping: int = option(6, integer(min=2, max=1000))
     flapping_window: float = option(600.0, duration())
     parent_tag: str = option("parent", string(pattern=_TAG_KEY, what="a tag key"))
-    rule: tuple[RuleSection, ...] = option((), array(_rule))
+    rule: tuple[RuleSection, ...] = option((), array(required_table(RuleSection)))
 
     def check(self, path: str, problems: Problems) -> None:
         seen: set[str] = set()
@@ -262,10 +249,11 @@ def url() -> Any:
 
 
 def readable_file(value: Any, path: str, problems: Problems) -> Any:
-    """A path to a file the collector can read (secrets live in files, not in the config)."""
-    if not isinstance(value, str) or not value:
+    """A path to a file the collector can read (secrets live in files, not in the config);
+    "" is unset."""
+    if not isinstance(value, str):
         return problems.expected(path, "a file path", value)
-    if not os.access(value, os.R_OK):
+    if value and not os.access(value, os.R_OK):
         problems.add(path, f"cannot read {describe(value)}")
         return INVALID
     return value

@@ -36,7 +36,8 @@ def read_urls(path: str) -> list[str]:
 
 @dataclass(frozen=True)
 class AppriseConfig(NotifierConfig):
-    urls: tuple[str, ...] = option((), array(string(what="an Apprise URL"), min_len=1))
+    # secret: Apprise URLs carry tokens (check-config masks them)
+    urls: tuple[str, ...] = option((), array(string(what="an Apprise URL"), min_len=1), secret=True)
     urls_file: str = option("", readable_file)
     title: str = option("fleetbeat", string())
 

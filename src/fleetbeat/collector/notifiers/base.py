@@ -38,7 +38,10 @@ _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 class NotifierConfig:
     type: str = option("", string())
     name: str = option(
-        "", string(pattern=r"[A-Za-z0-9_.-]{1,64}", what="a name of A-Z a-z 0-9 _ . -")
+        "",
+        string(
+            pattern=r"[A-Za-z0-9_.-]{0,64}", what="a name of A-Z a-z 0-9 _ . -", allow_empty=True
+        ),  # "": the type
     )
     match: Match = option(Match(), table(Match))
     severity: str = option("info", string(choices=SEVERITIES))
