@@ -2,15 +2,21 @@
 
 The main loop drives it; the HTTP side reads it. All of it is thread-safe.
 
-    alerts = Alerts(config.collector.alerts, maintenance=config.collector.maintenance,
-                    silences=outbox.silences())
-    alerts.restore(outbox.alerts(), now)    # alerts told before a restart
-    alerts.evaluate(fleet.devices(), now)    # tags, parents, rules, loss: every few seconds
-    alerts.observe(events, now)              # the events Fleet.take_changes() handed the store
-    for n in alerts.tick(now):               # groups whose timer ran out
+    outbox = Outbox(c.state_dir)                              # alerts.db
+    alerts = Alerts(c.alerts, maintenance=c.maintenance, silences=outbox.silences())
+    alerts.restore(outbox.alerts(), now)                      # alerts told before a restart
+    dispatcher = Dispatcher([(n, build(n)) for n in c.notify], outbox)
+    # each turn of the main loop:
+    alerts.evaluate(fleet.devices(), now)     # tags, parents, rules, loss: every few seconds
+    alerts.observe(events, now)               # the events Fleet.take_changes() handed the store
+    for n in alerts.tick(now):                # groups whose timer ran out
         dispatcher.submit(n)
-    outbox.save_alerts(alerts.take_told())   # what was told survives a restart
-    alerts.active(now)                       # GET /api/alerts
+    dispatcher.pump()                         # outcomes, retries
+    outbox.save_alerts(alerts.take_told())    # what was told survives a restart
+    outbox.save_silences(alerts.silences.take_changes())
+    # the HTTP side:
+    alerts.active(now)                        # GET /api/alerts
+    alerts.silences.add(*parse_silence(body, now), now)   # POST /api/silences
 
 `observe` reacts to transitions at once: `down` (missed heartbeats), `missing` (down
 because it stayed silent through a collector restart), `offline`, and the one-off `reboot`
