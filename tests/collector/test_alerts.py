@@ -300,6 +300,17 @@ def test_devices_reconcile_state_alerts_without_events():
     assert end.status == "resolved"
 
 
+def test_a_forgotten_device_is_dropped_without_a_word():
+    """A device no longer in the fleet (forgotten) leaves no alert and gets no reminders."""
+    a = barn(group_interval="1m", repeat_interval="10m")
+    down(a, T0, "pi-barn-01", "pi-barn-02")
+    assert len(run(a, T0, T0 + 30)) == 1
+    a.evaluate([device("pi-barn-02", "down", since=T0, site="barn")], T0 + 40)
+    assert [x["device"] for x in a.active(T0 + 40)] == ["pi-barn-02"]
+    (reminder,) = run(a, T0 + 40, T0 + 700, 10)
+    assert reminder.summary == "Still: 1 device down at site=barn: pi-barn-02"
+
+
 def test_an_older_device_snapshot_does_not_undo_a_newer_event():
     """A devices list taken before an event does not resolve the alert that event started."""
     a = barn(group_wait="0s")
@@ -315,3 +326,12 @@ def test_active_lists_most_severe_first():
     down(a, T0 + 5, "pi-barn-02")
     assert [(x["kind"], x["severity"]) for x in a.active(T0 + 6)] == [
         ("down", "critical"), ("reboot", "warning")]  # fmt: skip
+
+
+def test_a_device_newer_than_the_devices_list_keeps_its_alert():
+    """An alert for a device the last devices list did not know yet is not taken as forgotten."""
+    a = barn(group_wait="0s")
+    a.observe([event(T0, "pi-new", None, "up", "first_seen"),
+               event(T0 + 1, "pi-new", "up", "up", "reboot")], T0 + 1)  # fmt: skip
+    a.evaluate([device(d, site="barn") for d in BARN], T0 + 1)  # taken before pi-new came
+    assert [n.summary for n in a.tick(T0 + 2)] == ["1 device rebooted (no site tag): pi-new"]

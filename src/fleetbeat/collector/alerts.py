@@ -153,6 +153,7 @@ class Alerts:
         rules = c.rule if c.alerts_on("rule") else ()
         loss = c.alerts_on("loss")
         with self._lock:
+            known = self._tags
             tags_by: dict[str, Mapping[str, str]] = {}
             self._tags = tags_by  # filled as it goes: an alert started below takes its tags
             if len(self._tag_sets) > 10_000:
@@ -191,6 +192,8 @@ class Alerts:
             self._unreachable = unreachable
             for dev in [k for k in self._since if k not in tags_by]:  # forgotten devices
                 del self._since[dev]
+            # a device known at the last look and gone now was forgotten: no more reminders
+            self._grouper.forget(lambda dev: dev in tags_by or dev not in known)
 
     def _reconcile(self, dev: str, state: str, since: float, now: float) -> None:
         """State alerts agree with the fleet, whatever events were missed (a restart)."""

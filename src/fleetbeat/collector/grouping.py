@@ -243,6 +243,17 @@ class Grouper:
         g.last_sent = now
         g.next_at = now + self.config.group_interval
 
+    def forget(self, keep: Callable[[str], bool]) -> None:
+        """Drop, untold, the alerts of devices `keep` says no longer exist (forgotten)."""
+        for a in [a for a in self.alerts.values() if not keep(a.device)]:
+            del self.alerts[a.key]
+            g = self._groups[a.group]
+            del g.alerts[a.key]
+            g.last_firing = g.last_firing - {a.key}
+            self.told_changed |= a.notified
+            if not g.alerts:
+                del self._groups[g.key]
+
     def told(self) -> list[Alert]:
         """The alerts notified as firing that still fire."""
         return [
