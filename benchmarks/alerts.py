@@ -65,7 +65,7 @@ def main() -> None:
     t0 = 1_764_000_000.0
     clock = Clock(t0)
     config = parse_collector_config({"collector": {"max_devices": n + 10, "down_after": 3}}, "b")
-    fleet = Fleet(config.collector, clock=clock)
+    fleet = Fleet(config.collector, clock=clock, monotonic=clock)
     for i in range(n):
         for seq in range(3):
             msg = {"v": 1, "k": "hb", "dev": f"pi-barn-{i:05d}", "run": "0123456789abcdef",

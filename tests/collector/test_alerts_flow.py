@@ -25,7 +25,7 @@ class Loop:
     def __init__(self, tmp_path: Any, hook: Hook) -> None:
         self.clock = FakeClock(T0)
         config = parse_collector_config({"collector": {"down_after": 3}}, "t").collector
-        self.fleet = Fleet(config, clock=self.clock)
+        self.fleet = Fleet(config, clock=self.clock, monotonic=self.clock)
         self.alerts = Alerts(alerts_config(group_wait="5s", group_interval="10s"))
         self.box = Outbox(str(tmp_path))
         self.dispatcher = Dispatcher(notifiers({"type": "webhook", "url": hook.url}), self.box,
@@ -40,7 +40,7 @@ class Loop:
 
     def turn(self) -> None:
         now = self.clock.now
-        self.fleet.check(now)
+        self.fleet.check()
         _, events = self.fleet.take_changes()
         self.alerts.evaluate(self.fleet.devices(), now)
         self.alerts.observe(events, now)
