@@ -252,6 +252,14 @@ def test_a_restart_loop_is_one_flapping_alert():
     assert [n.summary for n in notes] == ["1 device flapping at site=barn: pi-barn-01"]
 
 
+def test_the_fleets_flapping_event_raises_the_flapping_alert():
+    """A "flapping" event (the fleet stopped logging a device's events) is a flapping alert."""
+    a = barn()
+    a.observe([event(T0, "pi-barn-01", "up", "down", "flapping")], T0)
+    (n,) = run(a, T0, T0 + 31)
+    assert n.summary == "1 device flapping at site=barn: pi-barn-01"
+
+
 def test_high_loss_alerts_after_loss_for():
     """Recent loss above loss_above for loss_for is a loss alert (when "loss" is on)."""
     a = Alerts(alerts_config(on=["loss"], loss_above=10.0, loss_for="1m", group_wait="0s"))

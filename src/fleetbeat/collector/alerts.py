@@ -23,7 +23,8 @@ because it stayed silent through a collector restart), `offline`, and the one-of
 and `restart`; each resolves when the device is back up. More than `flapping` up/down
 changes, restarts and reboots within `flapping_window` raise one `flapping` alert, which
 holds back the device's down/offline/reboot/restart alerts until it has been stable for a
-whole window (a restart loop is one alert, not one a restart). `evaluate` reads the
+whole window (a restart loop is one alert, not one a restart). The fleet's own "flapping"
+event (a device past `max_events_per_minute`) raises it at once. `evaluate` reads the
 devices' tags (for grouping and parents), reconciles state alerts with the fleet (so a
 device that was down across a collector restart still resolves), and judges the rules and
 `loss_above`, each held for its `for` / `loss_for` before it fires. Times are epoch
@@ -127,7 +128,10 @@ class Alerts:
         restarted = reason in ("reboot", "restart")
         if restarted:
             self._start(reason, dev, t, now, instant=True)
-        if restarted or (frm is not None and _coarse(frm) != _coarse(to)):  # a restart loop flaps
+        if reason == "flapping":  # the fleet stopped logging this device's events: too many
+            self._flap(dev, t, now)
+            self._start("flapping", dev, t, now)
+        elif restarted or (frm is not None and _coarse(frm) != _coarse(to)):  # restart loops too
             self._flap(dev, t, now)
         if to == "down":
             self._start("missing" if reason == "silent_through_restart" else "down", dev, t, now)
