@@ -19,7 +19,14 @@ from fleetbeat.errors import ConfigError
 
 # Keys whose size is a threshold compared with readings, never a timeout, a count or a
 # buffer: any finite value is harmless there.
-MAGNITUDE_FREE = {"deadband", "deadband_pct", "scale", "offset"}
+MAGNITUDE_FREE = {
+    "deadband",
+    "deadband_pct",
+    "scale",
+    "offset",
+    "above",
+    "below",
+}  # alert rule thresholds (collector.alerts_config)
 # Keys bounded by their protocol's own field, beyond a year: sent, never waited on.
 PROTOCOL_BOUNDED = {"message_expiry": 4294967295}  # MQTT 5's u32 Message Expiry Interval
 

@@ -12,6 +12,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
+from fleetbeat.collector.alerts_config import (
+    AlertsSection,
+    MaintenanceSection,
+    SelfCheckSection,
+    maintenance_tables,
+    notify_tables,
+    required_table,
+)
+from fleetbeat.collector.notifiers.base import NotifierConfig
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.loader import read_toml
 from fleetbeat.config.schema import (
@@ -142,6 +151,10 @@ class CollectorSection:
     log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
     # None unless a [collector.mqtt] table is present: MQTT is off by default.
     mqtt: Optional[MqttSection] = option(None, table(MqttSection))
+    alerts: AlertsSection = option(AlertsSection(), table(AlertsSection))
+    notify: tuple[NotifierConfig, ...] = option((), notify_tables())
+    maintenance: tuple[MaintenanceSection, ...] = option((), maintenance_tables())
+    self_check: Optional[SelfCheckSection] = option(None, required_table(SelfCheckSection))
 
     def check(self, path: str, problems: Problems) -> None:
         if isinstance(self.down_after, float) and self.down_after <= self.late_after:

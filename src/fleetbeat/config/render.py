@@ -36,16 +36,23 @@ def table_lines(header: str, obj: Any) -> list[str]:
     for f in dataclasses.fields(obj):
         if "parse" not in f.metadata:
             continue
+        key = f.metadata.get("key") or f.name
         v = getattr(obj, f.name)
         if dataclasses.is_dataclass(v):
-            subtables.append((f.name, v))
+            subtables.append((f"[{key}]", v))
+        elif isinstance(v, tuple) and v and all(dataclasses.is_dataclass(x) for x in v):
+            subtables += [(f"[[{key}]]", x) for x in v]  # an array of tables
         elif v is None:
-            lines.append(f"# {f.name} is not set")
+            lines.append(f"# {key} is not set")
         elif f.metadata.get("secret"):
-            lines.append(f"{f.name} = {_value(MASK)}")
+            lines.append(f"{key} = {_value(MASK)}")
         else:
-            lines.append(f"{f.name} = {_value(v)}")
+            lines.append(f"{key} = {_value(v)}")
     name = header.strip("[]")
     for sub, v in subtables:
-        lines += ["", *table_lines(f"[{name}.{sub}]", v)]
+        brackets = sub.count("[")
+        lines += [
+            "",
+            *table_lines("[" * brackets + f"{name}.{sub.strip('[]')}" + "]" * brackets, v),
+        ]
     return lines

@@ -67,9 +67,12 @@ def describe(value: Any) -> str:
     return repr(value)
 
 
-def option(default: Any, parse: Parser, *, secret: bool = False) -> Any:
-    """Declare a config key: its default and the parser that validates it."""
-    meta = {"parse": parse, "secret": secret}
+def option(default: Any, parse: Parser, *, secret: bool = False, key: str = "") -> Any:
+    """Declare a config key: its default and the parser that validates it.
+
+    `key`: the TOML key when it cannot be the field's name (`for`, a Python keyword).
+    """
+    meta = {"parse": parse, "secret": secret, "key": key}
     if isinstance(default, (list, dict)):
         raise TypeError("use a tuple or a mapping factory for mutable defaults")
     return dataclasses.field(default=default, metadata=meta)
@@ -103,7 +106,7 @@ def load_table(
     if not isinstance(table, Mapping):
         problems.expected(path, "a table", table)
         table = {}
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.metadata.get("key") or f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         key_path = f"{path}.{key}" if path else key
@@ -114,7 +117,7 @@ def load_table(
             continue
         parsed = f.metadata["parse"](value, key_path, problems)
         if parsed is not INVALID:
-            kwargs[key] = parsed
+            kwargs[f.name] = parsed
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check is not None:
