@@ -46,11 +46,11 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable, Optional
 
+from fleetbeat.config.frozen import dataclass, field
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
 
@@ -67,41 +67,54 @@ _TICK = 0.25  # s between deadline checks: the deadlines are seconds long
 class Limits:
     """What one server may spend; every field is a keyword with a default fit for the unit."""
 
-    workers: int = 4
-    queue: int = 16
-    max_connections: int = 1024
-    header_timeout: float = 5.0
-    body_timeout: float = 10.0
-    idle_timeout: float = 30.0
-    write_timeout: float = 30.0
-    max_header_bytes: int = 16 * 1024
-    max_body_bytes: int = 1 << 20
-    max_output_bytes: int = 64 << 20
-    busy_status: int = HTTPStatus.SERVICE_UNAVAILABLE
+    workers: int = field(default=4)
+    queue: int = field(default=16)
+    max_connections: int = field(default=1024)
+    header_timeout: float = field(default=5.0)
+    body_timeout: float = field(default=10.0)
+    idle_timeout: float = field(default=30.0)
+    write_timeout: float = field(default=30.0)
+    max_header_bytes: int = field(default=16 * 1024)
+    max_body_bytes: int = field(default=1 << 20)
+    max_output_bytes: int = field(default=64 << 20)
+    busy_status: int = field(default=HTTPStatus.SERVICE_UNAVAILABLE)
 
 
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass
 class Request:
     """One complete request: header names are lower-case; `body` is b"" without one."""
 
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str]
-    body: bytes
-    client: tuple[str, int]
+    __slots__ = ("body", "client", "headers", "method", "target", "version")
+
+    def __init__(  # noqa: PLR0917 - a record: the six parts of a request, in order
+        self, method: str, target: str, version: str, headers: dict[str, str],
+                 body: bytes, client: tuple[str, int]) -> None:  # fmt: skip
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.target} {self.version}, {len(self.body)} B)"
 
 
-@dataclass
 class Response:
     """What a handler returns; the server adds Content-Length, Date, Server and Connection."""
 
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes = b"",
+                 headers: Optional[dict[str, str]] = None) -> None:  # fmt: skip
+        self.status = status
+        self.body = body
+        self.headers = headers if headers is not None else {}
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {len(self.body)} B)"
 
 
 Handler = Callable[[Request], Response]
