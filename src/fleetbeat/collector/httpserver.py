@@ -89,8 +89,14 @@ class Request:
     __slots__ = ("body", "client", "headers", "method", "target", "version")
 
     def __init__(  # noqa: PLR0917 - a record: the six parts of a request, in order
-        self, method: str, target: str, version: str, headers: dict[str, str],
-                 body: bytes, client: tuple[str, int]) -> None:  # fmt: skip
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: dict[str, str],
+        body: bytes,
+        client: tuple[str, int],
+    ) -> None:
         self.method = method
         self.target = target
         self.version = version
