@@ -31,7 +31,7 @@ bool, None) that the caller may keep or mutate:
   "late", "missed_heartbeats", "bye", "last_will", "restart", "reboot",
   "silent_through_restart", "flapping": the device passed
   `max_events_per_minute`; its other events of that minute are only counted).
-- `Fleet.stats() -> dict`: received {"udp": n, "mqtt": n} (datagrams /
+- `Fleet.stats() -> dict`: received {transport: n} for each of TRANSPORTS (datagrams /
   messages that reached the collector, valid or not), accepted {"udp": n,
   "mqtt": n}, rejected {reason: n} (wire reasons from `wire.parse_fields`:
   oversize, not_json, too_deep, bad_text, not_object, bad_version, bad_kind,
@@ -84,6 +84,7 @@ from typing import Any, Callable, Optional
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 
+TRANSPORTS = ("udp", "mqtt", "http", "amqp", "kafka")  # how messages reach the collector
 STATES = ("up", "late", "down", "offline")
 MAX_PLAIN_JUMP = 1000  # seq jumps beyond this (and beyond the time elapsed) are suspect
 SEQ_WINDOW = 128  # seqs behind the highest in which a duplicate is told from a late arrival
@@ -374,8 +375,8 @@ class Fleet:
         )
         self._new_events: list[dict[str, Any]] = []  # not yet handed to the store
         self._dirty: set[str] = set()
-        self._received = {"udp": 0, "mqtt": 0}
-        self._rejected_from = {"udp": 0, "mqtt": 0}
+        self._received = dict.fromkeys(TRANSPORTS, 0)
+        self._rejected_from = dict.fromkeys(TRANSPORTS, 0)
         self._rejected: dict[str, int] = {}
         # devices heard once, oldest first: the first to go when max_devices is full
         self._unconfirmed: collections.OrderedDict[str, None] = collections.OrderedDict()
