@@ -66,7 +66,11 @@ class AgentSection:
     heartbeat_interval: float = option(10.0, duration(min=0.01, max=86400.0))
     jitter: float = option(10.0, duration(allow_zero=True, max=86400.0))
     tags: Mapping[str, str] = option_factory(
-        dict, mapping(scalar_text(), key_pattern=TAG_KEY, what="letters, digits, _ . -")
+        # as long as the collector takes (wire.MAX_TEXT): longer would be refused there
+        dict,
+        mapping(
+            scalar_text(max_len=wire.MAX_TEXT), key_pattern=TAG_KEY, what="letters, digits, _ . -"
+        ),
     )
     heartbeat_metrics: tuple[str, ...] = option(DEFAULT_HEARTBEAT_METRICS, array(heartbeat_metric))
     log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
