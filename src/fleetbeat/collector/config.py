@@ -121,6 +121,28 @@ class MqttSection:
 
 
 @dataclass(frozen=True)
+class AuthSection:
+    """`[collector.auth]`: who may speak for a device (signed messages, wire.sign).
+
+    ```toml
+    [collector.auth]
+    keys_dir = "/etc/fleetbeat/keys"        # one key file per device, named after its id
+    fleet_key_file = ""                     # one key for every device (simpler, weaker)
+    require_signed = false                  # true: every unsigned message is rejected
+    ```
+    """
+
+    keys_dir: str = option("", string(allow_empty=True, what="a directory path"))
+    fleet_key_file: str = option("", string(allow_empty=True, what="a file path"))
+    require_signed: bool = option(False, boolean())
+
+    def check(self, path: str, problems: Problems) -> None:
+        if self.require_signed and not (self.keys_dir or self.fleet_key_file):
+            problems.add(f"{path}.require_signed", "needs keys_dir or fleet_key_file: with "
+                         "no key every message would be rejected")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class CollectorSection:
     udp_listen: str = option("0.0.0.0:9746", listen_address())
     http_listen: str = option("127.0.0.1:9747", listen_address())
@@ -155,6 +177,7 @@ class CollectorSection:
     notify: tuple[NotifierConfig, ...] = option((), notify_tables())
     maintenance: tuple[MaintenanceSection, ...] = option((), maintenance_tables())
     self_check: Optional[SelfCheckSection] = option(None, required_table(SelfCheckSection))
+    auth: AuthSection = option(AuthSection(), table(AuthSection))
 
     def check(self, path: str, problems: Problems) -> None:
         if isinstance(self.down_after, float) and self.down_after <= self.late_after:
