@@ -10,7 +10,8 @@ import pytest
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.fleet import MAX_EVENTS_IN_MEMORY, ROW_COLUMNS, Fleet, _row
+from fleetbeat.collector.fleet import MAX_EVENTS_IN_MEMORY, Fleet
+from fleetbeat.collector.rows import ROW_COLUMNS, _row
 from fleetbeat.config import frozen as dataclasses
 from helpers import FakeClock
 

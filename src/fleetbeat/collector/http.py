@@ -34,7 +34,6 @@ from typing import Any, Callable, Optional, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fleetbeat.collector.config import split_hostport
-from fleetbeat.collector.fleet import STATES
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
     BoundedServer,
@@ -42,6 +41,7 @@ from fleetbeat.collector.httpserver import (
     Request,
     Response,
 )
+from fleetbeat.collector.liveness import STATES
 from fleetbeat.collector.metrics import CONTENT_TYPE, Exposition
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog

@@ -27,7 +27,7 @@ from typing import Any, Optional, Protocol
 
 import psutil
 
-from fleetbeat.collector.fleet import STATES
+from fleetbeat.collector.liveness import STATES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

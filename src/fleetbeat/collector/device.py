@@ -1,0 +1,118 @@
+"""One device's record in the fleet: slots for memory, a JSON-ready snapshot for readers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from fleetbeat.collector.loss import MIN_DOWN_AFTER, SeqTracker
+
+
+class Device:
+    """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
+
+    __slots__ = (
+        "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "cur_exp", "cur_lost",
+        "deadline", "down_k", "ev_count", "ev_start", "hb", "id", "interval", "last_seen",
+        "metric_names", "metric_values", "prev_run", "prior", "rd", "rd_prior", "reboots",
+        "recent_exp", "recent_lost", "restarts", "run", "seen", "state", "state_since", "tags",
+        "transport", "version",
+    )  # fmt: skip
+
+    def __init__(self, dev_id: str, now: float, mono: float) -> None:
+        self.id = dev_id
+        self.state = "up"
+        self.state_since = now
+        self.last_seen = now  # wall clock: shown, stored
+        self.seen = mono  # monotonic clock: what deadlines are judged on
+        self.confirmed = False  # a second message arrived (see the eviction policy)
+        self.addr: Any = ""  # the socket address tuple as received (formatted when read)
+        self.transport = "udp"
+        self.run = ""
+        self.prev_run = ""
+        self.boot_time: Optional[float] = None
+        self.interval = 10.0
+        self.version: Optional[str] = None
+        self.tags: dict[str, str] = _NO_TAGS
+        self.metric_names: tuple[str, ...] = ()
+        self.metric_values: tuple[float, ...] = ()
+        self.clock_skew = 0.0
+        self.restarts = 0
+        self.reboots = 0
+        self.agent_drops = 0
+        self.hb: Optional[SeqTracker] = None
+        self.rd: Optional[SeqTracker] = None
+        # lifetime figures of finished runs: received, expected, duplicates, reordered
+        self.prior: tuple[int, int, int, int] = _ZERO4
+        self.rd_prior: tuple[int, int] = _ZERO2  # readings: received, expected
+        # recent loss: lost and expected in the current bucket, and both buckets together
+        # (small ints, cached by CPython: four slots cost less than one list)
+        self.cur_lost = 0
+        self.cur_exp = 0
+        self.recent_lost = 0
+        self.recent_exp = 0
+        self.down_k: float = MIN_DOWN_AFTER  # an int when "auto": small ints are shared
+        self.deadline = math.inf  # monotonic time the liveness check has something to do
+        self.ev_start = mono  # the events-per-minute window (monotonic) and its count
+        self.ev_count = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        hb = self.hb
+        run = hb.figures() if hb is not None else (0, 0, 0, 0)
+        received, expected, dups, reordered = (a + b for a, b in zip(self.prior, run))
+        lost = max(0, expected - received)
+        rd_received, rd_expected = self.rd_prior
+        if self.rd is not None:
+            rd_received += self.rd.received
+            rd_expected += self.rd.expected
+        return {
+            "id": self.id,
+            "state": self.state,
+            "state_since": self.state_since,
+            "last_seen": self.last_seen,
+            "addr": _addr_text(self.addr),
+            "transport": self.transport,
+            "run": self.run,
+            "boot_time": self.boot_time,
+            "interval": self.interval,
+            "version": self.version,
+            "tags": dict(self.tags),
+            "metrics": dict(zip(self.metric_names, self.metric_values)),
+            "clock_skew": self.clock_skew,
+            "restarts": self.restarts,
+            "reboots": self.reboots,
+            "agent_drops": self.agent_drops,
+            "received": received,
+            "expected": expected,
+            "lost": lost,
+            "duplicates": dups,
+            "reordered": reordered,
+            "loss_pct": _pct(lost, expected),
+            "recent_loss_pct": _pct(self.recent_lost, self.recent_exp),
+            "run_received": run[0],
+            "run_expected": run[1],
+            "run_lost": max(0, run[1] - run[0]),
+            "readings_received": rd_received,
+            "readings_lost": max(0, rd_expected - rd_received),
+            "down_after_effective": self.down_k,
+            "confirmed": self.confirmed,
+        }
+
+
+_NO_TAGS: dict[str, str] = {}
+
+
+def _addr_text(addr: Any) -> str:
+    """ "host:port" from a socket address ("[v6]:port" for IPv6); text as it is."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+_ZERO4 = (0, 0, 0, 0)
+_ZERO2 = (0, 0)
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 3) if whole > 0 else 0.0
