@@ -18,7 +18,7 @@ FORBIDDEN = {
 }
 MAX_LINES = 400
 # Not split yet: issue 11's second round (the collector side) removes these.
-TOO_LONG_FOR_NOW = {"collector/fleet.py"}
+TOO_LONG_FOR_NOW = {"collector/httpserver.py"}
 
 
 def fleetbeat_imports(path: Path) -> set[str]:

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Optional
 
-from fleetbeat.collector.loss import MIN_DOWN_AFTER, SeqTracker
+from fleetbeat.collector.liveness import rebooted
+from fleetbeat.collector.loss import MIN_DOWN_AFTER, RecentLoss, SeqTracker
 
 
-class Device:
+class Device(RecentLoss):
     """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
 
     __slots__ = (
-        "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "cur_exp", "cur_lost",
-        "deadline", "down_k", "ev_count", "ev_start", "hb", "id", "interval", "last_seen",
-        "metric_names", "metric_values", "prev_run", "prior", "rd", "rd_prior", "reboots",
-        "recent_exp", "recent_lost", "restarts", "run", "seen", "state", "state_since", "tags",
-        "transport", "version",
+        "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "deadline", "down_k",
+        "ev_count", "ev_start", "hb", "id", "interval", "last_seen", "metric_names",
+        "metric_values", "prev_run", "prior", "rd", "rd_prior", "reboots", "restarts", "run",
+        "seen", "state", "state_since", "tags", "transport", "version",
     )  # fmt: skip
 
     def __init__(self, dev_id: str, now: float, mono: float) -> None:
+        super().__init__()
         self.id = dev_id
         self.state = "up"
         self.state_since = now
@@ -45,16 +47,69 @@ class Device:
         # lifetime figures of finished runs: received, expected, duplicates, reordered
         self.prior: tuple[int, int, int, int] = _ZERO4
         self.rd_prior: tuple[int, int] = _ZERO2  # readings: received, expected
-        # recent loss: lost and expected in the current bucket, and both buckets together
-        # (small ints, cached by CPython: four slots cost less than one list)
-        self.cur_lost = 0
-        self.cur_exp = 0
-        self.recent_lost = 0
-        self.recent_exp = 0
         self.down_k: float = MIN_DOWN_AFTER  # an int when "auto": small ints are shared
         self.deadline = math.inf  # monotonic time the liveness check has something to do
         self.ev_start = mono  # the events-per-minute window (monotonic) and its count
         self.ev_count = 0
+
+    def heard(self, now: float, mono: float, addr: Any, transport: str) -> None:
+        """A message of this device was accepted: when (both clocks), from where, over what."""
+        self.last_seen = now
+        self.seen = mono
+        if self.addr != addr:
+            self.addr = addr
+        if self.transport is not transport:
+            self.transport = transport
+
+    def take_heartbeat(self, msg: dict[str, Any]) -> None:
+        """The fields a new heartbeat reports about the agent (tags and metrics aside)."""
+        get = msg.get
+        self.interval = msg["int"]
+        bt = get("bt")
+        if bt is not None:
+            self.boot_time = bt
+        ver = get("ver")
+        if ver is not None and ver != self.version:
+            self.version = sys.intern(ver) if len(ver) < 40 else ver
+        drop = get("drop")
+        if drop is not None:
+            self.agent_drops = drop
+
+    def start_run(self, run: str, boot_time: Optional[float]) -> str:
+        """A new run: "reboot" or "restart" (counted); the finished run joins the lifetime."""
+        self.prev_run = self.run
+        if self.hb is not None:
+            p, f = self.prior, self.hb.figures()
+            self.prior = (p[0] + f[0], p[1] + f[1], p[2] + f[2], p[3] + f[3])
+        if self.rd is not None:
+            self.rd_prior = (self.rd_prior[0] + self.rd.received,
+                             self.rd_prior[1] + self.rd.expected)  # fmt: skip
+        self.hb = None
+        self.rd = None
+        self.run = run
+        if rebooted(self.boot_time, boot_time):
+            self.reboots += 1
+            return "reboot"
+        self.restarts += 1
+        return "restart"
+
+    def count_seq(self, kind: str, seq: int, tracker: Optional[SeqTracker]) -> int:
+        """Count `seq` on its stream (`tracker`: readings or heartbeats, None for its first).
+
+        Returns the gap `SeqTracker.add` gives (-1: a duplicate); heartbeats also feed
+        the recent-loss window.
+        """
+        if tracker is None:
+            if kind == "rd":
+                self.rd = SeqTracker(seq)
+            else:
+                self.hb = SeqTracker(seq)
+            gap = 1
+        else:
+            gap = tracker.add(seq)
+        if kind != "rd" and gap >= 0:
+            self.count_loss(gap)
+        return gap
 
     def snapshot(self) -> dict[str, Any]:
         hb = self.hb

@@ -100,3 +100,38 @@ class SeqTracker:
 
     def figures(self) -> tuple[int, int, int, int]:
         return self.received, self.expected, self.duplicates, self.reordered
+
+
+class RecentLoss:
+    """Loss over the last few hundred expected heartbeats: two buckets, the older dropped whole.
+
+    A base class of `Device`, not a member: its four slots live in the device record,
+    so 100,000 devices cost no extra object each. The figures are small ints, cached by
+    CPython: four slots cost less than one list.
+    """
+
+    __slots__ = ("cur_exp", "cur_lost", "recent_exp", "recent_lost")
+
+    def __init__(self) -> None:
+        # lost and expected in the current bucket, and in both buckets together
+        self.cur_lost = 0
+        self.cur_exp = 0
+        self.recent_lost = 0
+        self.recent_exp = 0
+
+    def count_loss(self, gap: int) -> None:
+        """Count a heartbeat `gap` seqs past the highest (`SeqTracker.add`); 0: a late one."""
+        if gap > 0:
+            self.cur_exp += gap
+            self.recent_exp += gap
+            if gap > 1:
+                self.cur_lost += gap - 1
+                self.recent_lost += gap - 1
+            if self.cur_exp >= RECENT_BUCKET:  # the older bucket goes; the current one stays
+                self.recent_exp = self.cur_exp
+                self.recent_lost = self.cur_lost
+                self.cur_exp = self.cur_lost = 0
+        elif self.recent_lost > 0:  # a late arrival: one fewer lost
+            self.recent_lost -= 1
+            if self.cur_lost > 0:
+                self.cur_lost -= 1

@@ -11,18 +11,6 @@ from fleetbeat.collector.device import Device, _addr_text
 from fleetbeat.collector.liveness import STATES
 from fleetbeat.collector.loss import SeqTracker
 
-
-def _event_ok(ev: Any) -> bool:
-    try:
-        return (
-            type(ev) is dict and type(ev["time"]) is float and math.isfinite(ev["time"])
-            and type(ev["device"]) is str and ev["from"] in (None, *STATES)
-            and ev["to"] in STATES and type(ev["reason"]) is str
-        )  # fmt: skip
-    except (KeyError, TypeError):
-        return False
-
-
 ROW_COLUMNS = (
     "id", "state", "state_since", "last_seen", "addr", "transport", "run", "prev_run",
     "boot_time", "interval", "version", "tags", "metrics", "clock_skew", "restarts", "reboots",
@@ -31,7 +19,7 @@ ROW_COLUMNS = (
 """The columns of a stored device row, in order (see `store`)."""
 
 
-def _row(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
+def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
     tags = tags_json.get(id(d.tags))
     if tags is None:
         tags = tags_json[id(d.tags)] = json.dumps(d.tags)
@@ -54,7 +42,7 @@ def _finite(x: Any) -> float:
     """A stored number as a finite float; ValueError for anything else (a bool, inf, text)."""
     if type(x) is not float and type(x) is not int:
         raise ValueError(repr(x)[:40])
-    value = float(x)  # OverflowError for an integer beyond a double: caught by `_revive`
+    value = float(x)  # OverflowError for an integer beyond a double: caught by `revive`
     if not math.isfinite(value):
         raise ValueError(repr(x)[:40])
     return value
@@ -75,8 +63,11 @@ def _text(x: Any, pattern: Any = None) -> str:
     return x
 
 
-def _revive(row: tuple[Any, ...]) -> Optional[Device]:
-    """A device from a stored row; None when any part of the row cannot be read."""
+def revive(row: tuple[Any, ...], *, wall: float, mono: float) -> Optional[Device]:
+    """A device from a stored row; None when any part of the row cannot be read.
+
+    Its silence is converted once from the wall clock (`wall` now) to the monotonic one.
+    """
     try:
         (dev_id, state, state_since, last_seen, addr, transport, run, prev_run, boot_time,
          interval, version, tags, metrics, clock_skew, restarts, reboots, agent_drops, down_k,
@@ -125,6 +116,9 @@ def _revive(row: tuple[Any, ...]) -> Optional[Device]:
         d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp = c[6:10]
         if d.state in ("up", "late"):
             d.deadline = -math.inf  # judged at once
+        # wall time converted once: how long ago, on the monotonic clock
+        d.seen = mono - max(0.0, wall - d.last_seen)
+        d.ev_start = mono
     except (TypeError, ValueError, IndexError, AttributeError, KeyError, OverflowError,
             RecursionError, MemoryError):  # fmt: skip
         return None

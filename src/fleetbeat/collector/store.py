@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from fleetbeat.collector.fleet import MAX_EVENTS_IN_MEMORY
+from fleetbeat.collector.events import MAX_EVENTS_IN_MEMORY
 from fleetbeat.collector.rows import ROW_COLUMNS
 from fleetbeat.errors import FleetbeatError
 
