@@ -37,93 +37,41 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import json
 import logging
 import os
 import queue
-import resource
 import selectors
 import socket
 import threading
 import time
-from email.utils import formatdate
 from http import HTTPStatus
-from typing import Callable, Optional
+from typing import Optional
 
-from fleetbeat.config.frozen import dataclass, field
+from fleetbeat.collector.httpfds import FD_RESERVE, claim_fds, open_spare, release_fds
+from fleetbeat.collector.httpmsg import (
+    DEFAULT_LIMITS,
+    Handler,
+    Limits,
+    Reject,
+    Request,
+    Response,
+    body_length,
+    error_body,
+    parse_head,
+    render,
+    wants_close,
+)
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
 
+# What servers and handlers use, importable from here as before the split.
+__all__ = ["DEFAULT_LIMITS", "FD_RESERVE", "BoundedServer", "Handler", "Limits", "Request",
+           "Response", "parse_head", "render"]  # fmt: skip
+
 log = logging.getLogger(__name__)
 
-# Descriptors left for the rest of the collector (UDP, the store, MQTT, logs, notifiers)
-# when the soft RLIMIT_NOFILE is raised for the servers' connection caps.
-FD_RESERVE = 256
 _ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _TICK = 0.25  # s between deadline checks: the deadlines are seconds long
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one server may spend; every field is a keyword with a default fit for the unit."""
-
-    workers: int = field(default=4)
-    queue: int = field(default=16)
-    max_connections: int = field(default=1024)
-    header_timeout: float = field(default=5.0)
-    body_timeout: float = field(default=10.0)
-    idle_timeout: float = field(default=30.0)
-    write_timeout: float = field(default=30.0)
-    max_header_bytes: int = field(default=16 * 1024)
-    max_body_bytes: int = field(default=1 << 20)
-    max_output_bytes: int = field(default=64 << 20)
-    busy_status: int = field(default=HTTPStatus.SERVICE_UNAVAILABLE)
-
-
-DEFAULT_LIMITS = Limits()
-
-
-class Request:
-    """One complete request: header names are lower-case; `body` is b"" without one."""
-
-    __slots__ = ("body", "client", "headers", "method", "target", "version")
-
-    def __init__(  # noqa: PLR0917 - a record: the six parts of a request, in order
-        self,
-        method: str,
-        target: str,
-        version: str,
-        headers: dict[str, str],
-        body: bytes,
-        client: tuple[str, int],
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.body = body
-        self.client = client
-
-    def __repr__(self) -> str:
-        return f"Request({self.method} {self.target} {self.version}, {len(self.body)} B)"
-
-
-class Response:
-    """What a handler returns; the server adds Content-Length, Date, Server and Connection."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, body: bytes = b"",
-                 headers: Optional[dict[str, str]] = None) -> None:  # fmt: skip
-        self.status = status
-        self.body = body
-        self.headers = headers if headers is not None else {}
-
-    def __repr__(self) -> str:
-        return f"Response({self.status}, {len(self.body)} B)"
-
-
-Handler = Callable[[Request], Response]
 
 # connection states
 _IDLE, _HEAD, _BODY, _BUSY, _WRITE = range(5)
@@ -144,100 +92,6 @@ class _Conn:
         self.close_after = False
         self.head: Optional[Request] = None
         self.need = 0
-
-
-class _Reject(Exception):
-    """The request cannot be served: answer `status` and close the connection."""
-
-    def __init__(self, status: int, reason: str, counter: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.counter = counter
-
-
-_claim_lock = threading.Lock()
-_claimed = 0  # connections promised to live servers, for the RLIMIT_NOFILE arithmetic
-
-
-def _claim_fds(want: int) -> int:
-    """Raise the soft RLIMIT_NOFILE for `want` more connections; how many fit."""
-    global _claimed
-    with _claim_lock:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        need = _claimed + want + FD_RESERVE
-        if soft != resource.RLIM_INFINITY and soft < need:
-            new = need if hard == resource.RLIM_INFINITY else min(hard, need)
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-                log.info("raised the soft file-descriptor limit from %d to %d for HTTP", soft, new)
-                soft = new
-            except (OSError, ValueError) as err:
-                log.warning("cannot raise the file-descriptor limit above %d: %s", soft, err)
-        room = want if soft == resource.RLIM_INFINITY else soft - _claimed - FD_RESERVE
-        got = max(8, min(want, room))
-        if got < want:
-            log.warning("file-descriptor limit %d: HTTP serves at most %d connections, not %d",
-                        soft, got, want)  # fmt: skip
-        _claimed += got
-        return got
-
-
-def _open_spare() -> Optional[int]:
-    """A descriptor held in reserve, given up to learn whether a client waits (see _out_of_fds)."""
-    try:
-        return os.open(os.devnull, os.O_RDONLY)
-    except OSError:
-        return None
-
-
-def _release_fds(n: int) -> None:
-    global _claimed
-    with _claim_lock:
-        _claimed -= n
-
-
-def render(status: int, headers: dict[str, str], body: bytes, *, head: bool, close: bool) -> bytes:
-    """The bytes of one response; HEAD keeps Content-Length and drops the body."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    lines = [f"HTTP/1.1 {status} {phrase}", "Server: fleetbeat",
-             f"Date: {formatdate(usegmt=True)}"]  # fmt: skip
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
-    lines.append(f"Content-Length: {len(body)}")
-    if close:
-        lines.append("Connection: close")
-    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return raw if head else raw + body
-
-
-def _error_body(reason: str) -> tuple[dict[str, str], bytes]:
-    return {"Content-Type": "application/json"}, json.dumps({"error": reason}).encode()
-
-
-def parse_head(raw: bytes, client: tuple[str, int]) -> Request:
-    """Request line and headers (without the blank line) -> a Request with no body yet."""
-    try:
-        text = raw.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise _Reject(400, "bad request", "bad_request") from None
-    line, *header_lines = text.split("\r\n")
-    parts = line.split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
-        raise _Reject(400, "bad request line", "bad_request")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _Reject(505, "HTTP/1.0 or HTTP/1.1 only", "bad_request")
-    headers: dict[str, str] = {}
-    for item in header_lines:
-        name, sep, value = item.partition(":")
-        if not sep or not name or name != name.strip() or item[0] in " \t":
-            raise _Reject(400, "bad header line", "bad_request")
-        key = name.lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return Request(method, target, version, headers, b"", client)
 
 
 class BoundedServer:
@@ -267,7 +121,7 @@ class BoundedServer:
         self._listener = listener
         self.host = host
         self.port: int = listener.getsockname()[1]
-        self.max_connections = _claim_fds(limits.max_connections)
+        self.max_connections = claim_fds(limits.max_connections)
         self._sel = selectors.DefaultSelector()
         self._sel.register(listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -284,7 +138,7 @@ class BoundedServer:
         self._jobs: queue.Queue[Optional[tuple[_Conn, Request]]] = queue.Queue(limits.queue)
         self._accept_paused_until = 0.0
         self._backoff = 0.0
-        self._spare = _open_spare()
+        self._spare = open_spare()
         self._stopping = False
         self._counts: collections.Counter[str] = collections.Counter()
         self._ratelog = RateLimitedLog(log)
@@ -322,7 +176,7 @@ class BoundedServer:
                 break
         for t in self._workers:
             t.join(timeout=1)
-        _release_fds(self.max_connections)
+        release_fds(self.max_connections)
 
     # --- the selector thread ------------------------------------------------------------
 
@@ -352,7 +206,7 @@ class BoundedServer:
                     self._expire(now)
                     if self._accept_paused_until and now >= self._accept_paused_until:
                         self._accept_paused_until = 0.0
-                        self._spare = self._spare if self._spare is not None else _open_spare()
+                        self._spare = self._spare if self._spare is not None else open_spare()
                         self._sel.register(self._listener, selectors.EVENT_READ, None)
         except Exception:  # a bug here must not take the collector down with HTTP
             log.exception("HTTP server loop failed; HTTP is down")
@@ -411,7 +265,7 @@ class BoundedServer:
             try:
                 sock, addr = self._listener.accept()
             except BlockingIOError:
-                self._spare = _open_spare()
+                self._spare = open_spare()
                 return  # nobody waits
             except OSError:
                 pass
@@ -419,12 +273,12 @@ class BoundedServer:
                 self._counts["accept_errors"] += 1
                 self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
                 if self._evict_oldest("out of file descriptors: closed the oldest waiting one"):
-                    self._spare = _open_spare()  # the evicted connection's descriptor
+                    self._spare = open_spare()  # the evicted connection's descriptor
                     self._take(sock, addr)
                     return
                 self._counts["refused"] += 1
                 sock.close()
-                self._spare = _open_spare()
+                self._spare = open_spare()
         else:
             self._counts["accept_errors"] += 1
             self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
@@ -475,11 +329,11 @@ class BoundedServer:
                 end = conn.inbuf.find(b"\r\n\r\n", 0, lim.max_header_bytes + 4)
                 if end < 0:
                     if len(conn.inbuf) > lim.max_header_bytes:
-                        raise _Reject(431, "request headers too large", "header_too_large")
+                        raise Reject(431, "request headers too large", "header_too_large")
                     return
                 req = parse_head(bytes(conn.inbuf[:end]), conn.addr)
                 del conn.inbuf[: end + 4]
-                conn.need = self._body_length(req)
+                conn.need = body_length(req, lim)
                 conn.head = req
                 conn.state = _BODY
                 conn.deadline = time.monotonic() + lim.body_timeout
@@ -491,23 +345,12 @@ class BoundedServer:
                 conn.head.body = bytes(conn.inbuf[: conn.need])
                 del conn.inbuf[: conn.need]
                 self._dispatch(conn, conn.head)
-        except _Reject as rej:
+        except Reject as rej:
             self._counts[rej.counter] += 1
             self._ratelog.log(logging.INFO, rej.counter, "HTTP %d to %s: %s",
                               rej.status, conn.addr[0], rej)  # fmt: skip
-            headers, body = _error_body(str(rej))
+            headers, body = error_body(str(rej))
             self._send(conn, render(rej.status, headers, body, head=False, close=True), close=True)
-
-    def _body_length(self, req: Request) -> int:
-        if "transfer-encoding" in req.headers:
-            raise _Reject(411, "send Content-Length: chunked bodies are refused", "bad_request")
-        raw = req.headers.get("content-length", "0")
-        if not raw.isdigit() or len(raw) > 18:
-            raise _Reject(400, "bad Content-Length", "bad_request")
-        length = int(raw)
-        if length > self.limits.max_body_bytes:
-            raise _Reject(413, f"body over {self.limits.max_body_bytes} bytes", "body_too_large")
-        return length
 
     def _dispatch(self, conn: _Conn, req: Request) -> None:
         self._counts["requests"] += 1
@@ -521,9 +364,9 @@ class BoundedServer:
             self._counts["busy"] += 1
             self._ratelog.log(logging.WARNING, "busy", "HTTP workers busy: answered %d",
                               self.limits.busy_status)  # fmt: skip
-            headers, body = _error_body("busy; try again shortly")
+            headers, body = error_body("busy; try again shortly")
             headers["Retry-After"] = "1"
-            close = _wants_close(req)
+            close = wants_close(req)
             raw = render(self.limits.busy_status, headers, body, head=req.method == "HEAD",
                          close=close)  # fmt: skip
             self._send(conn, raw, close=close)
@@ -597,7 +440,7 @@ class BoundedServer:
             self._ratelog.log(logging.INFO, counter, "HTTP %s from %s: closed",
                               counter.replace("_", " "), conn.addr[0])  # fmt: skip
             if conn.state in (_HEAD, _BODY):
-                headers, body = _error_body("request not complete in time")
+                headers, body = error_body("request not complete in time")
                 # best effort, once: a client that does not read gets a plain close
                 with contextlib.suppress(OSError):
                     conn.sock.send(render(408, headers, body, head=False, close=True))
@@ -645,16 +488,10 @@ class BoundedServer:
                 failed = True
                 self._ratelog.log(logging.ERROR, "handler", "HTTP %s %s failed: %r",
                                   req.method, req.target[:200], err)  # fmt: skip
-                headers, body = _error_body("internal error; see collector log")
+                headers, body = error_body("internal error; see collector log")
                 resp = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body, headers)
-            close = _wants_close(req)
+            close = wants_close(req)
             raw = render(resp.status, resp.headers, resp.body, head=req.method == "HEAD",
                          close=close)  # fmt: skip
             self._done.append((conn, raw, close, failed))
             self._wake()
-
-
-def _wants_close(req: Request) -> bool:
-    """HTTP/1.0, or `Connection: close`: answer, then close (1.1 keeps the connection)."""
-    tokens = {t.strip().lower() for t in req.headers.get("connection", "").split(",")}
-    return req.version == "HTTP/1.0" or "close" in tokens
