@@ -18,7 +18,20 @@ from fleetbeat.config.frozen import dataclass, field
 
 @dataclass(frozen=True)
 class Limits:
-    """What one server may spend; every field is a keyword with a default fit for the unit."""
+    """What one server may spend; every field is a keyword with a default fit for the unit.
+
+    - Threads and queue: `workers` run the handler; a complete request waits for one in
+      a queue of `queue`, and when that is full the answer is `busy_status` (503, or
+      429 for ingest) at once.
+    - Connections: at most `max_connections` (see `BoundedServer`).
+    - Time: headers complete within `header_timeout` of their first byte (else 408),
+      a body within `body_timeout`, an idle keep-alive connection lives
+      `idle_timeout`, a response is written within `write_timeout`.
+    - Size: request line and headers within `max_header_bytes` (else 431), a body
+      within `max_body_bytes` (else 413; `Content-Length` required, 411 for chunked);
+      answers waiting for slow readers within `max_output_bytes` (past it the
+      longest-stalled reader is dropped).
+    """
 
     workers: int = field(default=4)
     queue: int = field(default=16)
@@ -149,3 +162,32 @@ def wants_close(req: Request) -> bool:
     """HTTP/1.0, or `Connection: close`: answer, then close (1.1 keeps the connection)."""
     tokens = {t.strip().lower() for t in req.headers.get("connection", "").split(",")}
     return req.version == "HTTP/1.0" or "close" in tokens
+
+
+def take_head(inbuf: bytearray, client: tuple[str, int], limits: Limits) -> Optional[Request]:
+    """The request head at the start of `inbuf`, removed from it; None until it is complete.
+
+    Its body is not read yet (`Request.body` is b""); past `limits.max_header_bytes`
+    without a blank line the request is rejected (431).
+    """
+    end = inbuf.find(b"\r\n\r\n", 0, limits.max_header_bytes + 4)
+    if end < 0:
+        if len(inbuf) > limits.max_header_bytes:
+            raise Reject(431, "request headers too large", "header_too_large")
+        return None
+    req = parse_head(bytes(inbuf[:end]), client)
+    del inbuf[: end + 4]
+    return req
+
+
+def error_response(status: int, reason: str) -> Response:
+    """A JSON error answer: {"error": reason}."""
+    headers, body = error_body(reason)
+    return Response(status, body, headers)
+
+
+def answer(req: Request, resp: Response) -> tuple[bytes, bool]:
+    """The bytes that answer `req` with `resp`, and whether the connection closes after them."""
+    close = wants_close(req)
+    return render(resp.status, resp.headers, resp.body, head=req.method == "HEAD",
+                  close=close), close  # fmt: skip

@@ -1,53 +1,34 @@
 """A bounded HTTP/1.1 server: one selector thread for every connection, a few workers.
 
 The dashboard/API server (`collector.http`) runs on it, and so will the HTTP
-ingest listener. What it bounds, and why (the stdlib `ThreadingHTTPServer` it
-replaces started a thread per connection: about 253 idle connections exhausted
-the unit's `TasksMax=256`, and at 1,024 descriptors a failing accept() spun at
-100% CPU):
+ingest listener. The stdlib `ThreadingHTTPServer` it replaces started a thread
+per connection: about 253 idle connections exhausted the unit's `TasksMax=256`,
+and at 1,024 descriptors a failing accept() spun at 100% CPU. Here one selector
+thread accepts, reads and writes every connection without blocking; `workers`
+threads (default 4) only run the handler, so idle, slow and stalled clients cost
+a socket and a few hundred bytes, never a thread. At `max_connections` (1024) the
+oldest connection waiting for a request (idle keep-alive or half-sent headers) is
+closed so the new client is served: holders cannot lock out the operator.
 
-- Threads: one selector thread accepts, reads and writes every connection
-  without blocking; `workers` threads (default 4) only run the handler. Idle,
-  slow and stalled clients cost a socket and a few hundred bytes, never a thread.
-- Connections: at most `max_connections` (default 1024). At the cap the oldest
-  connection that is waiting for a request (idle keep-alive or half-sent headers)
-  is closed so the new client is served: holders cannot lock out the operator.
-  At start the soft RLIMIT_NOFILE is raised toward the hard limit to fit every
-  server's cap plus `FD_RESERVE`; where it cannot be, the cap shrinks (logged).
-  When accept() fails with EMFILE/ENFILE, a spare descriptor kept for the purpose
-  lets the waiting client in anyway: it takes the descriptor of the oldest waiting
-  connection, or, with none, gets a plain close at once and accepting pauses
-  (50 ms doubling to 1 s). The loop never spins on a listener it cannot serve.
-- Time: headers complete within `header_timeout` (5 s) of their first byte
-  (else 408), a body within `body_timeout` (10 s), an idle keep-alive connection
-  lives `idle_timeout` (30 s), a response is written within `write_timeout` (30 s).
-- Size: request line and headers within `max_header_bytes` (16 KiB, else 431),
-  a body within `max_body_bytes` (1 MiB, else 413; `Content-Length` required,
-  411 for chunked); responses waiting for slow readers within `max_output_bytes`
-  (64 MiB: past it the longest-stalled reader is dropped).
-- Queue: a complete request waits for a worker in a queue of `queue` (16); when
-  that is full the answer is `busy_status` (503, or 429 for ingest) at once.
-
-Everything refused, evicted or timed out is counted (`stats()`) and logged at a
-limited rate, never with a traceback per connection.
+What else is bounded: timeouts, sizes and the queue in `httpmsg.Limits`, which also
+parses and renders the messages; descriptors in `httpfds` (RLIMIT_NOFILE and an
+accept loop that never spins). Everything refused, evicted or timed out is
+counted (`stats()`) and logged at a limited rate, never with a traceback per
+connection.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
-import os
-import queue
 import selectors
 import socket
 import threading
 import time
-from http import HTTPStatus
 from typing import Optional
 
-from fleetbeat.collector.httpfds import FD_RESERVE, claim_fds, open_spare, release_fds
+from fleetbeat.collector.httpfds import FD_RESERVE, Acceptor, claim_fds, release_fds
 from fleetbeat.collector.httpmsg import (
     DEFAULT_LIMITS,
     Handler,
@@ -55,12 +36,15 @@ from fleetbeat.collector.httpmsg import (
     Reject,
     Request,
     Response,
+    answer,
     body_length,
     error_body,
+    error_response,
     parse_head,
     render,
-    wants_close,
+    take_head,
 )
+from fleetbeat.collector.httpworkers import Workers
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
 
@@ -70,7 +54,6 @@ __all__ = ["DEFAULT_LIMITS", "FD_RESERVE", "BoundedServer", "Handler", "Limits",
 
 log = logging.getLogger(__name__)
 
-_ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _TICK = 0.25  # s between deadline checks: the deadlines are seconds long
 
 # connection states
@@ -106,7 +89,6 @@ class BoundedServer:
 
     def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0,
                  limits: Optional[Limits] = None, name: str = "http") -> None:  # fmt: skip
-        self._handler = handler
         self.limits = limits = limits or DEFAULT_LIMITS
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -123,7 +105,6 @@ class BoundedServer:
         self.port: int = listener.getsockname()[1]
         self.max_connections = claim_fds(limits.max_connections)
         self._sel = selectors.DefaultSelector()
-        self._sel.register(listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -135,20 +116,17 @@ class BoundedServer:
         self._out_bytes = 0
         # answers from the workers, written by the selector thread (counters stay its own)
         self._done: collections.deque[tuple[_Conn, bytes, bool, bool]] = collections.deque()
-        self._jobs: queue.Queue[Optional[tuple[_Conn, Request]]] = queue.Queue(limits.queue)
-        self._accept_paused_until = 0.0
-        self._backoff = 0.0
-        self._spare = open_spare()
         self._stopping = False
         self._counts: collections.Counter[str] = collections.Counter()
         self._ratelog = RateLimitedLog(log)
+        self._acceptor = Acceptor(listener, self._sel, take=self._take,
+                                  evict_oldest=self._evict_oldest, counts=self._counts,
+                                  ratelog=self._ratelog)  # fmt: skip
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._workers = [
-            threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
-            for i in range(max(1, limits.workers))
-        ]
-        for t in (self._thread, *self._workers):
-            t.start()
+        self._workers = Workers(handler, count=limits.workers, size=limits.queue, name=name,
+                                done=self._answered, ratelog=self._ratelog)  # fmt: skip
+        self._thread.start()
+        self._workers.start()
 
     def stats(self) -> dict[str, int]:
         """Counters since start (`open` is a gauge), for `/metrics` and tests."""
@@ -167,15 +145,10 @@ class BoundedServer:
         if self._stopping:
             return
         self._stopping = True
+        self._workers.halt()
         self._wake()
         self._thread.join(timeout=5)
-        for _ in self._workers:
-            try:
-                self._jobs.put(None, timeout=1)
-            except queue.Full:
-                break
-        for t in self._workers:
-            t.join(timeout=1)
+        self._workers.join()
         release_fds(self.max_connections)
 
     # --- the selector thread ------------------------------------------------------------
@@ -197,17 +170,14 @@ class BoundedServer:
                                               conn.addr[0], err)  # fmt: skip
                             self._close(conn)
                     elif key.fileobj is self._listener:
-                        self._accept()
+                        self._acceptor.accept()
                     else:
                         self._drain_wake()
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + _TICK
                     self._expire(now)
-                    if self._accept_paused_until and now >= self._accept_paused_until:
-                        self._accept_paused_until = 0.0
-                        self._spare = self._spare if self._spare is not None else open_spare()
-                        self._sel.register(self._listener, selectors.EVENT_READ, None)
+                    self._acceptor.tick(now)
         except Exception:  # a bug here must not take the collector down with HTTP
             log.exception("HTTP server loop failed; HTTP is down")
         finally:
@@ -217,22 +187,7 @@ class BoundedServer:
             self._listener.close()
             self._wake_r.close()
             self._wake_w.close()
-            if self._spare is not None:
-                os.close(self._spare)
-
-    def _accept(self) -> None:
-        for _ in range(64):  # a burst, then let the other sockets have their turn
-            try:
-                sock, addr = self._listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as err:
-                if err.errno in _ACCEPT_ERRORS:
-                    self._out_of_fds(err)
-                    return
-                continue  # ECONNABORTED and the like: that client is gone
-            self._backoff = 0.0
-            self._take(sock, addr)
+            self._acceptor.close()
 
     def _take(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         """Serve a new connection, making room at the cap by closing the oldest waiting one."""
@@ -252,41 +207,6 @@ class BoundedServer:
         self._conns[sock.fileno()] = conn
         self._waiting[sock.fileno()] = conn
         self._watch(conn, selectors.EVENT_READ)
-
-    def _out_of_fds(self, err: OSError) -> None:
-        """accept() found no free descriptor: make room for one client, or pause accepting."""
-        # The kernel takes a descriptor before it looks at the backlog, so EMFILE does not
-        # even say that a client waits. The spare descriptor finds out: with it freed,
-        # accept() either says nobody waits or hands over the client, who then gets the
-        # descriptor of the oldest waiting connection, or a plain close if there is none.
-        if self._spare is not None:
-            os.close(self._spare)
-            self._spare = None
-            try:
-                sock, addr = self._listener.accept()
-            except BlockingIOError:
-                self._spare = open_spare()
-                return  # nobody waits
-            except OSError:
-                pass
-            else:
-                self._counts["accept_errors"] += 1
-                self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
-                if self._evict_oldest("out of file descriptors: closed the oldest waiting one"):
-                    self._spare = open_spare()  # the evicted connection's descriptor
-                    self._take(sock, addr)
-                    return
-                self._counts["refused"] += 1
-                sock.close()
-                self._spare = open_spare()
-        else:
-            self._counts["accept_errors"] += 1
-            self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
-        # Stop watching the listener for a while rather than spin on a socket that stays
-        # readable; clients that arrive meanwhile wait in the kernel's backlog.
-        self._backoff = min(1.0, self._backoff * 2 or 0.05)
-        self._accept_paused_until = time.monotonic() + self._backoff
-        self._sel.unregister(self._listener)
 
     def _evict_oldest(self, why: str, *args: object) -> bool:
         if not self._waiting:
@@ -326,13 +246,9 @@ class BoundedServer:
                         return
                     conn.state = _HEAD
                     conn.deadline = time.monotonic() + lim.header_timeout
-                end = conn.inbuf.find(b"\r\n\r\n", 0, lim.max_header_bytes + 4)
-                if end < 0:
-                    if len(conn.inbuf) > lim.max_header_bytes:
-                        raise Reject(431, "request headers too large", "header_too_large")
+                req = take_head(conn.inbuf, conn.addr, lim)
+                if req is None:
                     return
-                req = parse_head(bytes(conn.inbuf[:end]), conn.addr)
-                del conn.inbuf[: end + 4]
                 conn.need = body_length(req, lim)
                 conn.head = req
                 conn.state = _BODY
@@ -358,17 +274,13 @@ class BoundedServer:
         conn.state = _BUSY
         conn.head = None
         self._watch(conn, 0)  # nothing more is read until this request is answered
-        try:
-            self._jobs.put_nowait((conn, req))
-        except queue.Full:
+        if not self._workers.submit(conn, req):
             self._counts["busy"] += 1
             self._ratelog.log(logging.WARNING, "busy", "HTTP workers busy: answered %d",
                               self.limits.busy_status)  # fmt: skip
-            headers, body = error_body("busy; try again shortly")
-            headers["Retry-After"] = "1"
-            close = wants_close(req)
-            raw = render(self.limits.busy_status, headers, body, head=req.method == "HEAD",
-                         close=close)  # fmt: skip
+            resp = error_response(self.limits.busy_status, "busy; try again shortly")
+            resp.headers["Retry-After"] = "1"
+            raw, close = answer(req, resp)
             self._send(conn, raw, close=close)
 
     def _drain_wake(self) -> None:
@@ -468,30 +380,12 @@ class BoundedServer:
             self._out_bytes -= len(conn.out)
         conn.sock.close()
 
+    def _answered(self, conn: _Conn, raw: bytes, close: bool, failed: bool) -> None:
+        """A worker's answer, for the selector thread to write (counters stay its own)."""
+        self._done.append((conn, raw, close, failed))
+        self._wake()
+
     def _wake(self) -> None:
         # full: a wake-up is already pending; closed: stopping
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-
-    # --- worker threads -----------------------------------------------------------------
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self._stopping:
-                return
-            conn, req = job
-            failed = False
-            try:
-                resp = self._handler(req)
-            except Exception as err:
-                failed = True
-                self._ratelog.log(logging.ERROR, "handler", "HTTP %s %s failed: %r",
-                                  req.method, req.target[:200], err)  # fmt: skip
-                headers, body = error_body("internal error; see collector log")
-                resp = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body, headers)
-            close = wants_close(req)
-            raw = render(resp.status, resp.headers, resp.body, head=req.method == "HEAD",
-                         close=close)  # fmt: skip
-            self._done.append((conn, raw, close, failed))
-            self._wake()
