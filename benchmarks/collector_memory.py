@@ -23,8 +23,9 @@ import tracemalloc
 from typing import Any
 
 from fleetbeat import wire
+from fleetbeat.collector.budget import METRIC_VALUE_COST, tags_cost
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.fleet import METRIC_VALUE_COST, Fleet, tags_cost
+from fleetbeat.collector.fleet import Fleet
 
 DEVICES = 100_000
 TARGET = 1024

@@ -30,7 +30,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from fleetbeat import wire
 from fleetbeat.collector import http
 from fleetbeat.collector.config import parse_collector_config
-from fleetbeat.collector.fleet import STATES, Fleet
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.liveness import STATES
 from fleetbeat.collector.metrics import DEVICE_COUNTERS, DEVICE_GAUGES, Exposition
 
 

@@ -12,6 +12,7 @@ from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
+from fleetbeat.collector.view import FleetView
 from fleetbeat.config import frozen as dataclasses
 from helpers import FakeClock, free_port, wait_until
 
@@ -233,3 +234,18 @@ def test_max_devices_rejects_newcomers_only() -> None:
     a = fleet.device("a")
     assert a is not None
     assert a["received"] == 3
+
+
+def test_the_fleet_provides_the_read_contract() -> None:
+    """Fleet is a FleetView: what the HTTP API, /metrics and the alerts read."""
+    assert isinstance(Fleet(CollectorSection()), FleetView)
+
+
+def test_every_documented_device_field_is_served() -> None:
+    """Each key a device dict carries is named in FleetView.devices' docstring."""
+    fleet = Fleet(CollectorSection())
+    fleet.receive(wire.dumps({"v": 1, "k": "hb", "dev": "d", "run": "0" * 16, "seq": 0,
+                              "ts": 0.0, "int": 10}), ("127.0.0.1", 1))  # fmt: skip
+    doc = FleetView.devices.__doc__ or ""
+    missing = [k for k in fleet.devices()[0] if k not in doc]
+    assert missing == []

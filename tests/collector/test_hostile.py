@@ -10,7 +10,9 @@ import pytest
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.fleet import MAX_EVENTS_IN_MEMORY, ROW_COLUMNS, Fleet, _row
+from fleetbeat.collector.events import MAX_EVENTS_IN_MEMORY
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.rows import ROW_COLUMNS, row_of
 from fleetbeat.config import frozen as dataclasses
 from helpers import FakeClock
 
@@ -316,7 +318,7 @@ def test_row_codec_round_trips_extremes() -> None:
 
 def _row_of(fleet: Fleet) -> tuple[Any, ...]:
     d = fleet._devices["d"]
-    return _row(d, {})
+    return row_of(d, {})
 
 
 def test_wire_extremes_pass_through_the_fleet() -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.fleet import Fleet, auto_down_after
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.loss import auto_down_after
 from fleetbeat.config import frozen as dataclasses
 from helpers import FakeClock
 

@@ -13,8 +13,8 @@ from typing import Callable
 
 from collector_helpers import CollectorProcess, stored_events
 
+from fleetbeat.collector.budget import metrics_cost, tags_cost
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.fleet import metrics_cost, tags_cost
 from helpers import wait_until
 
 DEVICE_BYTES = 1400  # one device with its loss state, address and strings, measured (RSS)

@@ -15,7 +15,7 @@ from collector_helpers import CollectorProcess, Sender, stored_devices, stored_e
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.fleet import ROW_COLUMNS
+from fleetbeat.collector.rows import ROW_COLUMNS
 from fleetbeat.collector.store import DB_NAME, Store
 from helpers import fleetbeat_cmd, subprocess_env, wait_until
 

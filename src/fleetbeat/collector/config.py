@@ -153,7 +153,7 @@ class CollectorSection:
     max_devices: int = option(100_000, integer(min=1))
     # Bounds on what one device can make the collector keep (README, "Memory"): a
     # heartbeat past one is rejected whole (metrics_limit, tags_limit). The byte bounds
-    # are Python memory (`fleet.metrics_cost`, `fleet.tags_cost`); names and tag sets
+    # are Python memory (`budget.metrics_cost`, `budget.tags_cost`); names and tag sets
     # shared with other devices are kept once and cost nothing more. A device costs at
     # most about 1,400 + 1.25 x (max_metric_bytes + max_tag_bytes) bytes of RSS: with
     # the defaults 4 KB, so 100,000 devices take about 400 MB under MemoryMax=512M.

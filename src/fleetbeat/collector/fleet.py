@@ -1,348 +1,39 @@
 """Fleet state: every device's liveness, loss and last report, and the event log.
 
-THE CONTRACT (read by the HTTP side; kept stable). Every read method is
-thread-safe and returns plain JSON-ready data (dicts, lists, str, int, float,
-bool, None) that the caller may keep or mutate:
-
-- `Fleet.devices() -> list[dict]`, sorted by id. Each dict has:
-    id, state ("up" | "late" | "down" | "offline"), state_since (epoch s),
-    last_seen (epoch s of the last message received), addr ("host:port" or
-    the MQTT topic prefix + id), transport ("udp" | "mqtt"), run (16 hex),
-    boot_time (epoch s or None), interval (s), version (agent version or None),
-    tags (dict str -> str), metrics (dict str -> float, from the last
-    heartbeat), clock_skew (sender clock minus collector clock at receipt, s),
-    restarts, reboots (counted events), agent_drops (the agent's own count
-    of messages it dropped locally, from the last heartbeat),
-    received, expected, lost, duplicates, reordered (heartbeat stream, all
-    runs since the device was first seen: lifetime), loss_pct (lifetime, %),
-    recent_loss_pct (over the last few hundred expected heartbeats, %),
-    run_received, run_expected, run_lost (the current run only),
-    readings_received, readings_lost (the readings stream, lifetime),
-    down_after_effective (missed intervals after which the device is called
-    down: the configured number, or the loss-aware "auto" value).
-  Each dict is consistent; the list is read in chunks of devices, so it is not
-  one atomic picture of a big fleet (a device may change between two chunks).
-- `Fleet.device(dev_id) -> dict | None`: the same dict for one device.
-- `Fleet.events(since=0.0, limit=1000) -> list[dict]`: transitions and
-  restarts with time > since, oldest first, at most `limit` (the newest
-  ones when more match). Each: time (epoch s), device, from (state or None
-  for a new device), to (state), reason (a short label: "first_seen" (at
-  the second message: a device heard once leaves no event), "heartbeat",
-  "late", "missed_heartbeats", "bye", "last_will", "restart", "reboot",
-  "silent_through_restart", "flapping": the device passed
-  `max_events_per_minute`; its other events of that minute are only counted).
-- `Fleet.stats() -> dict`: received {transport: n} for each of TRANSPORTS (datagrams /
-  messages that reached the collector, valid or not), accepted {"udp": n,
-  "mqtt": n}, rejected {reason: n} (wire reasons from `wire.parse_fields`:
-  oversize, not_json, too_deep, bad_text, not_object, bad_version, bad_kind,
-  bad_device_id, bad_run, bad_seq, bad_field; plus the fleet's: max_devices,
-  seq_jump, old_run, unknown_run (a bye or reading of a run never seen),
-  unknown_device (a reading from an id never heard), metrics_limit,
-  tags_limit, topic_mismatch, bad_topic), devices {state: n for every state},
-  devices_known, devices_unconfirmed, max_devices, evicted {"unconfirmed": n,
-  "silent": n}, events_suppressed (past max_events_per_minute),
-  events_unsaved (dropped by `requeue` while the store could not write),
-  rows_skipped (stored devices and events `restore` could not read),
-  kernel_drops {"udp": n} (datagrams the kernel dropped on the receive
-  socket: a full buffer), started_at (epoch s).
-- The config object given to `fleetbeat.collector.http.start(fleet, config)`
-  is a `CollectorConfig`; `config.http_listen` is the "host:port" to bind.
-
-Loss follows RFC 3550's logic with 64-bit `seq`: within one run, expected =
-highest - first + 1, lost = expected - distinct received; a late arrival
-lowers `lost`, a duplicate does not count twice (a 128-seq window tells them
-apart; an arrival older than that is counted as reordered). A new `run`
-starts a new count; lifetime figures add up every run.
-
-Liveness: `up` -> `late` once `late_after` intervals pass without a heartbeat,
--> `down` after `down_after` intervals, judged on the monotonic clock (wall
-time is for display, events and the store; a restored device's silence is
-converted once); `offline` after a `bye` of the run being tracked (a bye
-never starts a run: only a heartbeat does) or the MQTT Last Will of a device
-whose run reports over MQTT. `down_after = "auto"` picks, per device, the smallest k >= 3 with
-p^k < 1e-6, p being the device's recent loss rate (smoothed), capped by
-`max_down_after`: a lossy link gets more patience instead of flapping.
-
-Eviction, when `max_devices` is full and a heartbeat comes from a new id:
-first the device heard once and never again that arrived first, else the
-device silent longest if silent for more than `evict_after`; else the
-newcomer is rejected (max_devices). A device heard twice is never evicted by
-junk; under a continuing flood of new ids a newcomer competes with the flood
-until its second heartbeat.
+Receivers feed it (`receive`, `reject`, `mark_offline`), the main loop ticks it
+(`check`), the store persists it (`take_changes`, `requeue`, `take_forgotten`,
+`restore`); everything else reads it through THE CONTRACT, `view.FleetView`
+(`devices`, `device`, `events`, `stats`: thread-safe, JSON-ready; the fields and
+every rejection reason are listed there). `http.start(fleet, config)` takes a
+`CollectorConfig` and binds `config.http_listen`. The parts, one module each,
+held here under one lock: `loss` (seq tracking, the recent-loss window, "auto"),
+`liveness` (states and judging, on the monotonic clock), `eviction` (who goes
+when `max_devices` is full), `budget` (per-device limits, shared name and tag
+sets), `events` (the event log), `intake` (received and rejected), `device` (the
+record) and `rows` (its stored form).
 """
 
 from __future__ import annotations
 
-import collections
-import json
 import math
-import sys
 import threading
 import time
 from typing import Any, Callable, Optional
 
 from fleetbeat import wire
+from fleetbeat.collector import liveness
+from fleetbeat.collector.budget import SHARED_POOL, Budget
 from fleetbeat.collector.config import CollectorSection
+from fleetbeat.collector.device import Device
+from fleetbeat.collector.events import EventLog
+from fleetbeat.collector.eviction import Eviction
+from fleetbeat.collector.intake import Intake
+from fleetbeat.collector.loss import MAX_PLAIN_JUMP
+from fleetbeat.collector.rows import revive, row_of
 
-TRANSPORTS = ("udp", "mqtt", "http", "amqp", "kafka")  # how messages reach the collector
-STATES = ("up", "late", "down", "offline")
-MAX_PLAIN_JUMP = 1000  # seq jumps beyond this (and beyond the time elapsed) are suspect
-SEQ_WINDOW = 128  # seqs behind the highest in which a duplicate is told from a late arrival
-_WINDOW_MASK = (1 << SEQ_WINDOW) - 1
-RECENT_BUCKET = 128  # expected heartbeats per recent-loss bucket (two buckets kept)
-FALSE_DOWN_ODDS = 1e-6  # how rarely an alive device may be called down, per interval
-MIN_DOWN_AFTER = 3
-REBOOT_TOLERANCE = 5.0  # s: boot_time jitter (clock steps) that is not a reboot
-MAX_EVENTS_IN_MEMORY = 10_000
 LOCK_CHUNK = 500  # devices read per lock hold (~10 ms), so receivers never wait long
-SHARED_POOL = 4 << 20  # bytes of metric-name sets, and again of tag sets, kept once fleet-wide
-METRIC_VALUE_COST = 40  # bytes per kept metric besides its name: a float and two tuple slots
-SILENT_RESCAN = 10.0  # s between scans for long-silent devices to evict (O(devices) each)
-MAX_FORGOTTEN = 10_000  # evicted ids kept for the store to delete
 
 Clock = Callable[[], float]
-
-
-def auto_down_after(lost: int, expected: int, cap: float) -> int:
-    """Smallest k >= 3 with p^k < 1e-6, p the smoothed loss rate, at most `cap`."""
-    # Laplace smoothing: a device we know little about gets the benefit of the doubt.
-    p = (lost + 1) / (expected + 2)
-    if p <= 0.0:
-        return MIN_DOWN_AFTER
-    k = MIN_DOWN_AFTER if p >= 1.0 else math.floor(math.log(FALSE_DOWN_ODDS) / math.log(p)) + 1
-    return int(max(MIN_DOWN_AFTER, min(k, cap)))
-
-
-class SeqTracker:
-    """Loss, duplicates and reordering of one seq stream within one run."""
-
-    __slots__ = (
-        "duplicates", "expected", "highest", "probe", "received", "reordered", "resync", "seen",
-    )  # fmt: skip
-
-    def __init__(self, seq: int) -> None:
-        self.highest = seq
-        self.seen = 1  # bit i: highest - i was received
-        self.received = 1
-        self.expected = 1
-        self.duplicates = 0
-        self.reordered = 0
-        self.resync = False
-        self.probe = -1  # a seq rejected as an absurd jump; its successor confirms the jump
-
-    def plausible(self, seq: int, elapsed_intervals: float) -> bool:
-        """False for an absurd jump (RFC 3550's MAX_DROPOUT idea), unless it is confirmed.
-
-        Forward jumps up to 1000 seqs or twice the intervals elapsed are plausible;
-        anything else, and a jump back beyond the duplicate window, is rejected until
-        the next seq follows it: then the sender really jumped and counting resyncs.
-        """
-        jump = seq - self.highest
-        if jump > 0:
-            if jump <= MAX_PLAIN_JUMP + 2 * elapsed_intervals:
-                return True
-        elif jump > -SEQ_WINDOW:
-            return True
-        if self.probe >= 0 and seq == self.probe + 1:
-            self.highest = seq - 1
-            self.seen = 0
-            self.resync = True
-            self.probe = -1
-            return True
-        self.probe = seq
-        return False
-
-    def add(self, seq: int) -> int:
-        """Count one arrival; return the number of newly expected seqs (0 for old ones).
-
-        -1 means a duplicate.
-        """
-        gap = seq - self.highest
-        if gap > 0:
-            if self.resync:  # first arrival after a collector restart: the gap is not network loss
-                self.resync = False
-                gap = 1
-                self.seen = 1
-            else:
-                self.seen = ((self.seen << gap) | 1) & _WINDOW_MASK if gap < SEQ_WINDOW else 1
-            self.highest = seq
-            self.expected += gap
-            self.received += 1
-            return gap
-        off = -gap
-        if off < SEQ_WINDOW:
-            bit = 1 << off
-            if self.seen & bit:
-                self.duplicates += 1
-                return -1
-            self.seen |= bit
-        self.received += 1
-        self.reordered += 1
-        return 0
-
-    @property
-    def lost(self) -> int:
-        return max(0, self.expected - self.received)
-
-    def figures(self) -> tuple[int, int, int, int]:
-        return self.received, self.expected, self.duplicates, self.reordered
-
-
-class Device:
-    """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
-
-    __slots__ = (
-        "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "cur_exp", "cur_lost",
-        "deadline", "down_k", "ev_count", "ev_start", "hb", "id", "interval", "last_seen",
-        "metric_names", "metric_values", "prev_run", "prior", "rd", "rd_prior", "reboots",
-        "recent_exp", "recent_lost", "restarts", "run", "seen", "state", "state_since", "tags",
-        "transport", "version",
-    )  # fmt: skip
-
-    def __init__(self, dev_id: str, now: float, mono: float) -> None:
-        self.id = dev_id
-        self.state = "up"
-        self.state_since = now
-        self.last_seen = now  # wall clock: shown, stored
-        self.seen = mono  # monotonic clock: what deadlines are judged on
-        self.confirmed = False  # a second message arrived (see the eviction policy)
-        self.addr: Any = ""  # the socket address tuple as received (formatted when read)
-        self.transport = "udp"
-        self.run = ""
-        self.prev_run = ""
-        self.boot_time: Optional[float] = None
-        self.interval = 10.0
-        self.version: Optional[str] = None
-        self.tags: dict[str, str] = _NO_TAGS
-        self.metric_names: tuple[str, ...] = ()
-        self.metric_values: tuple[float, ...] = ()
-        self.clock_skew = 0.0
-        self.restarts = 0
-        self.reboots = 0
-        self.agent_drops = 0
-        self.hb: Optional[SeqTracker] = None
-        self.rd: Optional[SeqTracker] = None
-        # lifetime figures of finished runs: received, expected, duplicates, reordered
-        self.prior: tuple[int, int, int, int] = _ZERO4
-        self.rd_prior: tuple[int, int] = _ZERO2  # readings: received, expected
-        # recent loss: lost and expected in the current bucket, and both buckets together
-        # (small ints, cached by CPython: four slots cost less than one list)
-        self.cur_lost = 0
-        self.cur_exp = 0
-        self.recent_lost = 0
-        self.recent_exp = 0
-        self.down_k: float = MIN_DOWN_AFTER  # an int when "auto": small ints are shared
-        self.deadline = math.inf  # monotonic time the liveness check has something to do
-        self.ev_start = mono  # the events-per-minute window (monotonic) and its count
-        self.ev_count = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        hb = self.hb
-        run = hb.figures() if hb is not None else (0, 0, 0, 0)
-        received, expected, dups, reordered = (a + b for a, b in zip(self.prior, run))
-        lost = max(0, expected - received)
-        rd_received, rd_expected = self.rd_prior
-        if self.rd is not None:
-            rd_received += self.rd.received
-            rd_expected += self.rd.expected
-        return {
-            "id": self.id,
-            "state": self.state,
-            "state_since": self.state_since,
-            "last_seen": self.last_seen,
-            "addr": _addr_text(self.addr),
-            "transport": self.transport,
-            "run": self.run,
-            "boot_time": self.boot_time,
-            "interval": self.interval,
-            "version": self.version,
-            "tags": dict(self.tags),
-            "metrics": dict(zip(self.metric_names, self.metric_values)),
-            "clock_skew": self.clock_skew,
-            "restarts": self.restarts,
-            "reboots": self.reboots,
-            "agent_drops": self.agent_drops,
-            "received": received,
-            "expected": expected,
-            "lost": lost,
-            "duplicates": dups,
-            "reordered": reordered,
-            "loss_pct": _pct(lost, expected),
-            "recent_loss_pct": _pct(self.recent_lost, self.recent_exp),
-            "run_received": run[0],
-            "run_expected": run[1],
-            "run_lost": max(0, run[1] - run[0]),
-            "readings_received": rd_received,
-            "readings_lost": max(0, rd_expected - rd_received),
-            "down_after_effective": self.down_k,
-            "confirmed": self.confirmed,
-        }
-
-
-_NO_TAGS: dict[str, str] = {}
-
-
-def _addr_text(addr: Any) -> str:
-    """ "host:port" from a socket address ("[v6]:port" for IPv6); text as it is."""
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-    return str(addr)
-
-
-_ZERO4 = (0, 0, 0, 0)
-_ZERO2 = (0, 0)
-_getsizeof = sys.getsizeof
-
-
-def _pct(part: int, whole: int) -> float:
-    return round(100.0 * part / whole, 3) if whole > 0 else 0.0
-
-
-def metrics_cost(names: tuple[str, ...], shared: bool = False) -> int:
-    """Bytes a device's last metrics take in memory: a float and two slots per value, plus
-    the names unless the device shares them with others (one copy for the whole fleet)."""
-    own = 0 if shared else sum(map(_getsizeof, names))
-    return own + METRIC_VALUE_COST * len(names)
-
-
-def names_cost(names: tuple[str, ...]) -> int:
-    """Bytes one copy of a metric-name set takes: the tuple and its strings."""
-    return _getsizeof(names) + sum(map(_getsizeof, names))
-
-
-class SharedSets:
-    """Metric-name or tag sets kept once for the whole fleet, within a byte budget.
-
-    A fleet shares a handful of sets, so a device whose set is shared pays nothing for
-    it. The first device with a new set puts it in the pool while the budget lasts
-    (so a legitimate fleet's sets are always shared); once junk has used the budget
-    up, a new set is the device's own and counts against its per-device limit.
-    """
-
-    def __init__(self, budget: int = SHARED_POOL) -> None:
-        self._sets: dict[Any, Any] = {}
-        self.left = budget
-
-    def fits(self, key: Any, cost: int) -> bool:
-        """True when `key`'s set is shared already, or would be by `shared`."""
-        return key in self._sets or cost <= self.left
-
-    def shared(self, key: Any, value: Any, cost: int) -> Any:
-        """The fleet's copy of `value`, made the fleet's copy while the budget lasts."""
-        found = self._sets.get(key)
-        if found is not None:
-            return found
-        if cost <= self.left:
-            self.left -= cost
-            self._sets[key] = value
-        return value
-
-
-def tags_cost(tags: dict[str, str]) -> int:
-    """Bytes a device's tags take in memory: the dict, its keys and its values (a tag set
-    shared with other devices costs nothing more: one copy is kept)."""
-    return _getsizeof(tags) + sum(map(_getsizeof, tags)) + sum(map(_getsizeof, tags.values()))
 
 
 class Fleet:
@@ -354,7 +45,7 @@ class Fleet:
         monotonic: the clock liveness deadlines are judged on, so a wall-clock step (NTP)
             neither calls the fleet down nor keeps a dead device up. Injected by tests.
         shared_pool: bytes for metric-name sets, and as many for tag sets, kept once for
-            the whole fleet (see `SharedSets`).
+            the whole fleet (see `budget.SharedSets`).
     """
 
     def __init__(
@@ -365,32 +56,18 @@ class Fleet:
         monotonic: Clock = time.monotonic,
         shared_pool: int = SHARED_POOL,
     ) -> None:
-        self.config = config
         self._clock = clock
         self._mono = monotonic
         self._lock = threading.Lock()
         self._devices: dict[str, Device] = {}
-        self._events: collections.deque[dict[str, Any]] = collections.deque(
-            maxlen=MAX_EVENTS_IN_MEMORY
-        )
-        self._new_events: list[dict[str, Any]] = []  # not yet handed to the store
         self._dirty: set[str] = set()
-        self._received = dict.fromkeys(TRANSPORTS, 0)
-        self._rejected_from = dict.fromkeys(TRANSPORTS, 0)
-        self._rejected: dict[str, int] = {}
-        # devices heard once, oldest first: the first to go when max_devices is full
-        self._unconfirmed: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._silent: list[str] = []  # long-silent ids found by the last scan, longest last
-        self._silent_scan_at = -math.inf
-        self._evicted = {"unconfirmed": 0, "silent": 0}
-        self._forgotten: collections.deque[str] = collections.deque(maxlen=MAX_FORGOTTEN)
-        self._events_suppressed = 0
-        self._events_unsaved = 0
+        self._intake = Intake()
+        self._eviction = Eviction(self._devices, config.evict_after)
+        self._log = EventLog(config.max_events_per_minute)
+        self._budget = Budget(config, shared_pool)
         self.rows_skipped = 0  # stored devices and events `restore` could not read
         self._kernel_drops: dict[str, Callable[[], int]] = {}
         self.apply_limits(config)
-        self._tags = SharedSets(shared_pool)
-        self._names = SharedSets(shared_pool)
         self.started_at = clock()
 
     # --- ingest (receiver threads) ----------------------------------------------
@@ -406,21 +83,21 @@ class Fleet:
             msg = wire.parse_fields(data, max_size=self._max_payload)
         except wire.WireError as err:
             with self._lock:
-                self._received[transport] += 1
-                self._reject(err.reason, transport)
+                self._intake.received[transport] += 1
+                self._intake.reject(err.reason, transport)
             return
         with self._lock:
-            self._received[transport] += 1
+            self._intake.received[transport] += 1
             if topic_dev is not None and topic_dev != msg["dev"]:
-                self._reject("topic_mismatch", transport)
+                self._intake.reject("topic_mismatch", transport)
                 return
             self._apply(msg, addr, transport)
 
     def reject(self, reason: str, transport: str = "udp") -> None:
         """Count a payload a receiver turned away before parsing (e.g. an MQTT topic)."""
         with self._lock:
-            self._received[transport] += 1
-            self._reject(reason, transport)
+            self._intake.received[transport] += 1
+            self._intake.reject(reason, transport)
 
     def mark_offline(self, dev_id: str, reason: str = "last_will") -> None:
         """The broker says the device is gone (MQTT Last Will / retained `offline`).
@@ -439,11 +116,6 @@ class Fleet:
         with self._lock:
             self._kernel_drops[transport] = read
 
-    def _reject(self, reason: str, transport: str) -> None:
-        self._rejected[reason] = self._rejected.get(reason, 0) + 1
-        # accepted = received - rejected, per transport: one counter less on the hot path
-        self._rejected_from[transport] += 1
-
     def _apply(self, msg: dict[str, Any], addr: Any, transport: str) -> None:
         now = self._clock()
         mono = self._mono()
@@ -455,45 +127,30 @@ class Fleet:
             get = msg.get
             m = get("m")
             names = tuple(m) if m else ()
-            if (
-                names
-                and (d is None or names != d.metric_names)
-                and (
-                    len(names) > self._max_metrics
-                    or metrics_cost(names, self._names.fits(names, names_cost(names)))
-                    > self._max_metric_bytes
-                )
-            ):
-                self._reject("metrics_limit", transport)
-                return
             tags = get("tags")
-            if (
-                tags
-                and (d is None or tags != d.tags)
-                and (
-                    len(tags) > self._max_tags
-                    or (
-                        tags_cost(tags) > self._max_tag_bytes
-                        and not self._tags.fits(tuple(tags.items()), tags_cost(tags))
-                    )
-                )
-            ):
-                self._reject("tags_limit", transport)
+            over = self._budget.refuses(names, tags, d)
+            if over:
+                self._intake.reject(over, transport)
                 return
         if d is None:
             if kind != "hb":  # a device is known by its heartbeats; a reading or bye proves little
-                self._reject("unknown_device" if kind == "rd" else "unknown_run", transport)
+                self._intake.reject("unknown_device" if kind == "rd" else "unknown_run", transport)
                 return
-            if len(self._devices) >= self._max_devices and not self._evict(mono):
-                self._reject("max_devices", transport)
-                return
+            if len(self._devices) >= self._max_devices:
+                gone = self._eviction.make_room(mono)
+                if gone is None:
+                    self._intake.reject("max_devices", transport)
+                    return
+                self._dirty.discard(gone)
             d = Device(dev_id, now, mono)
             self._devices[dev_id] = d
-            self._unconfirmed[dev_id] = None
+            self._eviction.unconfirmed[dev_id] = None
             d.run = msg["run"]
         elif msg["run"] != d.run:
             if kind != "hb":  # only a heartbeat starts a run: a forged bye cannot end one
-                self._reject("old_run" if msg["run"] == d.prev_run else "unknown_run", transport)
+                self._intake.reject(
+                    "old_run" if msg["run"] == d.prev_run else "unknown_run", transport
+                )
                 return
             if not self._new_run(d, msg, now, mono, transport):
                 return
@@ -504,46 +161,14 @@ class Fleet:
             and not 0 < seq - tracker.highest <= MAX_PLAIN_JUMP  # the usual case, quickly
             and not tracker.plausible(seq, (mono - d.seen) / d.interval)
         ):
-            self._reject("seq_jump", transport)
+            self._intake.reject("seq_jump", transport)
             return
         if not d.confirmed and tracker is not None:  # a second message: a real device
             self._confirm(d, now)
         self._dirty.add(dev_id)
-        d.last_seen = now
-        d.seen = mono
-        if d.addr != addr:
-            d.addr = addr
-        if d.transport is not transport:
-            d.transport = transport
-        if kind == "rd":
-            if tracker is None:
-                d.rd = SeqTracker(seq)
-            else:
-                tracker.add(seq)
-            return
-        hb = tracker
-        if hb is None:
-            d.hb = SeqTracker(seq)
-            gap = 1
-        else:
-            gap = hb.add(seq)
-            if gap < 0:  # duplicate: it says nothing new
-                return
-        if gap > 0:
-            d.cur_exp += gap
-            d.recent_exp += gap
-            if gap > 1:
-                d.cur_lost += gap - 1
-                d.recent_lost += gap - 1
-            if d.cur_exp >= RECENT_BUCKET:  # the older bucket goes; the current one stays
-                d.recent_exp = d.cur_exp
-                d.recent_lost = d.cur_lost
-                d.cur_exp = d.cur_lost = 0
-        elif d.recent_lost > 0:  # a late arrival: one fewer lost
-            d.recent_lost -= 1
-            if d.cur_lost > 0:
-                d.cur_lost -= 1
-        if gap == 0:  # an old heartbeat: loss figures only
+        d.heard(now, mono, addr, transport)
+        gap = d.count_seq(kind, seq, tracker)
+        if kind == "rd" or gap <= 0:  # a reading, a duplicate, an old heartbeat: counted only
             return
         d.clock_skew = msg["ts"] - now
         if kind == "bye":
@@ -551,99 +176,36 @@ class Fleet:
                 self._transition(d, "offline", "bye", now)
             d.deadline = math.inf
             return
-        interval: float = msg["int"]
-        d.interval = interval
-        bt = get("bt")
-        if bt is not None:
-            d.boot_time = bt
-        ver = get("ver")
-        if ver is not None and ver != d.version:
-            d.version = sys.intern(ver) if len(ver) < 40 else ver
-        drop = get("drop")
-        if drop is not None:
-            d.agent_drops = drop
+        d.take_heartbeat(msg)
         if tags is not None and tags != d.tags:
-            d.tags = self._shared_tags(tags)
+            d.tags = self._budget.share_tags(tags)
         if names:
             if names != d.metric_names:  # most of a fleet shares a few sets of names
-                d.metric_names = self._names.shared(names, names, names_cost(names))
+                d.metric_names = self._budget.share_names(names)
             d.metric_values = tuple(m.values())  # type: ignore[union-attr]
         if d.state != "up":
             self._transition(d, "up", "heartbeat", now)
-        d.deadline = mono + self._late_after * interval
+        d.deadline = mono + self._late_after * d.interval
 
     def _confirm(self, d: Device, now: float) -> None:
         """A device heard a second time is real: it is stored and its events are kept."""
         d.confirmed = True
-        self._unconfirmed.pop(d.id, None)
+        self._eviction.unconfirmed.pop(d.id, None)
         self._event(now, d, None, d.state, "first_seen")
-
-    def _evict(self, mono: float) -> bool:
-        """Make room for a new device (max_devices is full); False when nothing may go.
-
-        The policy: first the device heard once and never again that arrived first;
-        else the device silent longest, if silent for more than `evict_after`.
-        """
-        if self._unconfirmed:
-            dev_id, _ = self._unconfirmed.popitem(last=False)
-            self._evicted["unconfirmed"] += 1
-            del self._devices[dev_id]
-            self._dirty.discard(dev_id)
-            return True
-        for rescan in (False, True):
-            if rescan:
-                if mono < self._silent_scan_at:
-                    return False
-                self._silent_scan_at = mono + SILENT_RESCAN  # one O(n) scan per 10 s at most
-                found = [(d.seen, k) for k, d in self._devices.items()
-                         if mono - d.seen > self._evict_after]  # fmt: skip
-                found.sort(reverse=True)
-                self._silent = [k for _, k in found]
-            while self._silent:
-                dev_id = self._silent.pop()
-                d = self._devices.get(dev_id)
-                if d is not None and mono - d.seen > self._evict_after:
-                    self._evicted["silent"] += 1
-                    del self._devices[dev_id]
-                    self._dirty.discard(dev_id)
-                    self._forgotten.append(dev_id)
-                    return True
-        return False
 
     def take_forgotten(self) -> list[str]:
         """Ids of stored devices evicted since the last call (the store may delete them)."""
         with self._lock:
-            gone = list(self._forgotten)
-            self._forgotten.clear()
-        return gone
+            return self._eviction.take_forgotten()
 
     def _new_run(
         self, d: Device, msg: dict[str, Any], now: float, mono: float, transport: str
     ) -> bool:
         """A heartbeat from a new run: restart or reboot. False when it is a stale old-run one."""
         if msg["run"] == d.prev_run:  # a straggler from the run before: not a restart
-            self._reject("old_run", transport)
+            self._intake.reject("old_run", transport)
             return False
-        d.prev_run = d.run
-        # Fold the finished run into the lifetime figures.
-        if d.hb is not None:
-            p, f = d.prior, d.hb.figures()
-            d.prior = (p[0] + f[0], p[1] + f[1], p[2] + f[2], p[3] + f[3])
-        if d.rd is not None:
-            d.rd_prior = (d.rd_prior[0] + d.rd.received, d.rd_prior[1] + d.rd.expected)
-        d.hb = None
-        d.rd = None
-        d.run = msg["run"]
-        bt = msg.get("bt")
-        rebooted = (
-            bt is not None and d.boot_time is not None and abs(bt - d.boot_time) > REBOOT_TOLERANCE
-        )
-        if rebooted:
-            d.reboots += 1
-            reason = "reboot"
-        else:
-            d.restarts += 1
-            reason = "restart"
+        reason = d.start_run(msg["run"], msg.get("bt"))
         if not d.confirmed:  # a second message, whatever its run
             self._confirm(d, now)
         self._event(now, d, d.state, "up", reason)
@@ -653,10 +215,6 @@ class Fleet:
         d.deadline = mono + self._late_after * d.interval
         self._dirty.add(d.id)
         return True
-
-    def _shared_tags(self, tags: dict[str, str]) -> dict[str, str]:
-        # Most of a fleet shares a handful of tag sets: keep one copy of each.
-        return self._tags.shared(tuple(tags.items()), tags, tags_cost(tags))  # type: ignore[no-any-return]
 
     # --- liveness (the main loop's tick) ----------------------------------------
 
@@ -676,29 +234,18 @@ class Fleet:
 
     def _down_after(self, d: Device) -> float:
         """The device's down_after now (computed when needed, not at every heartbeat)."""
-        if self._fixed_down is not None:
-            k = self._fixed_down
-        else:
-            k = auto_down_after(d.recent_lost, d.recent_exp, self._max_down_after)
+        k = liveness.down_after(self._fixed_down, d.recent_lost, d.recent_exp,
+                                self._max_down_after)  # fmt: skip
         d.down_k = k
         return k
 
     def _judge(self, d: Device, mono: float, wall: float, down_reason: str) -> int:
-        self._down_after(d)
-        silent = (mono - d.seen) / d.interval
-        if d.state in ("up", "late") and silent >= d.down_k:
-            self._transition(d, "down", down_reason, wall)
-            d.deadline = math.inf
-            return 1
-        if d.state == "up" and silent >= self._late_after:
-            self._transition(d, "late", "late", wall)
-            d.deadline = d.seen + d.down_k * d.interval
-            return 1
-        if d.state == "late":
-            d.deadline = d.seen + d.down_k * d.interval
-        elif d.state == "up":
-            d.deadline = d.seen + self._late_after * d.interval
-        return 0
+        k = self._down_after(d)
+        to = liveness.judge(d.state, (mono - d.seen) / d.interval, self._late_after, k)
+        if to is not None:
+            self._transition(d, to, down_reason if to == "down" else "late", wall)
+        d.deadline = liveness.deadline(d.state, d.seen, d.interval, self._late_after, k)
+        return 0 if to is None else 1
 
     def _transition(self, d: Device, to: str, reason: str, now: float) -> None:
         self._event(now, d, d.state, to, reason)
@@ -707,21 +254,7 @@ class Fleet:
         self._dirty.add(d.id)
 
     def _event(self, now: float, d: Device, from_: Optional[str], to: str, reason: str) -> None:
-        if not d.confirmed:  # junk heard once leaves no trace in the event log
-            return
-        mono = self._mono()
-        if mono - d.ev_start >= 60.0:
-            d.ev_start = mono
-            d.ev_count = 0
-        d.ev_count += 1
-        if d.ev_count > self._max_events_per_minute:
-            self._events_suppressed += 1
-            if d.ev_count > self._max_events_per_minute + 1:
-                return
-            reason = "flapping"  # one event says the rest of this minute's were left out
-        ev = {"time": now, "device": d.id, "from": from_, "to": to, "reason": reason}
-        self._events.append(ev)
-        self._new_events.append(ev)
+        self._log.add(d, from_, to, reason, now=now, mono=self._mono())
 
     # --- reads (the contract) ---------------------------------------------------
 
@@ -733,13 +266,17 @@ class Fleet:
         """
         with self._lock:
             ids = sorted(self._devices)
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(ids), LOCK_CHUNK):
+        return self._each(ids, LOCK_CHUNK, self._snapshot)
+
+    def _each(self, ids: list[str], chunk: int, read: Callable[[Device], Any]) -> list[Any]:
+        """`read` of each device still known, `chunk` devices per lock hold; None is left out."""
+        out = []
+        for i in range(0, len(ids), chunk):
             with self._lock:
-                for k in ids[i : i + LOCK_CHUNK]:
+                for k in ids[i : i + chunk]:
                     d = self._devices.get(k)
-                    if d is not None:
-                        out.append(self._snapshot(d))
+                    if d is not None and (got := read(d)) is not None:
+                        out.append(got)
         return out
 
     def device(self, dev_id: str) -> Optional[dict[str, Any]]:
@@ -755,8 +292,7 @@ class Fleet:
     def events(self, since: float = 0.0, limit: int = 1000) -> list[dict[str, Any]]:
         """Events with time > since, oldest first; the newest `limit` when more match."""
         with self._lock:
-            found = [dict(e) for e in self._events if e["time"] > since]
-        return found[-limit:] if limit > 0 else []
+            return self._log.since(since, limit)
 
     def apply_limits(self, config: CollectorSection) -> None:
         """Take new judgement settings (late_after, down_after, limits) from a reload."""
@@ -767,31 +303,23 @@ class Fleet:
             self._max_devices = config.max_devices
             self._max_payload = config.max_payload
             self._max_down_after = config.max_down_after
-            self._max_metrics = config.max_metrics
-            self._max_metric_bytes = config.max_metric_bytes
-            self._max_tags = config.max_tags
-            self._max_tag_bytes = config.max_tag_bytes
-            self._max_events_per_minute = config.max_events_per_minute
-            self._evict_after = config.evict_after
+            self._budget.apply(config)
+            self._log.max_per_minute = config.max_events_per_minute
+            self._eviction.evict_after = config.evict_after
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics and the dashboard header."""
         with self._lock:
-            by_state = dict.fromkeys(STATES, 0)
-            for d in self._devices.values():
-                by_state[d.state] += 1
             readers = list(self._kernel_drops.items())
             out = {
-                "received": dict(self._received),
-                "accepted": {t: n - self._rejected_from[t] for t, n in self._received.items()},
-                "rejected": dict(self._rejected),
-                "devices": by_state,
+                **self._intake.stats(),
+                "devices": liveness.count_by_state(d.state for d in self._devices.values()),
                 "devices_known": len(self._devices),
-                "devices_unconfirmed": len(self._unconfirmed),
+                "devices_unconfirmed": len(self._eviction.unconfirmed),
                 "max_devices": self._max_devices,
-                "evicted": dict(self._evicted),
-                "events_suppressed": self._events_suppressed,
-                "events_unsaved": self._events_unsaved,
+                "evicted": dict(self._eviction.evicted),
+                "events_suppressed": self._log.suppressed,
+                "events_unsaved": self._log.unsaved,
                 "rows_skipped": self.rows_skipped,
                 "started_at": self.started_at,
             }
@@ -814,18 +342,16 @@ class Fleet:
         """
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            events, self._new_events = self._new_events, []
-        ids = list(dirty)
-        rows: list[tuple[Any, ...]] = []
+            events = self._log.take()
         tags_json: dict[int, str] = {}
-        for i in range(0, len(ids), chunk):
-            with self._lock:
-                for k in ids[i : i + chunk]:
-                    d = self._devices.get(k)
-                    if d is not None and d.confirmed:
-                        self._down_after(d)
-                        rows.append(_row(d, tags_json))
-        return rows, events
+
+        def row(d: Device) -> Optional[tuple[Any, ...]]:
+            if not d.confirmed:
+                return None
+            self._down_after(d)
+            return row_of(d, tags_json)
+
+        return self._each(list(dirty), chunk, row), events
 
     def requeue(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
         """Give back what a failed store write took, so the next flush tries again.
@@ -835,11 +361,7 @@ class Fleet:
         """
         with self._lock:
             self._dirty.update(row[0] for row in rows)
-            pending = events + self._new_events
-            dropped = max(0, len(pending) - MAX_EVENTS_IN_MEMORY)
-            self._new_events = pending[dropped:]
-            self._events_unsaved += dropped
-            return dropped
+            return self._log.requeue(events)
 
     def restore(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
         """Load stored devices and events at start; judge the silent ones at once.
@@ -850,26 +372,17 @@ class Fleet:
         """
         with self._lock:
             wall, mono = self._clock(), self._mono()
-            skipped = 0
-            for ev in events:
-                if _event_ok(ev):
-                    self._events.append(ev)
-                else:
-                    skipped += 1
+            skipped = self._log.restore(events)
             revived = []
             for row in rows:
-                d = _revive(row)
+                d = revive(row, wall=wall, mono=mono)
                 if d is None or d.id in self._devices:
                     skipped += 1
                     continue
                 # one copy of each name and tag set, as when the devices first reported
-                d.metric_names = self._names.shared(d.metric_names, d.metric_names,
-                                                    names_cost(d.metric_names))  # fmt: skip
+                d.metric_names = self._budget.share_names(d.metric_names)
                 if d.tags:
-                    d.tags = self._shared_tags(d.tags)
-                # wall time converted once: how long ago, on the monotonic clock
-                d.seen = mono - max(0.0, wall - d.last_seen)
-                d.ev_start = mono
+                    d.tags = self._budget.share_tags(d.tags)
                 self._devices[d.id] = d
                 revived.append(d)
             over = len(self._devices) - self._max_devices
@@ -884,122 +397,3 @@ class Fleet:
                     self._judge(d, mono, wall, "silent_through_restart")
             self.rows_skipped += skipped
             return len(self._devices)
-
-
-def _event_ok(ev: Any) -> bool:
-    try:
-        return (
-            type(ev) is dict and type(ev["time"]) is float and math.isfinite(ev["time"])
-            and type(ev["device"]) is str and ev["from"] in (None, *STATES)
-            and ev["to"] in STATES and type(ev["reason"]) is str
-        )  # fmt: skip
-    except (KeyError, TypeError):
-        return False
-
-
-ROW_COLUMNS = (
-    "id", "state", "state_since", "last_seen", "addr", "transport", "run", "prev_run",
-    "boot_time", "interval", "version", "tags", "metrics", "clock_skew", "restarts", "reboots",
-    "agent_drops", "down_k", "counters",
-)  # fmt: skip
-"""The columns of a stored device row, in order (see `store`)."""
-
-
-def _row(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
-    tags = tags_json.get(id(d.tags))
-    if tags is None:
-        tags = tags_json[id(d.tags)] = json.dumps(d.tags)
-    hb, rd = d.hb, d.rd
-    counters = [
-        *((hb.highest, hb.received, hb.expected, hb.duplicates, hb.reordered) if hb else ()),
-        *((rd.highest, rd.received, rd.expected) if rd else ()),
-    ]
-    return (
-        d.id, d.state, d.state_since, d.last_seen, _addr_text(d.addr), d.transport, d.run,
-        d.prev_run, d.boot_time, d.interval, d.version, tags,
-        json.dumps(dict(zip(d.metric_names, d.metric_values))), d.clock_skew, d.restarts,
-        d.reboots, d.agent_drops, d.down_k,
-        json.dumps([int(hb is not None), int(rd is not None), *counters, *d.prior, *d.rd_prior,
-                    d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp]),
-    )  # fmt: skip
-
-
-def _finite(x: Any) -> float:
-    """A stored number as a finite float; ValueError for anything else (a bool, inf, text)."""
-    if type(x) is not float and type(x) is not int:
-        raise ValueError(repr(x)[:40])
-    value = float(x)  # OverflowError for an integer beyond a double: caught by `_revive`
-    if not math.isfinite(value):
-        raise ValueError(repr(x)[:40])
-    return value
-
-
-def _count(x: Any) -> int:
-    """A stored counter: a non-negative int within 64 bits."""
-    if type(x) is not int or not 0 <= x <= wire.MAX_SEQ:
-        raise ValueError(repr(x)[:40])
-    return x
-
-
-def _text(x: Any, pattern: Any = None) -> str:
-    """Stored text that can be encoded and served again (and matches `pattern` if given)."""
-    if type(x) is not str or len(x) > wire.MAX_TEXT * 2 or (pattern and not pattern(x)):
-        raise ValueError(repr(x)[:40])
-    x.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
-    return x
-
-
-def _revive(row: tuple[Any, ...]) -> Optional[Device]:
-    """A device from a stored row; None when any part of the row cannot be read."""
-    try:
-        (dev_id, state, state_since, last_seen, addr, transport, run, prev_run, boot_time,
-         interval, version, tags, metrics, clock_skew, restarts, reboots, agent_drops, down_k,
-         counters) = row  # fmt: skip
-        d = Device(_text(dev_id, wire.DEVICE_ID.fullmatch), _finite(state_since), 0.0)
-        d.confirmed = True  # only confirmed devices are stored
-        d.state = state if state in STATES else "down"
-        d.last_seen = _finite(last_seen)
-        d.addr = _text(addr)
-        d.transport = "mqtt" if transport == "mqtt" else "udp"
-        d.run = _text(run)
-        d.prev_run = _text(prev_run)
-        d.boot_time = None if boot_time is None else _finite(boot_time)
-        d.interval = _finite(interval)
-        if not wire.MIN_INTERVAL <= d.interval <= wire.MAX_INTERVAL:
-            return None
-        d.version = None if version is None else _text(version)
-        t = json.loads(tags)
-        d.tags = {_text(k): _text(v) for k, v in t.items()}
-        m = json.loads(metrics)
-        d.metric_names = tuple(_text(k) for k in m)
-        d.metric_values = tuple(v if type(v) is int and -(2**63) <= v <= wire.MAX_SEQ
-                                else _finite(v) for v in m.values())  # fmt: skip
-        d.clock_skew = _finite(clock_skew)
-        d.restarts = _count(restarts)
-        d.reboots = _count(reboots)
-        d.agent_drops = _count(agent_drops)
-        k = _finite(down_k)
-        d.down_k = int(k) if k.is_integer() else k
-        c = [_count(x) for x in json.loads(counters)]
-        has_hb, has_rd, c = c[0], c[1], c[2:]
-        if has_hb:
-            tr = SeqTracker(c[0])
-            tr.received, tr.expected, tr.duplicates, tr.reordered = c[1:5]
-            tr.resync = True  # what was sent while the collector was away is not network loss
-            d.hb = tr
-            c = c[5:]
-        if has_rd:
-            tr = SeqTracker(c[0])
-            tr.received, tr.expected = c[1:3]
-            tr.resync = True
-            d.rd = tr
-            c = c[3:]
-        d.prior = (c[0], c[1], c[2], c[3])
-        d.rd_prior = (c[4], c[5])
-        d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp = c[6:10]
-        if d.state in ("up", "late"):
-            d.deadline = -math.inf  # judged at once
-    except (TypeError, ValueError, IndexError, AttributeError, KeyError, OverflowError,
-            RecursionError, MemoryError):  # fmt: skip
-        return None
-    return d

@@ -30,11 +30,10 @@ import math
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fleetbeat.collector.config import split_hostport
-from fleetbeat.collector.fleet import STATES
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
     BoundedServer,
@@ -42,7 +41,9 @@ from fleetbeat.collector.httpserver import (
     Request,
     Response,
 )
+from fleetbeat.collector.liveness import STATES
 from fleetbeat.collector.metrics import CONTENT_TYPE, Exposition
+from fleetbeat.collector.view import FleetView
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
 
@@ -54,18 +55,6 @@ MAX_EVENTS = 10_000
 GZIP_MIN = 1400  # bytes: smaller answers fit one packet anyway
 
 Health = Callable[[], Optional[str]]  # None while healthy, else why not
-
-
-class Fleet(Protocol):
-    """The read side of collector.fleet.Fleet that the HTTP server uses."""
-
-    def devices(self) -> list[dict[str, Any]]: ...
-
-    def device(self, device_id: str) -> Optional[dict[str, Any]]: ...
-
-    def events(self, since: float = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
-
-    def stats(self) -> dict[str, Any]: ...
 
 
 class BadRequest(Exception):
@@ -147,7 +136,7 @@ def count_states(devices: list[dict[str, Any]]) -> dict[str, int]:
 class _App:
     """The routes: turns one Request into one Response; runs on the server's workers."""
 
-    def __init__(self, fleet: Fleet, *, loopback_only: bool, health: Optional[Health]) -> None:
+    def __init__(self, fleet: FleetView, *, loopback_only: bool, health: Optional[Health]) -> None:
         self.fleet = fleet
         self.exposition = Exposition(fleet)
         self.dashboard = DASHBOARD.read_bytes()
@@ -295,7 +284,7 @@ class HttpServer:
 
     def __init__(
         self,
-        fleet: Fleet,
+        fleet: FleetView,
         *,
         host: str = "127.0.0.1",
         port: int = 9747,
@@ -322,7 +311,7 @@ class HttpServer:
         self._server.close()
 
 
-def start(fleet: Fleet, config: Any, *, health: Optional[Health] = None) -> HttpServer:
+def start(fleet: FleetView, config: Any, *, health: Optional[Health] = None) -> HttpServer:
     """Serve `fleet` on `config.http_listen` (default 127.0.0.1:9747)."""
     host, port = parse_listen(getattr(config, "http_listen", DEFAULT_LISTEN))
     server = HttpServer(fleet, host=host, port=port, health=health)

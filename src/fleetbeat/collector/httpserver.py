@@ -1,129 +1,60 @@
 """A bounded HTTP/1.1 server: one selector thread for every connection, a few workers.
 
 The dashboard/API server (`collector.http`) runs on it, and so will the HTTP
-ingest listener. What it bounds, and why (the stdlib `ThreadingHTTPServer` it
-replaces started a thread per connection: about 253 idle connections exhausted
-the unit's `TasksMax=256`, and at 1,024 descriptors a failing accept() spun at
-100% CPU):
+ingest listener. The stdlib `ThreadingHTTPServer` it replaces started a thread
+per connection: about 253 idle connections exhausted the unit's `TasksMax=256`,
+and at 1,024 descriptors a failing accept() spun at 100% CPU. Here one selector
+thread accepts, reads and writes every connection without blocking; `workers`
+threads (default 4) only run the handler, so idle, slow and stalled clients cost
+a socket and a few hundred bytes, never a thread. At `max_connections` (1024) the
+oldest connection waiting for a request (idle keep-alive or half-sent headers) is
+closed so the new client is served: holders cannot lock out the operator.
 
-- Threads: one selector thread accepts, reads and writes every connection
-  without blocking; `workers` threads (default 4) only run the handler. Idle,
-  slow and stalled clients cost a socket and a few hundred bytes, never a thread.
-- Connections: at most `max_connections` (default 1024). At the cap the oldest
-  connection that is waiting for a request (idle keep-alive or half-sent headers)
-  is closed so the new client is served: holders cannot lock out the operator.
-  At start the soft RLIMIT_NOFILE is raised toward the hard limit to fit every
-  server's cap plus `FD_RESERVE`; where it cannot be, the cap shrinks (logged).
-  When accept() fails with EMFILE/ENFILE, a spare descriptor kept for the purpose
-  lets the waiting client in anyway: it takes the descriptor of the oldest waiting
-  connection, or, with none, gets a plain close at once and accepting pauses
-  (50 ms doubling to 1 s). The loop never spins on a listener it cannot serve.
-- Time: headers complete within `header_timeout` (5 s) of their first byte
-  (else 408), a body within `body_timeout` (10 s), an idle keep-alive connection
-  lives `idle_timeout` (30 s), a response is written within `write_timeout` (30 s).
-- Size: request line and headers within `max_header_bytes` (16 KiB, else 431),
-  a body within `max_body_bytes` (1 MiB, else 413; `Content-Length` required,
-  411 for chunked); responses waiting for slow readers within `max_output_bytes`
-  (64 MiB: past it the longest-stalled reader is dropped).
-- Queue: a complete request waits for a worker in a queue of `queue` (16); when
-  that is full the answer is `busy_status` (503, or 429 for ingest) at once.
-
-Everything refused, evicted or timed out is counted (`stats()`) and logged at a
-limited rate, never with a traceback per connection.
+What else is bounded: timeouts, sizes and the queue in `httpmsg.Limits`, which also
+parses and renders the messages; descriptors in `httpfds` (RLIMIT_NOFILE and an
+accept loop that never spins). Everything refused, evicted or timed out is
+counted (`stats()`) and logged at a limited rate, never with a traceback per
+connection.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import errno
-import json
 import logging
-import os
-import queue
-import resource
 import selectors
 import socket
 import threading
 import time
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import Callable, Optional
+from typing import Optional
 
-from fleetbeat.config.frozen import dataclass, field
+from fleetbeat.collector.httpfds import FD_RESERVE, Acceptor, claim_fds, release_fds
+from fleetbeat.collector.httpmsg import (
+    DEFAULT_LIMITS,
+    Handler,
+    Limits,
+    Reject,
+    Request,
+    Response,
+    answer,
+    body_length,
+    error_body,
+    error_response,
+    parse_head,
+    render,
+    take_head,
+)
+from fleetbeat.collector.httpworkers import Workers
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
 
+# What servers and handlers use, importable from here as before the split.
+__all__ = ["DEFAULT_LIMITS", "FD_RESERVE", "BoundedServer", "Handler", "Limits", "Request",
+           "Response", "parse_head", "render"]  # fmt: skip
+
 log = logging.getLogger(__name__)
 
-# Descriptors left for the rest of the collector (UDP, the store, MQTT, logs, notifiers)
-# when the soft RLIMIT_NOFILE is raised for the servers' connection caps.
-FD_RESERVE = 256
-_ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _TICK = 0.25  # s between deadline checks: the deadlines are seconds long
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one server may spend; every field is a keyword with a default fit for the unit."""
-
-    workers: int = field(default=4)
-    queue: int = field(default=16)
-    max_connections: int = field(default=1024)
-    header_timeout: float = field(default=5.0)
-    body_timeout: float = field(default=10.0)
-    idle_timeout: float = field(default=30.0)
-    write_timeout: float = field(default=30.0)
-    max_header_bytes: int = field(default=16 * 1024)
-    max_body_bytes: int = field(default=1 << 20)
-    max_output_bytes: int = field(default=64 << 20)
-    busy_status: int = field(default=HTTPStatus.SERVICE_UNAVAILABLE)
-
-
-DEFAULT_LIMITS = Limits()
-
-
-class Request:
-    """One complete request: header names are lower-case; `body` is b"" without one."""
-
-    __slots__ = ("body", "client", "headers", "method", "target", "version")
-
-    def __init__(  # noqa: PLR0917 - a record: the six parts of a request, in order
-        self,
-        method: str,
-        target: str,
-        version: str,
-        headers: dict[str, str],
-        body: bytes,
-        client: tuple[str, int],
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.body = body
-        self.client = client
-
-    def __repr__(self) -> str:
-        return f"Request({self.method} {self.target} {self.version}, {len(self.body)} B)"
-
-
-class Response:
-    """What a handler returns; the server adds Content-Length, Date, Server and Connection."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, body: bytes = b"",
-                 headers: Optional[dict[str, str]] = None) -> None:  # fmt: skip
-        self.status = status
-        self.body = body
-        self.headers = headers if headers is not None else {}
-
-    def __repr__(self) -> str:
-        return f"Response({self.status}, {len(self.body)} B)"
-
-
-Handler = Callable[[Request], Response]
 
 # connection states
 _IDLE, _HEAD, _BODY, _BUSY, _WRITE = range(5)
@@ -146,100 +77,6 @@ class _Conn:
         self.need = 0
 
 
-class _Reject(Exception):
-    """The request cannot be served: answer `status` and close the connection."""
-
-    def __init__(self, status: int, reason: str, counter: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.counter = counter
-
-
-_claim_lock = threading.Lock()
-_claimed = 0  # connections promised to live servers, for the RLIMIT_NOFILE arithmetic
-
-
-def _claim_fds(want: int) -> int:
-    """Raise the soft RLIMIT_NOFILE for `want` more connections; how many fit."""
-    global _claimed
-    with _claim_lock:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        need = _claimed + want + FD_RESERVE
-        if soft != resource.RLIM_INFINITY and soft < need:
-            new = need if hard == resource.RLIM_INFINITY else min(hard, need)
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-                log.info("raised the soft file-descriptor limit from %d to %d for HTTP", soft, new)
-                soft = new
-            except (OSError, ValueError) as err:
-                log.warning("cannot raise the file-descriptor limit above %d: %s", soft, err)
-        room = want if soft == resource.RLIM_INFINITY else soft - _claimed - FD_RESERVE
-        got = max(8, min(want, room))
-        if got < want:
-            log.warning("file-descriptor limit %d: HTTP serves at most %d connections, not %d",
-                        soft, got, want)  # fmt: skip
-        _claimed += got
-        return got
-
-
-def _open_spare() -> Optional[int]:
-    """A descriptor held in reserve, given up to learn whether a client waits (see _out_of_fds)."""
-    try:
-        return os.open(os.devnull, os.O_RDONLY)
-    except OSError:
-        return None
-
-
-def _release_fds(n: int) -> None:
-    global _claimed
-    with _claim_lock:
-        _claimed -= n
-
-
-def render(status: int, headers: dict[str, str], body: bytes, *, head: bool, close: bool) -> bytes:
-    """The bytes of one response; HEAD keeps Content-Length and drops the body."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    lines = [f"HTTP/1.1 {status} {phrase}", "Server: fleetbeat",
-             f"Date: {formatdate(usegmt=True)}"]  # fmt: skip
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
-    lines.append(f"Content-Length: {len(body)}")
-    if close:
-        lines.append("Connection: close")
-    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return raw if head else raw + body
-
-
-def _error_body(reason: str) -> tuple[dict[str, str], bytes]:
-    return {"Content-Type": "application/json"}, json.dumps({"error": reason}).encode()
-
-
-def parse_head(raw: bytes, client: tuple[str, int]) -> Request:
-    """Request line and headers (without the blank line) -> a Request with no body yet."""
-    try:
-        text = raw.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise _Reject(400, "bad request", "bad_request") from None
-    line, *header_lines = text.split("\r\n")
-    parts = line.split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
-        raise _Reject(400, "bad request line", "bad_request")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _Reject(505, "HTTP/1.0 or HTTP/1.1 only", "bad_request")
-    headers: dict[str, str] = {}
-    for item in header_lines:
-        name, sep, value = item.partition(":")
-        if not sep or not name or name != name.strip() or item[0] in " \t":
-            raise _Reject(400, "bad header line", "bad_request")
-        key = name.lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return Request(method, target, version, headers, b"", client)
-
-
 class BoundedServer:
     """A running server: `handler` answers each request on a worker thread.
 
@@ -252,7 +89,6 @@ class BoundedServer:
 
     def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0,
                  limits: Optional[Limits] = None, name: str = "http") -> None:  # fmt: skip
-        self._handler = handler
         self.limits = limits = limits or DEFAULT_LIMITS
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -267,9 +103,8 @@ class BoundedServer:
         self._listener = listener
         self.host = host
         self.port: int = listener.getsockname()[1]
-        self.max_connections = _claim_fds(limits.max_connections)
+        self.max_connections = claim_fds(limits.max_connections)
         self._sel = selectors.DefaultSelector()
-        self._sel.register(listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -281,20 +116,17 @@ class BoundedServer:
         self._out_bytes = 0
         # answers from the workers, written by the selector thread (counters stay its own)
         self._done: collections.deque[tuple[_Conn, bytes, bool, bool]] = collections.deque()
-        self._jobs: queue.Queue[Optional[tuple[_Conn, Request]]] = queue.Queue(limits.queue)
-        self._accept_paused_until = 0.0
-        self._backoff = 0.0
-        self._spare = _open_spare()
         self._stopping = False
         self._counts: collections.Counter[str] = collections.Counter()
         self._ratelog = RateLimitedLog(log)
+        self._acceptor = Acceptor(listener, self._sel, take=self._take,
+                                  evict_oldest=self._evict_oldest, counts=self._counts,
+                                  ratelog=self._ratelog)  # fmt: skip
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._workers = [
-            threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
-            for i in range(max(1, limits.workers))
-        ]
-        for t in (self._thread, *self._workers):
-            t.start()
+        self._workers = Workers(handler, count=limits.workers, size=limits.queue, name=name,
+                                done=self._answered, ratelog=self._ratelog)  # fmt: skip
+        self._thread.start()
+        self._workers.start()
 
     def stats(self) -> dict[str, int]:
         """Counters since start (`open` is a gauge), for `/metrics` and tests."""
@@ -313,16 +145,11 @@ class BoundedServer:
         if self._stopping:
             return
         self._stopping = True
+        self._workers.halt()
         self._wake()
         self._thread.join(timeout=5)
-        for _ in self._workers:
-            try:
-                self._jobs.put(None, timeout=1)
-            except queue.Full:
-                break
-        for t in self._workers:
-            t.join(timeout=1)
-        _release_fds(self.max_connections)
+        self._workers.join()
+        release_fds(self.max_connections)
 
     # --- the selector thread ------------------------------------------------------------
 
@@ -343,17 +170,14 @@ class BoundedServer:
                                               conn.addr[0], err)  # fmt: skip
                             self._close(conn)
                     elif key.fileobj is self._listener:
-                        self._accept()
+                        self._acceptor.accept()
                     else:
                         self._drain_wake()
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + _TICK
                     self._expire(now)
-                    if self._accept_paused_until and now >= self._accept_paused_until:
-                        self._accept_paused_until = 0.0
-                        self._spare = self._spare if self._spare is not None else _open_spare()
-                        self._sel.register(self._listener, selectors.EVENT_READ, None)
+                    self._acceptor.tick(now)
         except Exception:  # a bug here must not take the collector down with HTTP
             log.exception("HTTP server loop failed; HTTP is down")
         finally:
@@ -363,22 +187,7 @@ class BoundedServer:
             self._listener.close()
             self._wake_r.close()
             self._wake_w.close()
-            if self._spare is not None:
-                os.close(self._spare)
-
-    def _accept(self) -> None:
-        for _ in range(64):  # a burst, then let the other sockets have their turn
-            try:
-                sock, addr = self._listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as err:
-                if err.errno in _ACCEPT_ERRORS:
-                    self._out_of_fds(err)
-                    return
-                continue  # ECONNABORTED and the like: that client is gone
-            self._backoff = 0.0
-            self._take(sock, addr)
+            self._acceptor.close()
 
     def _take(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         """Serve a new connection, making room at the cap by closing the oldest waiting one."""
@@ -398,41 +207,6 @@ class BoundedServer:
         self._conns[sock.fileno()] = conn
         self._waiting[sock.fileno()] = conn
         self._watch(conn, selectors.EVENT_READ)
-
-    def _out_of_fds(self, err: OSError) -> None:
-        """accept() found no free descriptor: make room for one client, or pause accepting."""
-        # The kernel takes a descriptor before it looks at the backlog, so EMFILE does not
-        # even say that a client waits. The spare descriptor finds out: with it freed,
-        # accept() either says nobody waits or hands over the client, who then gets the
-        # descriptor of the oldest waiting connection, or a plain close if there is none.
-        if self._spare is not None:
-            os.close(self._spare)
-            self._spare = None
-            try:
-                sock, addr = self._listener.accept()
-            except BlockingIOError:
-                self._spare = _open_spare()
-                return  # nobody waits
-            except OSError:
-                pass
-            else:
-                self._counts["accept_errors"] += 1
-                self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
-                if self._evict_oldest("out of file descriptors: closed the oldest waiting one"):
-                    self._spare = _open_spare()  # the evicted connection's descriptor
-                    self._take(sock, addr)
-                    return
-                self._counts["refused"] += 1
-                sock.close()
-                self._spare = _open_spare()
-        else:
-            self._counts["accept_errors"] += 1
-            self._ratelog.log(logging.ERROR, "accept", "HTTP accept failed: %s", err.strerror)
-        # Stop watching the listener for a while rather than spin on a socket that stays
-        # readable; clients that arrive meanwhile wait in the kernel's backlog.
-        self._backoff = min(1.0, self._backoff * 2 or 0.05)
-        self._accept_paused_until = time.monotonic() + self._backoff
-        self._sel.unregister(self._listener)
 
     def _evict_oldest(self, why: str, *args: object) -> bool:
         if not self._waiting:
@@ -472,14 +246,10 @@ class BoundedServer:
                         return
                     conn.state = _HEAD
                     conn.deadline = time.monotonic() + lim.header_timeout
-                end = conn.inbuf.find(b"\r\n\r\n", 0, lim.max_header_bytes + 4)
-                if end < 0:
-                    if len(conn.inbuf) > lim.max_header_bytes:
-                        raise _Reject(431, "request headers too large", "header_too_large")
+                req = take_head(conn.inbuf, conn.addr, lim)
+                if req is None:
                     return
-                req = parse_head(bytes(conn.inbuf[:end]), conn.addr)
-                del conn.inbuf[: end + 4]
-                conn.need = self._body_length(req)
+                conn.need = body_length(req, lim)
                 conn.head = req
                 conn.state = _BODY
                 conn.deadline = time.monotonic() + lim.body_timeout
@@ -491,23 +261,12 @@ class BoundedServer:
                 conn.head.body = bytes(conn.inbuf[: conn.need])
                 del conn.inbuf[: conn.need]
                 self._dispatch(conn, conn.head)
-        except _Reject as rej:
+        except Reject as rej:
             self._counts[rej.counter] += 1
             self._ratelog.log(logging.INFO, rej.counter, "HTTP %d to %s: %s",
                               rej.status, conn.addr[0], rej)  # fmt: skip
-            headers, body = _error_body(str(rej))
+            headers, body = error_body(str(rej))
             self._send(conn, render(rej.status, headers, body, head=False, close=True), close=True)
-
-    def _body_length(self, req: Request) -> int:
-        if "transfer-encoding" in req.headers:
-            raise _Reject(411, "send Content-Length: chunked bodies are refused", "bad_request")
-        raw = req.headers.get("content-length", "0")
-        if not raw.isdigit() or len(raw) > 18:
-            raise _Reject(400, "bad Content-Length", "bad_request")
-        length = int(raw)
-        if length > self.limits.max_body_bytes:
-            raise _Reject(413, f"body over {self.limits.max_body_bytes} bytes", "body_too_large")
-        return length
 
     def _dispatch(self, conn: _Conn, req: Request) -> None:
         self._counts["requests"] += 1
@@ -515,17 +274,13 @@ class BoundedServer:
         conn.state = _BUSY
         conn.head = None
         self._watch(conn, 0)  # nothing more is read until this request is answered
-        try:
-            self._jobs.put_nowait((conn, req))
-        except queue.Full:
+        if not self._workers.submit(conn, req):
             self._counts["busy"] += 1
             self._ratelog.log(logging.WARNING, "busy", "HTTP workers busy: answered %d",
                               self.limits.busy_status)  # fmt: skip
-            headers, body = _error_body("busy; try again shortly")
-            headers["Retry-After"] = "1"
-            close = _wants_close(req)
-            raw = render(self.limits.busy_status, headers, body, head=req.method == "HEAD",
-                         close=close)  # fmt: skip
+            resp = error_response(self.limits.busy_status, "busy; try again shortly")
+            resp.headers["Retry-After"] = "1"
+            raw, close = answer(req, resp)
             self._send(conn, raw, close=close)
 
     def _drain_wake(self) -> None:
@@ -597,7 +352,7 @@ class BoundedServer:
             self._ratelog.log(logging.INFO, counter, "HTTP %s from %s: closed",
                               counter.replace("_", " "), conn.addr[0])  # fmt: skip
             if conn.state in (_HEAD, _BODY):
-                headers, body = _error_body("request not complete in time")
+                headers, body = error_body("request not complete in time")
                 # best effort, once: a client that does not read gets a plain close
                 with contextlib.suppress(OSError):
                     conn.sock.send(render(408, headers, body, head=False, close=True))
@@ -625,36 +380,12 @@ class BoundedServer:
             self._out_bytes -= len(conn.out)
         conn.sock.close()
 
+    def _answered(self, conn: _Conn, raw: bytes, close: bool, failed: bool) -> None:
+        """A worker's answer, for the selector thread to write (counters stay its own)."""
+        self._done.append((conn, raw, close, failed))
+        self._wake()
+
     def _wake(self) -> None:
         # full: a wake-up is already pending; closed: stopping
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-
-    # --- worker threads -----------------------------------------------------------------
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self._stopping:
-                return
-            conn, req = job
-            failed = False
-            try:
-                resp = self._handler(req)
-            except Exception as err:
-                failed = True
-                self._ratelog.log(logging.ERROR, "handler", "HTTP %s %s failed: %r",
-                                  req.method, req.target[:200], err)  # fmt: skip
-                headers, body = _error_body("internal error; see collector log")
-                resp = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body, headers)
-            close = _wants_close(req)
-            raw = render(resp.status, resp.headers, resp.body, head=req.method == "HEAD",
-                         close=close)  # fmt: skip
-            self._done.append((conn, raw, close, failed))
-            self._wake()
-
-
-def _wants_close(req: Request) -> bool:
-    """HTTP/1.0, or `Connection: close`: answer, then close (1.1 keeps the connection)."""
-    tokens = {t.strip().lower() for t in req.headers.get("connection", "").split(",")}
-    return req.version == "HTTP/1.0" or "close" in tokens

@@ -23,21 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import psutil
 
-from fleetbeat.collector.fleet import STATES
+from fleetbeat.collector.liveness import STATES
+from fleetbeat.collector.view import FleetView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class FleetView(Protocol):
-    """What the exposition reads from the fleet (collector.fleet.Fleet provides it)."""
-
-    def devices(self) -> list[dict[str, Any]]: ...
-
-    def stats(self) -> dict[str, Any]: ...
 
 
 # (name without _total, help, device field): the heartbeat stream's figures add

@@ -20,7 +20,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from fleetbeat.collector.fleet import MAX_EVENTS_IN_MEMORY, ROW_COLUMNS
+from fleetbeat.collector.events import MAX_EVENTS_IN_MEMORY
+from fleetbeat.collector.rows import ROW_COLUMNS
 from fleetbeat.errors import FleetbeatError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,173 @@
+"""One device's record in the fleet: slots for memory, a JSON-ready snapshot for readers."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Optional
+
+from fleetbeat.collector.liveness import rebooted
+from fleetbeat.collector.loss import MIN_DOWN_AFTER, RecentLoss, SeqTracker
+
+
+class Device(RecentLoss):
+    """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
+
+    __slots__ = (
+        "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "deadline", "down_k",
+        "ev_count", "ev_start", "hb", "id", "interval", "last_seen", "metric_names",
+        "metric_values", "prev_run", "prior", "rd", "rd_prior", "reboots", "restarts", "run",
+        "seen", "state", "state_since", "tags", "transport", "version",
+    )  # fmt: skip
+
+    def __init__(self, dev_id: str, now: float, mono: float) -> None:
+        super().__init__()
+        self.id = dev_id
+        self.state = "up"
+        self.state_since = now
+        self.last_seen = now  # wall clock: shown, stored
+        self.seen = mono  # monotonic clock: what deadlines are judged on
+        self.confirmed = False  # a second message arrived (see the eviction policy)
+        self.addr: Any = ""  # the socket address tuple as received (formatted when read)
+        self.transport = "udp"
+        self.run = ""
+        self.prev_run = ""
+        self.boot_time: Optional[float] = None
+        self.interval = 10.0
+        self.version: Optional[str] = None
+        self.tags: dict[str, str] = _NO_TAGS
+        self.metric_names: tuple[str, ...] = ()
+        self.metric_values: tuple[float, ...] = ()
+        self.clock_skew = 0.0
+        self.restarts = 0
+        self.reboots = 0
+        self.agent_drops = 0
+        self.hb: Optional[SeqTracker] = None
+        self.rd: Optional[SeqTracker] = None
+        # lifetime figures of finished runs: received, expected, duplicates, reordered
+        self.prior: tuple[int, int, int, int] = _ZERO4
+        self.rd_prior: tuple[int, int] = _ZERO2  # readings: received, expected
+        self.down_k: float = MIN_DOWN_AFTER  # an int when "auto": small ints are shared
+        self.deadline = math.inf  # monotonic time the liveness check has something to do
+        self.ev_start = mono  # the events-per-minute window (monotonic) and its count
+        self.ev_count = 0
+
+    def heard(self, now: float, mono: float, addr: Any, transport: str) -> None:
+        """A message of this device was accepted: when (both clocks), from where, over what."""
+        self.last_seen = now
+        self.seen = mono
+        if self.addr != addr:
+            self.addr = addr
+        if self.transport is not transport:
+            self.transport = transport
+
+    def take_heartbeat(self, msg: dict[str, Any]) -> None:
+        """The fields a new heartbeat reports about the agent (tags and metrics aside)."""
+        get = msg.get
+        self.interval = msg["int"]
+        bt = get("bt")
+        if bt is not None:
+            self.boot_time = bt
+        ver = get("ver")
+        if ver is not None and ver != self.version:
+            self.version = sys.intern(ver) if len(ver) < 40 else ver
+        drop = get("drop")
+        if drop is not None:
+            self.agent_drops = drop
+
+    def start_run(self, run: str, boot_time: Optional[float]) -> str:
+        """A new run: "reboot" or "restart" (counted); the finished run joins the lifetime."""
+        self.prev_run = self.run
+        if self.hb is not None:
+            p, f = self.prior, self.hb.figures()
+            self.prior = (p[0] + f[0], p[1] + f[1], p[2] + f[2], p[3] + f[3])
+        if self.rd is not None:
+            self.rd_prior = (self.rd_prior[0] + self.rd.received,
+                             self.rd_prior[1] + self.rd.expected)  # fmt: skip
+        self.hb = None
+        self.rd = None
+        self.run = run
+        if rebooted(self.boot_time, boot_time):
+            self.reboots += 1
+            return "reboot"
+        self.restarts += 1
+        return "restart"
+
+    def count_seq(self, kind: str, seq: int, tracker: Optional[SeqTracker]) -> int:
+        """Count `seq` on its stream (`tracker`: readings or heartbeats, None for its first).
+
+        Returns the gap `SeqTracker.add` gives (-1: a duplicate); heartbeats also feed
+        the recent-loss window.
+        """
+        if tracker is None:
+            if kind == "rd":
+                self.rd = SeqTracker(seq)
+            else:
+                self.hb = SeqTracker(seq)
+            gap = 1
+        else:
+            gap = tracker.add(seq)
+        if kind != "rd" and gap >= 0:
+            self.count_loss(gap)
+        return gap
+
+    def snapshot(self) -> dict[str, Any]:
+        hb = self.hb
+        run = hb.figures() if hb is not None else (0, 0, 0, 0)
+        received, expected, dups, reordered = (a + b for a, b in zip(self.prior, run))
+        lost = max(0, expected - received)
+        rd_received, rd_expected = self.rd_prior
+        if self.rd is not None:
+            rd_received += self.rd.received
+            rd_expected += self.rd.expected
+        return {
+            "id": self.id,
+            "state": self.state,
+            "state_since": self.state_since,
+            "last_seen": self.last_seen,
+            "addr": _addr_text(self.addr),
+            "transport": self.transport,
+            "run": self.run,
+            "boot_time": self.boot_time,
+            "interval": self.interval,
+            "version": self.version,
+            "tags": dict(self.tags),
+            "metrics": dict(zip(self.metric_names, self.metric_values)),
+            "clock_skew": self.clock_skew,
+            "restarts": self.restarts,
+            "reboots": self.reboots,
+            "agent_drops": self.agent_drops,
+            "received": received,
+            "expected": expected,
+            "lost": lost,
+            "duplicates": dups,
+            "reordered": reordered,
+            "loss_pct": _pct(lost, expected),
+            "recent_loss_pct": _pct(self.recent_lost, self.recent_exp),
+            "run_received": run[0],
+            "run_expected": run[1],
+            "run_lost": max(0, run[1] - run[0]),
+            "readings_received": rd_received,
+            "readings_lost": max(0, rd_expected - rd_received),
+            "down_after_effective": self.down_k,
+            "confirmed": self.confirmed,
+        }
+
+
+_NO_TAGS: dict[str, str] = {}
+
+
+def _addr_text(addr: Any) -> str:
+    """ "host:port" from a socket address ("[v6]:port" for IPv6); text as it is."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+_ZERO4 = (0, 0, 0, 0)
+_ZERO2 = (0, 0)
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 3) if whole > 0 else 0.0

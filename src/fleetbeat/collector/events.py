@@ -1,0 +1,85 @@
+"""The fleet's event log: transitions and restarts, bounded, with a per-device flood guard.
+
+Not thread-safe by itself: `collector.fleet.Fleet` calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+from fleetbeat.collector.device import Device
+from fleetbeat.collector.liveness import STATES
+
+MAX_EVENTS_IN_MEMORY = 10_000
+
+
+class EventLog:
+    """The newest events for readers, and the ones the store has not written yet."""
+
+    def __init__(self, max_per_minute: int) -> None:
+        self.max_per_minute = max_per_minute
+        self._events: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=MAX_EVENTS_IN_MEMORY
+        )
+        self._new: list[dict[str, Any]] = []  # not yet handed to the store
+        self.suppressed = 0  # past max_per_minute
+        self.unsaved = 0  # dropped by `requeue` while the store could not write
+
+    def add(self, d: Device, from_: Any, to: str, reason: str, *, now: float, mono: float) -> None:
+        """Log a device's event at wall time `now`; past the per-minute cap it is only counted."""
+        if not d.confirmed:  # junk heard once leaves no trace in the event log
+            return
+        if mono - d.ev_start >= 60.0:
+            d.ev_start = mono
+            d.ev_count = 0
+        d.ev_count += 1
+        if d.ev_count > self.max_per_minute:
+            self.suppressed += 1
+            if d.ev_count > self.max_per_minute + 1:
+                return
+            reason = "flapping"  # one event says the rest of this minute's were left out
+        ev = {"time": now, "device": d.id, "from": from_, "to": to, "reason": reason}
+        self._events.append(ev)
+        self._new.append(ev)
+
+    def since(self, since: float, limit: int) -> list[dict[str, Any]]:
+        """Copies of the events with time > since, oldest first; the newest `limit` of them."""
+        found = [dict(e) for e in self._events if e["time"] > since]
+        return found[-limit:] if limit > 0 else []
+
+    def take(self) -> list[dict[str, Any]]:
+        """The events added since the last call (for the store)."""
+        new, self._new = self._new, []
+        return new
+
+    def requeue(self, events: list[dict[str, Any]]) -> int:
+        """Give back what a failed write took, the newest MAX_EVENTS_IN_MEMORY kept; dropped."""
+        pending = events + self._new
+        dropped = max(0, len(pending) - MAX_EVENTS_IN_MEMORY)
+        self._new = pending[dropped:]
+        self.unsaved += dropped
+        return dropped
+
+    def restore(self, events: list[dict[str, Any]]) -> int:
+        """Load stored events at start; return how many could not be read (skipped)."""
+        skipped = 0
+        for ev in events:
+            if event_ok(ev):
+                self._events.append(ev)
+            else:
+                skipped += 1
+        return skipped
+
+
+def event_ok(ev: Any) -> bool:
+    """True for a stored event whose every field can be served again."""
+    try:
+        return (
+            type(ev) is dict and type(ev["time"]) is float and math.isfinite(ev["time"])
+            and type(ev["device"]) is str and ev["from"] in (None, *STATES)
+            and ev["to"] in STATES and type(ev["reason"]) is str
+        )  # fmt: skip
+    except (KeyError, TypeError):
+        return False
