@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 import time
+import tty
 
 import pytest
 
@@ -48,7 +51,9 @@ def seqs(msgs, kind="hb"):
     return [m["seq"] for m in msgs if m["k"] == kind]
 
 
-def test_heartbeats_readings_and_bye_reach_their_topics_keyed_by_device(kafka, reader_for, start_agent):
+def test_heartbeats_readings_and_bye_reach_their_topics_keyed_by_device(
+    kafka, reader_for, start_agent
+):
     """Heartbeats go to {prefix}.hb, readings to {prefix}.rd, keyed by the device id, seq contiguous; SIGTERM sends the bye to .hb."""
     prefix = unique("fb")
     hb, rd = topics(kafka, prefix)
@@ -154,22 +159,45 @@ def test_a_missing_client_is_a_config_error_naming_the_extra(monkeypatch):
         load_client("kafka")
 
 
+@pytest.fixture
+def fast_serial(tmp_path):
+    """A pty whose other end a thread writes ~1,000 kv lines a second to, until teardown."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def write():
+        n = 0
+        next_at = time.monotonic()
+        while not stop.is_set():
+            os.write(master, b"".join(b"t=%d\n" % (n + i) for i in range(10)))
+            n += 10
+            next_at += 0.01
+            stop.wait(max(0.0, next_at - time.monotonic()))
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    yield os.ttyname(slave)
+    stop.set()
+    writer.join(5)
+    os.close(master)
+    os.close(slave)
+
+
 @pytest.mark.slow
-def test_a_stalled_broker_costs_no_memory_and_the_cadence_holds(kafka, reader_for, start_agent, udp_receiver):
-    """Broker frozen 20 s with the agent at ~1,000 messages/s: RSS grows < 512 KiB, heartbeats keep their cadence (seen over UDP), drops are counted by reason, producing resumes."""
-    prefixes = [unique(f"stall{i}") for i in range(10)]
-    names = topics(kafka, prefixes[0], partitions=1)
-    for p in prefixes[1:]:
-        topics(kafka, p, partitions=1)
+def test_a_stalled_broker_costs_no_memory_and_the_cadence_holds(
+    kafka, reader_for, start_agent, udp_receiver, fast_serial
+):
+    """Broker frozen 20 s with the agent at ~1,000 messages/s (a fast serial sensor): RSS grows < 512 KiB, heartbeats keep their cadence (seen over UDP), drops are counted by reason, producing resumes."""
+    prefix = unique("stall")
+    names = topics(kafka, prefix, partitions=1)
     reader = reader_for(names)
-    outputs = "".join(
-        f'[[outputs.kafka]]\nbrokers = ["{kafka.bootstrap_servers}"]\ntopic_prefix = "{p}"\n'
-        for p in prefixes[1:]
-    ) + f'[[outputs.udp]]\nhost = "127.0.0.1"\nport = {udp_receiver.port}\n'
-    agent = start_agent(kafka_agent_toml(kafka.bootstrap_servers, prefixes[0], interval="0.01s",
-                                         system="enabled = false", outputs=outputs))  # fmt: skip
-    reader.wait_for(lambda ms: len(ms) >= 100, names[0])
-    udp_receiver.wait_for(lambda ms: len(ms) >= 100)
+    serial = f'[[sensors.serial]]\nname = "fast"\nport = "{fast_serial}"\nformat = "kv"\n'
+    udp = f'[[outputs.udp]]\nhost = "127.0.0.1"\nport = {udp_receiver.port}\n'
+    agent = start_agent(kafka_agent_toml(kafka.bootstrap_servers, prefix, interval="0.05s",
+                                         system=f"enabled = false\n{serial}", outputs=udp))  # fmt: skip
+    reader.wait_for(lambda ms: len(ms) >= 2000, timeout=30)
+    udp_receiver.poll()
     time.sleep(1.0)  # steady state: librdkafka's buffers are allocated
     before = peak = rss_kib(agent.pid)
     kafka.pause()
@@ -177,28 +205,35 @@ def test_a_stalled_broker_costs_no_memory_and_the_cadence_holds(kafka, reader_fo
     deadline = time.monotonic() + 20
     try:
         while time.monotonic() < deadline:
-            time.sleep(0.25)
+            udp_receiver.poll(0.05)  # drained as it comes: 1,000 datagrams/s overflow a buffer
             peak = max(peak, rss_kib(agent.pid))
     finally:
         kafka.resume()
     resumed_at = time.time()
-    stall_hb = [m for m in udp_receiver.messages() if paused_at <= m["ts"] <= resumed_at]
+    hbs = [m for m in udp_receiver.messages() if m["k"] == "hb"]
+    stall_hb = [m for m in hbs if paused_at <= m["ts"] <= resumed_at]
     gaps = [b["ts"] - a["ts"] for a, b in zip(stall_hb, stall_hb[1:])]
-    assert len(stall_hb) > 0.8 * 20 / 0.01, f"only {len(stall_hb)} heartbeats in 20 s"
+    assert len(stall_hb) > 0.8 * 20 / 0.05, f"only {len(stall_hb)} heartbeats in 20 s"
     assert max(gaps) < 0.5, f"the sampling loop stalled for {max(gaps):.2f} s"
+    rate = sum(paused_at <= m["ts"] <= resumed_at for m in udp_receiver.messages()) / 20
+    assert rate > 700, f"only {rate:.0f} messages/s while stalled"
 
-    fresh = reader.wait_for(lambda ms: [m for m in ms if m["ts"] > resumed_at and m.get("drop_by")],
-                            names[0], timeout=20)  # fmt: skip
+    def after_resume(ms):
+        return [m for m in ms if m["ts"] > resumed_at + 1 and m["k"] == "hb" and m.get("drop_by")]
+
+    fresh = reader.wait_for(after_resume, names[0], timeout=20)
     drop_by = fresh[-1]["drop_by"]
-    print(f"\nRSS growth while stalled: {peak - before} KiB; drops: {drop_by}")
+    print(f"\nRSS growth while stalled: {peak - before} KiB at {rate:.0f} msg/s; drops: {drop_by}")
     assert peak - before < 512, f"RSS grew by {peak - before} KiB while the broker was stalled"
-    assert sum(drop_by.values()) > 1000, drop_by
+    assert sum(drop_by.values()) > 0.5 * 20 * rate, drop_by
     assert set(drop_by) <= {"backpressure", "timeout", "not_connected"}, drop_by
     assert agent.proc.poll() is None
 
 
 @pytest.mark.slow
-def test_broker_down_at_start_then_restarted_never_stalls_nor_replays(kafka, reader_for, start_agent, udp_receiver):
+def test_broker_down_at_start_then_restarted_never_stalls_nor_replays(
+    kafka, reader_for, start_agent, udp_receiver
+):
     """An agent started with the broker down, and kept through a broker restart: heartbeats keep their cadence, and nothing older than message_timeout reaches the broker afterwards."""
     kafka.stop()
     prefix = unique("down")
@@ -215,7 +250,7 @@ def test_broker_down_at_start_then_restarted_never_stalls_nor_replays(kafka, rea
         assert oldest >= up_at - 2.0 - 0.5, f"a message {up_at - oldest:.1f} s old was replayed"
         kafka.stop()
         down_at = time.time()
-        udp_receiver.wait_for(lambda ms: sum(m["ts"] > down_at for m in ms) >= 20, timeout=10)
+        udp_receiver.wait_for(lambda ms, t=down_at: sum(m["ts"] > t for m in ms) >= 20, timeout=10)
     ts = [m["ts"] for m in udp_receiver.messages() if m["k"] == "hb"]
     assert max(b - a for a, b in zip(ts, ts[1:])) < 0.5, "the agent stalled"
     hb = [m for m in udp_receiver.messages() if m["k"] == "hb"][-1]

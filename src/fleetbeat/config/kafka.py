@@ -14,6 +14,7 @@ import alone costs about 6 MiB of RSS. Part of `config/`, a leaf.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -95,6 +96,17 @@ def client_settings(
         settings["sasl.username"] = security.username
         settings["sasl.password"] = password or ""
     return settings
+
+
+class DebugLog:
+    """librdkafka's own log lines (its `logger`), at debug level: every failed reconnect is
+    an error line there; the client's `error_cb` reports what matters, rate-limited."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        self._logger.debug(fmt, *args)
 
 
 def client_missing() -> Optional[str]:

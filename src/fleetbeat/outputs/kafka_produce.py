@@ -142,14 +142,6 @@ def producer_settings(config: KafkaConfig, *, client_id: str) -> dict[str, Any]:
     }
 
 
-class _DebugOnly:
-    """librdkafka's own log lines, at debug level: `error_cb` reports what matters, rate-limited
-    (librdkafka logs every failed reconnect as an error)."""
-
-    def log(self, level: int, fmt: str, *args: Any) -> None:
-        log.debug(fmt, *args)
-
-
 class KafkaOutput:
     """Produces each payload with acks=0 at once, or drops and counts it."""
 
@@ -181,7 +173,7 @@ class KafkaOutput:
             **producer_settings(config, client_id=f"fleetbeat-{identity.dev}"),
             "on_delivery": self._delivered,
             "error_cb": self._client_error,
-            "logger": _DebugOnly(),
+            "logger": kafka.DebugLog(log),
         }
         self._producer: Any = None
         self._closed = False
