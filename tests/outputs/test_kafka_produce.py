@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ from fleetbeat.config.kafka import KafkaSecurity, client_settings, load_client
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.kafka_produce import KafkaConfig, KafkaOutput, producer_settings
-from helpers import free_port, wait_until
+from helpers import free_port, subprocess_env, wait_until
 from kafka_helpers import Reader, kafka_agent_toml, rss_kib, topics, unique
 
 DEV = "kafka-dev"
@@ -151,12 +152,25 @@ def test_invalid_keys_are_named(table, expected):
 def test_a_missing_client_is_a_config_error_naming_the_extra(monkeypatch):
     """Without confluent-kafka, a Kafka output is a config error that says to install fleetbeat[kafka] (or Debian's package on 32-bit ARM)."""
     monkeypatch.setitem(sys.modules, "confluent_kafka", None)
+    monkeypatch.setitem(sys.modules, "confluent_kafka.cimpl", None)
     with pytest.raises(ConfigError) as err:
         parse_agent_config({"outputs": {"kafka": [{}]}}, "agent.toml")
     assert 'pip install "fleetbeat[kafka]"' in str(err.value)
     assert "python3-confluent-kafka" in str(err.value)
     with pytest.raises(ConfigError, match="fleetbeat"):
         load_client("kafka")
+
+
+def test_the_client_loads_without_asyncio_or_ssl():
+    """A Kafka output loads librdkafka's module without the package's serializers: no asyncio, no ssl (7 MiB of RSS)."""
+    code = (
+        "import sys; from fleetbeat.config.kafka import load_client; c = load_client('k'); "
+        "c.Producer({'bootstrap.servers': '127.0.0.1:1'}); "
+        "print(sorted(m for m in sys.modules if m in ('asyncio', 'ssl', 'confluent_kafka')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True,
+                          text=True, timeout=30, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 @pytest.fixture
@@ -245,7 +259,7 @@ def test_broker_down_at_start_then_restarted_never_stalls_nor_replays(
         up_at = time.time()
         names = topics(kafka, prefix, partitions=1)  # memory storage: a restart has no topics
         reader = reader_for(names)
-        got = reader.wait_for(lambda ms: len(seqs(ms)) >= 10, names[0], timeout=30)
+        got = reader.wait_for(lambda ms: len(seqs(ms)) >= 10 and ms, names[0], timeout=30)
         oldest = min(m["ts"] for m in got)
         assert oldest >= up_at - 2.0 - 0.5, f"a message {up_at - oldest:.1f} s old was replayed"
         kafka.stop()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 from fleetbeat.config.frozen import dataclass
@@ -115,9 +117,41 @@ def client_missing() -> Optional[str]:
 
 
 def load_client(name: str) -> Any:
-    """The `confluent_kafka` module, imported now; a missing one is a config error."""
+    """The client's classes (Producer, Consumer, KafkaError...), loaded now; a config error
+    when it is missing.
+
+    The compiled module `confluent_kafka.cimpl` holds them all; it is loaded without the
+    package's `__init__`, which imports asyncio, ssl and concurrent.futures for its
+    serializers and admin client: 7.2 MiB of RSS measured, a quarter of the agent's
+    budget. Registered under its own name, so a later `import confluent_kafka` reuses it.
+    """
+    found = sys.modules.get("confluent_kafka.cimpl")
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec("confluent_kafka")  # finds the package, runs nothing
+    if spec is None:
+        raise ConfigError([f"{name}: {MISSING_CLIENT}"])
     try:
-        import confluent_kafka
-    except ImportError:
-        raise ConfigError([f"{name}: {MISSING_CLIENT}"]) from None
-    return confluent_kafka
+        return _load_cimpl(spec.submodule_search_locations or [])
+    except (ImportError, OSError, StopIteration):  # another layout (a distribution's build)
+        try:
+            import confluent_kafka
+        except ImportError:
+            raise ConfigError([f"{name}: {MISSING_CLIENT}"]) from None
+        return confluent_kafka
+
+
+def _load_cimpl(locations: Iterable[str]) -> Any:
+    import importlib.machinery
+
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    path = next(os.path.join(d, f) for d in locations for f in sorted(os.listdir(d))
+                if f.startswith("cimpl.") and f.endswith(suffixes))  # fmt: skip
+    loader = importlib.machinery.ExtensionFileLoader("confluent_kafka.cimpl", path)
+    spec = importlib.util.spec_from_loader("confluent_kafka.cimpl", loader)
+    if spec is None:
+        raise ImportError("no spec for confluent_kafka.cimpl")
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules["confluent_kafka.cimpl"] = module
+    return module
