@@ -14,10 +14,11 @@ import pytest
 
 from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.config.kafka import KafkaSecurity, client_settings, load_client
+from fleetbeat.config.loader import read_toml
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs.base import Identity, Outgoing
 from fleetbeat.outputs.kafka_produce import KafkaConfig, KafkaOutput, producer_settings
-from helpers import free_port, subprocess_env, wait_until
+from helpers import ROOT, free_port, subprocess_env, wait_until
 from kafka_helpers import Reader, kafka_agent_toml, rss_kib, topics, unique
 
 DEV = "kafka-dev"
@@ -270,3 +271,14 @@ def test_broker_down_at_start_then_restarted_never_stalls_nor_replays(
     hb = [m for m in udp_receiver.messages() if m["k"] == "hb"][-1]
     assert hb.get("drop_by") is None  # the UDP output's own drops: none
     assert agent.proc.poll() is None
+
+
+def test_example_file_sets_every_key():
+    """examples/agent-kafka.toml is valid and sets every [[outputs.kafka]] and security key."""
+    path = ROOT / "examples" / "agent-kafka.toml"
+    data = read_toml(str(path))
+    cfg = parse_agent_config(data, str(path), check_files=False)  # /etc/fleetbeat/* files
+    assert [c.type for c in cfg.outputs] == ["kafka"]
+    table = data["outputs"]["kafka"][0]
+    assert set(table) - {"format"} == set(KafkaConfig.__dataclass_fields__)
+    assert set(table["security"]) == set(KafkaSecurity.__dataclass_fields__)
