@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,50 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 import confluent_kafka  # noqa: E402 - after the path set-up above
-from brokers import Tansu  # noqa: E402
 
+from brokers import Tansu  # noqa: E402
 from fleetbeat import wire  # noqa: E402
 from fleetbeat.outputs.base import Identity, Outgoing  # noqa: E402
+from mqtt_output import agent_rss  # noqa: E402 - the same agent, measured the same way
 
 PAYLOAD = (
     b'{"v":1,"k":"hb","dev":"bench","run":"0000000000000000","seq":1,"ts":1.0,'
     b'"int":10,"bt":1,"ver":"0.1.0","drop":0,"m":{"cpu":3.5,"mem":41.2,"temp":48.3}}'
 )
-AGENT = """
-[agent]
-device_id = "bench"
-heartbeat_interval = "0.5s"
-jitter = 0
-[sensors.system]
-interval = "0.5s"
-"""
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def agent_rss(tmp: Path, output: str, seconds: float) -> float:
-    """Median RSS (MiB) of a real agent over the second half of `seconds`."""
-    cfg = tmp / "agent.toml"
-    cfg.write_text(AGENT + output)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    cmd = [sys.executable, "-m", "fleetbeat", "agent", "-c", str(cfg)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        time.sleep(seconds / 2)
-        samples = []
-        for _ in range(10):
-            time.sleep(seconds / 20)
-            samples.append(rss_kib(proc.pid))
-        return statistics.median(samples) / 1024
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(5)
 
 
 def send_cost(broker: Tansu, messages: int, rounds: int) -> dict[str, float]:

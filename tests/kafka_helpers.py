@@ -11,6 +11,7 @@ from typing import Any, Callable
 import confluent_kafka
 
 from brokers import Tansu
+from helpers import agent_toml
 
 
 def unique(prefix: str) -> str:
@@ -26,21 +27,9 @@ topic_prefix = "{prefix}"
 """
 
 
-def kafka_agent_toml(bootstrap: str, prefix: str, *, device: str = "kafka-dev",
-                     interval: str = "0.1s", system: str = 'interval = "0.1s"',
-                     outputs: str = "") -> str:  # fmt: skip
-    """An agent sending heartbeats and system readings to `{prefix}.hb` / `{prefix}.rd`."""
-    return f"""
-[agent]
-device_id = "{device}"
-heartbeat_interval = "{interval}"
-jitter = 0
-
-[sensors.system]
-{system}
-{kafka_output(bootstrap, prefix)}
-{outputs}
-"""
+def kafka_agent_toml(bootstrap: str, prefix: str, *, udp_port: int = 9, **agent: Any) -> str:
+    """An agent sending to `{prefix}.hb` / `{prefix}.rd` (and over UDP to `udp_port`)."""
+    return agent_toml(udp_port, **agent) + kafka_output(bootstrap, prefix)
 
 
 def topics(kafka: Tansu, prefix: str, partitions: int = 4) -> list[str]:

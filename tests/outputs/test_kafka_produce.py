@@ -21,7 +21,7 @@ from fleetbeat.outputs.kafka_produce import KafkaConfig, KafkaOutput, producer_s
 from helpers import ROOT, free_port, subprocess_env, wait_until
 from kafka_helpers import Reader, kafka_agent_toml, rss_kib, topics, unique
 
-DEV = "kafka-dev"
+DEV = "test-dev"  # helpers.agent_toml's
 
 
 def identity(dev: str = DEV) -> Identity:
@@ -208,9 +208,9 @@ def test_a_stalled_broker_costs_no_memory_and_the_cadence_holds(
     names = topics(kafka, prefix, partitions=1)
     reader = reader_for(names)
     serial = f'[[sensors.serial]]\nname = "fast"\nport = "{fast_serial}"\nformat = "kv"\n'
-    udp = f'[[outputs.udp]]\nhost = "127.0.0.1"\nport = {udp_receiver.port}\n'
     agent = start_agent(kafka_agent_toml(kafka.bootstrap_servers, prefix, interval="0.05s",
-                                         system=f"enabled = false\n{serial}", outputs=udp))  # fmt: skip
+                                         system=f"enabled = false\n{serial}",
+                                         udp_port=udp_receiver.port))  # fmt: skip
     reader.wait_for(lambda ms: len(ms) >= 2000, timeout=30)
     udp_receiver.poll()
     time.sleep(1.0)  # steady state: librdkafka's buffers are allocated
@@ -252,8 +252,9 @@ def test_broker_down_at_start_then_restarted_never_stalls_nor_replays(
     """An agent started with the broker down, and kept through a broker restart: heartbeats keep their cadence, and nothing older than message_timeout reaches the broker afterwards."""
     kafka.stop()
     prefix = unique("down")
-    udp = f'[[outputs.udp]]\nhost = "127.0.0.1"\nport = {udp_receiver.port}\n'
-    agent = start_agent(kafka_agent_toml(kafka.bootstrap_servers, prefix, outputs=udp))
+    agent = start_agent(
+        kafka_agent_toml(kafka.bootstrap_servers, prefix, udp_port=udp_receiver.port)
+    )
     udp_receiver.wait_for(lambda ms: len(ms) >= 30, timeout=10)  # 3 s of heartbeats, broker down
     for _ in range(2):  # first the broker down at start, then a restart
         kafka.start()

@@ -71,9 +71,7 @@ class KafkaSection:
     security: Optional[kafka.KafkaSecurity] = option(None, table(kafka.KafkaSecurity))
 
     def check(self, path: str, problems: Problems) -> None:
-        missing = kafka.client_missing()
-        if missing is not None:
-            problems.add(path, missing)
+        kafka.check_client(path, problems)
 
 
 def release(fleet: Fleet, dev_ids: Iterable[str]) -> int:

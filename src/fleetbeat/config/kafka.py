@@ -116,6 +116,13 @@ def client_missing() -> Optional[str]:
     return MISSING_CLIENT if importlib.util.find_spec("confluent_kafka") is None else None
 
 
+def check_client(path: str, problems: Problems) -> None:
+    """A Kafka table needs the client: its absence is a config error naming the extra."""
+    missing = client_missing()
+    if missing is not None:
+        problems.add(path, missing)
+
+
 def load_client(name: str) -> Any:
     """The client's classes (Producer, Consumer, KafkaError...), loaded now; a config error
     when it is missing.

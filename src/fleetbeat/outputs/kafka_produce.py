@@ -108,9 +108,7 @@ class KafkaConfig:
     security: Optional[kafka.KafkaSecurity] = option(None, table(kafka.KafkaSecurity))
 
     def check(self, path: str, problems: Problems) -> None:
-        missing = kafka.client_missing()
-        if missing is not None:
-            problems.add(path, missing)
+        kafka.check_client(path, problems)
 
     def target(self) -> str:
         return f"{','.join(self.brokers)}/{self.topic_prefix}"
