@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import confluent_kafka  # noqa: E402 - after the path set-up above
 from brokers import Tansu  # noqa: E402
 from fleetbeat import wire  # noqa: E402
 from fleetbeat.outputs.base import Identity, Outgoing  # noqa: E402
+from helpers import UdpReceiver  # noqa: E402
 from mqtt_output import agent_rss  # noqa: E402 - the same agent, measured the same way
 
 PAYLOAD = (
@@ -48,10 +48,8 @@ def send_cost(broker: Tansu, messages: int, rounds: int) -> dict[str, float]:
     from fleetbeat.outputs.udp import UdpConfig, UdpOutput
 
     ident = Identity(dev="bench", run="0" * 16, boot_time=0, version="0", tags={})
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    sink.bind(("127.0.0.1", 0))
-    udp = UdpOutput(UdpConfig(host="127.0.0.1", port=sink.getsockname()[1]))
+    sink = UdpReceiver()
+    udp = UdpOutput(UdpConfig(host="127.0.0.1", port=sink.port))
     prefix = "bench-cost"
     broker.create_topic(f"{prefix}.hb", 1)
     out = KafkaOutput(KafkaConfig(brokers=(broker.bootstrap_servers,), topic_prefix=prefix,
@@ -63,21 +61,13 @@ def send_cost(broker: Tansu, messages: int, rounds: int) -> dict[str, float]:
     full.send(PAYLOAD, msg)  # fills its queue of one: every later send is a drop
     results: dict[str, list[float]] = {"udp": [], "kafka": [], "kafka_drop": []}
 
-    def drain() -> None:
-        sink.setblocking(False)
-        try:
-            while True:
-                sink.recv(2048)
-        except BlockingIOError:
-            pass
-
     for _ in range(rounds):
         for name, o in (("udp", udp), ("kafka", out), ("kafka_drop", full)):
             t0 = time.perf_counter()
             for _ in range(messages):
                 o.send(PAYLOAD, msg)
             results[name].append((time.perf_counter() - t0) / messages * 1e6)
-            drain()
+            sink.poll()  # drained, so UDP never drops on a full buffer
             time.sleep(0.05)  # librdkafka writes the round out; the queue is empty again
     print(f"  drops: udp {udp.tally.by_reason}, kafka {out.tally.by_reason}")
     out.close(timeout=1)
