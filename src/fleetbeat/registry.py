@@ -34,6 +34,7 @@ ENCODERS: dict[str, str] = {  # format = "<name>" in any output
 OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
     "udp": "fleetbeat.outputs.udp:UdpOutput",
     "mqtt": "fleetbeat.outputs.mqtt_publish:MqttOutput",
+    "kafka": "fleetbeat.outputs.kafka_produce:KafkaOutput",
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from fleetbeat.collector.config import MqttSection, split_hostport
 from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.kafka_consume import KafkaReceiver
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
 
@@ -222,6 +223,9 @@ def start_receivers(fleet: Fleet, udp_listen: str, receive_buffer: int,
             m = MqttReceiver(fleet, mqtt)
             m.start()
             started.append(m)
+        if fleet.config.kafka is not None:
+            started.append(KafkaReceiver(fleet, fleet.config.kafka))
+            started[-1].start()
     except BaseException:
         for r in started:
             r.close()
