@@ -27,7 +27,7 @@ def test_embedded_defaults() -> None:
     assert c.udp_listen == "0.0.0.0:9746"
     assert c.http_listen == "127.0.0.1:9747"
     assert (c.late_after, c.down_after, c.max_down_after) == (1.5, "auto", 10.0)
-    assert c.max_devices == 100_000
+    assert c.max_devices == 40_000
     assert c.mqtt is None
     assert c.state_dir
 
