@@ -31,9 +31,10 @@ from fleetbeat.logutil import RateLimitedLog
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
 
-EVALUATE_EVERY = 2.0  # s at least between two reads of every device (tags, rules, loss)
-EVALUATE_SHARE = 20  # ...and at least 20x as long as the last read took: at 100,000 devices
-# `Fleet.devices()` plus `evaluate` take ~0.6 s, so judging rules costs at most 5% of a core
+EVALUATE_TURNS = 8  # turns of the main loop between two reads of every device (2 s by
+# default: tags, rules, loss), and at least 20x as long as the last read took: at 100,000
+# devices `Fleet.devices()` plus `evaluate` take ~0.6 s, so reading costs 5% of a core at most
+EVALUATE_SHARE = 20
 
 
 class DeviceSource(Protocol):
@@ -62,6 +63,7 @@ class Alerting:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fleet = fleet
+        self._check_interval = section.check_interval
         self._clock = clock
         self._mono = monotonic
         self.outbox = Outbox(section.state_dir)
@@ -94,7 +96,8 @@ class Alerting:
             devices = self._fleet.devices()
             self.alerts.evaluate(devices, now)
             took = self._mono() - mono
-            self._next_evaluate = mono + max(EVALUATE_EVERY, EVALUATE_SHARE * took)
+            every = max(EVALUATE_TURNS * self._check_interval, EVALUATE_SHARE * took)
+            self._next_evaluate = mono + every
         for n in self.alerts.tick(now):
             self.dispatcher.submit(n, now)
         self.dispatcher.pump(now)
@@ -114,6 +117,7 @@ class Alerting:
     def apply(self, section: CollectorSection) -> None:
         """A reload's `[collector.alerts]` and maintenance windows, at once."""
         self.alerts.apply_config(section.alerts, section.maintenance)
+        self._check_interval = section.check_interval
 
     def stats(self) -> dict[str, Any]:
         """The dispatcher's counters and, when configured, the self-check's."""
