@@ -113,7 +113,7 @@ def test_browser_shows_the_alerts_panel_with_silences_and_failing_notifiers(
         s.alerting.turn()  # tags read
         match, until, comment = parse_silence({"device": "pi-barn-01", "duration": "2h",
                                                "comment": "rewiring the barn"}, time.time())  # fmt: skip
-        s.alerting.alerts.silences.add(match, until, comment, time.time())
+        s.alerting.add_silence(match, until, comment, time.time())
         s.advance(4.0)
         s.alerting.observe(s.fleet.take_changes()[1])
 

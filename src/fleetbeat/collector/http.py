@@ -237,7 +237,7 @@ class _App:
             return HTTPStatus.OK, body, {"Content-Type": CONTENT_TYPE}
         if path == "/healthz":
             return self._healthz()
-        found = self.alerts.read(path) if self.alerts is not None else None
+        found = self.alerts.read(path, query) if self.alerts is not None else None
         if found is not None:
             return _reply(found)
         return _json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})

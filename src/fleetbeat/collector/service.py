@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
 
 PRUNE_EVERY = 3600.0  # s between deletions of events past the retention (at most)
+SOON = 0.5  # s: a device judged late or down is written, and alerted on, this soon at most
 EX_IOERR = 74  # sysexits.h: the last write of the state failed
 MAX_UNFORGOTTEN = 100_000  # evicted ids kept for deletion while the store fails
 # settings a running collector cannot change: sockets, files and the MQTT client
@@ -143,8 +144,10 @@ class Collector:
                 if self._reload_requested:
                     self._reload_requested = False
                     self._reload(service)
-                self.fleet.check()
+                judged = self.fleet.check()
                 now = time.monotonic()
+                if judged:  # the alerts hear of transitions at the flush: not 5 s later
+                    next_flush = min(next_flush, now + SOON)
                 if now >= next_flush:
                     self.flush()
                     next_flush = now + c.flush_interval

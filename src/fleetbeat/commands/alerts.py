@@ -119,7 +119,7 @@ def render_alerts(data: dict[str, Any]) -> str:
 
 
 def run_alerts(url: str, *, as_json: bool, timeout: float, out: TextIO = sys.stdout) -> int:
-    data = call(url, "GET", "/api/alerts", timeout=timeout)
+    data = call(url, "GET", "/api/alerts?limit=1000000", timeout=timeout)
     out.write((json.dumps(data, indent=2, sort_keys=True) if as_json else render_alerts(data))
               + "\n")  # fmt: skip
     firing = any(a.get("suppressed") is None for a in data["alerts"])
