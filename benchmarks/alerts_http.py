@@ -13,41 +13,20 @@ Run: .venv/bin/python benchmarks/alerts_http.py [devices]
 from __future__ import annotations
 
 import http.client
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from typing import Any
 
+from alerts import webhook  # benchmarks/alerts.py: the same local webhook
 from fleetbeat import wire
 
 GROUP_WAIT = 5.0
 INTERVAL = 1.0
 ROUTES = ("/healthz", "/api/stats", "/api/alerts", "/")
-
-
-def webhook() -> tuple[int, list[tuple[float, dict[str, Any]]]]:
-    got: list[tuple[float, dict[str, Any]]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            got.append((time.time(), json.loads(body)))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server.server_address[1], got
 
 
 def free_port(kind: int) -> int:
@@ -67,7 +46,8 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def main(n: int) -> None:
-    hook_port, got = webhook()
+    hook_url, arrived = webhook()
+    to_wall = time.time() - time.perf_counter()
     udp, web = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     state = tempfile.mkdtemp(prefix="fleetbeat-bench-")
     config = os.path.join(state, "collector.toml")
@@ -82,7 +62,7 @@ max_events_per_minute = 100
 group_wait = "{GROUP_WAIT}s"
 [[collector.notify]]
 type = "webhook"
-url = "http://127.0.0.1:{hook_port}/hook"
+url = "{hook_url}"
 """)
     log = open(os.path.join(state, "collector.log"), "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "fleetbeat", "collector", "-c", config],
@@ -127,6 +107,7 @@ url = "http://127.0.0.1:{hook_port}/hook"
                     and (json.loads(body)["stats"]["devices"]["down"] == n)
                 ):
                     all_down = time.time()
+            got = [(t + to_wall, json.loads(body)) for t, body in arrived]
             if got and end is None:
                 end = got[0][0] + 2.0
             if time.time() - stopped > 60:
