@@ -208,3 +208,22 @@ def test_the_api_token_file_key_is_where_the_token_goes(tmp_path: Path) -> None:
     assert api_token_path(section) == "/etc/fb/token"
     default = parse_collector_config({"collector": {"state_dir": str(tmp_path)}}, "t").collector
     assert api_token_path(default) == str(tmp_path / "api-token")
+
+
+def test_a_failing_alert_engine_stops_neither_the_store_nor_the_loop(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception inside the engine is logged; the events still reach the store."""
+    assert collector.alerting is not None
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(collector.alerting.alerts, "observe", broken)
+    monkeypatch.setattr(collector.alerting.alerts, "tick", broken)
+    heartbeats(collector, "pi-barn-01")
+    collector.fleet.check(time.monotonic() + 10)
+    assert collector.flush()
+    collector.alerting.turn()
+    state = Path(collector.config.collector.state_dir)
+    assert [e["to"] for e in stored_events(state) if e["device"] == "pi-barn-01"][-1] == "down"

@@ -93,7 +93,10 @@ class Alerting:
     def observe(self, events: Sequence[Mapping[str, Any]]) -> None:
         """The fleet's new events, as the store gets them (oldest first)."""
         if events:
-            self.alerts.observe(events, self._clock())
+            try:
+                self.alerts.observe(events, self._clock())
+            except Exception as exc:  # a bug here must not keep the events from the store
+                _limited.log(logging.ERROR, "observe", "alerts: observing events failed: %r", exc)
             self._view = None
 
     def active(self) -> tuple[float, list[dict[str, Any]]]:
@@ -116,6 +119,12 @@ class Alerting:
 
     def turn(self) -> None:
         """One turn of the main loop: judge, group, hand out, retry, keep, ping."""
+        try:
+            self._turn()
+        except Exception as exc:  # a bug here must not stop judging and storing
+            _limited.log(logging.ERROR, "turn", "alerts: a turn failed: %r", exc)
+
+    def _turn(self) -> None:
         now = self._clock()
         mono = self._mono()
         if mono >= self._next_evaluate:

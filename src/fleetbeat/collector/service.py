@@ -10,6 +10,11 @@ one's judgement settings (late_after, down_after, max_down_after, max_devices,
 max_payload, intervals, retention) apply at once, and the listen addresses,
 state_dir, receive buffer and MQTT settings need a restart (logged).
 
+Alerts (`collector.alerting`) are built after the store and hear the events the store
+is handed, each once; they turn with the loop, and a device judged late or down is
+flushed within 0.5 s so that they hear of it soon. SIGHUP applies `[collector.alerts]`
+and the maintenance windows; notifiers, the self-check and the token need a restart.
+
 A store that cannot write (a full disk) never stops judging: the changes stay in
 memory (at most one row per device and a bounded number of events) and every flush
 tries again. The failure is logged as an error each time its reason changes, shown
