@@ -148,6 +148,8 @@ class CollectorSection:
     udp_listen: str = option("0.0.0.0:9746", listen_address())
     http_listen: str = option("127.0.0.1:9747", listen_address())
     state_dir: str = option_factory(default_state_dir, string(what="a directory path"))
+    # the bearer token every write to the HTTP API needs; "" is {state_dir}/api-token
+    api_token_file: str = option("", string(allow_empty=True, what="a file path"))
     late_after: float = option(1.5, number(min=1.0, max=100.0))
     down_after: Union[str, float] = option("auto", _down_after)
     max_down_after: float = option(10.0, number(min=3.0, max=1000.0))
@@ -196,6 +198,11 @@ class CollectorConfig:
     @property
     def http_listen(self) -> str:
         return self.collector.http_listen
+
+
+def api_token_path(section: CollectorSection) -> str:
+    """Where the API token is: `api_token_file`, else `{state_dir}/api-token`."""
+    return section.api_token_file or os.path.join(section.state_dir, "api-token")
 
 
 def is_collector_document(data: Mapping[str, Any]) -> bool:
