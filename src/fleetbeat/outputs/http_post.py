@@ -193,6 +193,10 @@ class HttpOutput:
             )
             self._thread.start()
 
+    def ready(self) -> bool:
+        """True while connected and idle: a payload sent now would be handed over."""
+        return self._state == _IDLE
+
     # --- the sending path (any thread; never blocks) -----------------------------------
 
     def send(self, payload: bytes, msg: Optional[Outgoing] = None) -> None:
@@ -214,32 +218,37 @@ class HttpOutput:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            conn = Connection(self._host, self._port, timeout=self.config.timeout,
-                              context=self._context)  # fmt: skip
             try:
-                conn.open()
-            except HttpFailure as fail:
-                failures += 1
-                self._down(fail.reason)
-                self._news.log(logging.WARNING, fail.detail, "%s: cannot connect: %s (%s); "
-                               "retrying in the background", self.name, fail.detail,
-                               fail.reason)  # fmt: skip
-                self._stop.wait(self._backoff(failures))
-                continue
-            self.connects += 1
-            if failures:
-                log.info("%s: connected", self.name)
-            try:
-                answered = self._serve(conn)
-            except Exception:  # a bug must not end the thread: log it and reconnect
+                failures = self._connect_and_serve(failures)
+            except Exception:  # a bug must not end the thread: log it, count it, go on
                 log.exception("%s: unexpected error in the worker", self.name)
-                answered = False
-            conn.close()
-            self._down("not_connected")
-            # a connection that served nothing (closed at once) counts as a failed connect
-            failures = 0 if answered else failures + 1
+                self._down("error")
+                failures += 1
             if failures and not self._stop.is_set():
                 self._stop.wait(self._backoff(failures))
+
+    def _connect_and_serve(self, failures: int) -> int:
+        """One connection from connect to its end; the failures in a row after it."""
+        conn = Connection(self._host, self._port, timeout=self.config.timeout,
+                          context=self._context)  # fmt: skip
+        try:
+            conn.open()
+        except HttpFailure as fail:
+            self._down(fail.reason)
+            self._news.log(logging.WARNING, fail.detail, "%s: cannot connect: %s (%s); "
+                           "retrying in the background", self.name, fail.detail,
+                           fail.reason)  # fmt: skip
+            return failures + 1
+        self.connects += 1
+        if failures:
+            log.info("%s: connected", self.name)
+        try:
+            answered = self._serve(conn)
+        finally:
+            conn.close()
+        self._down("not_connected")
+        # a connection that served nothing (closed at once) counts as a failed connect
+        return 0 if answered else failures + 1
 
     def _backoff(self, failures: int) -> float:
         low, high = self.config.reconnect_min, self.config.reconnect_max
