@@ -67,9 +67,10 @@ def test_each_payload_is_posted_with_its_content_type_token_and_headers(server, 
     assert out.tally.dropped == 0
 
 
-def test_a_payload_sent_while_one_is_in_flight_is_dropped_as_busy(server, outputs):
-    """While the server has not answered, every new payload is dropped and counted as busy."""
-    out = outputs(server.url)
+@pytest.mark.parametrize("pending", [1, 4])
+def test_payloads_past_max_pending_are_dropped_as_busy(server, outputs, pending):
+    """While the server has not answered, past max_pending payloads every new one is busy."""
+    out = outputs(server.url, max_pending=pending)
     wait_until(out.ready)
     server.hold.clear()
     out.send(HB)
@@ -77,9 +78,21 @@ def test_a_payload_sent_while_one_is_in_flight_is_dropped_as_busy(server, output
     for _ in range(5):
         out.send(HB)
     server.hold.set()
-    wait_until(lambda: out.tally.sent == 1)
-    assert out.tally.by_reason == {"busy": 5}
-    assert len(server.requests) == 1
+    wait_until(lambda: out.tally.sent == pending)
+    assert out.tally.by_reason == {"busy": 6 - pending}
+    wait_until(out.ready)
+    assert len(server.requests) == pending, "one request at a time, each once"
+
+
+def test_a_reading_and_the_heartbeat_of_one_tick_both_arrive(server, outputs):
+    """Sent back to back, as a tick sends them, neither is busy with the default max_pending."""
+    out = outputs(server.url)
+    for _ in range(20):
+        wait_until(out.ready)
+        out.send(b'{"k":"rd"}')
+        out.send(HB)
+    wait_until(lambda: out.tally.sent == 40)
+    assert out.tally.dropped == 0 and server.connections == 1
 
 
 def test_payloads_are_dropped_with_the_reason_there_is_no_connection(outputs):
@@ -297,7 +310,7 @@ def test_influx_lines_reach_victoria_metrics_and_read_back(victoria_metrics, sta
     assert sum(map(len, series.values())) >= 20, (series, agent.log())
     names = {dict(key)["__name__"] for key in series}
     assert any("cpu" in n for n in names), names
-    assert "dropped" not in agent.log() or "(busy" in agent.log()
+    assert "http_4xx" not in agent.log() and "http_5xx" not in agent.log()
 
 
 def test_wire_json_to_victoria_metrics_is_a_real_4xx(victoria_metrics):  # noqa: F811

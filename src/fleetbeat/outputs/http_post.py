@@ -2,17 +2,23 @@
 
 One worker thread per output owns one keep-alive connection (`http_exchange`):
 the name lookup, connect and TLS handshake happen only there. The sampling side
-hands a payload over only while the worker is connected and idle, and drops it
-otherwise: `busy` while a request is in flight, and while there is no
-connection, the reason the last attempt failed (`refused`, `unresolved`, `tls`,
-`timeout`...) or `not_connected`. The worker counts what the server says: 2xx
-sent, `http_4xx` / `http_5xx` (and `http_3xx`: redirects are not followed)
-dropped, the first status of each class logged with the start of its body, at a
-limited rate; `timeout`, `reset`, `bad_response` when the answer never came. A
-request is never sent twice: after a failure the connection is made again
-(reconnect with backoff and jitter), the message is gone. An idle connection
-that the server closes (keep-alive timeouts) is noticed on the idle socket and
-made again before the next payload.
+hands a payload over only while the worker is connected, and drops it
+otherwise: while there is no connection, as the reason the last attempt failed
+(`refused`, `unresolved`, `tls`, `timeout`...) or `not_connected`; as `busy`
+when `max_pending` payloads (64 KiB at most) are in flight or waiting behind
+the one in flight (DESIGN.md, delivery rule 1: a bounded queue that drops when
+full). Why not one slot: a tick sends each sensor's reading and then the
+heartbeat within microseconds, and with one slot the heartbeat would always be
+`busy` whenever a sensor shares its interval (the default, 10 s). With
+`max_pending = 1` the output keeps exactly one payload: busy means drop.
+
+The worker counts what the server says: 2xx sent, `http_4xx` / `http_5xx` (and
+`http_3xx`: redirects are not followed) dropped, the first status of each class
+logged with the start of its body, at a limited rate; `timeout`, `reset`,
+`bad_response` when the answer never came. A request is never sent twice: after
+a failure the connection is made again (reconnect with backoff and jitter), the
+message is gone. An idle connection that the server closes (keep-alive timeouts)
+is noticed on the idle socket and made again before the next payload.
 
 `format = "json"` sends one wire v1 message per request (`application/json`);
 `influx` and the StatsD formats send the lines of one message per request
@@ -26,6 +32,7 @@ url = "https://gw.lan/fleetbeat/ingest"  # http:// or https://, path (and query)
 format = "json"                  # "json" (wire v1, for the collector), "influx", "statsd"...
 timeout = "2s"                   # connect, then each request's whole answer
 max_payload = 65536              # bytes a request carries at most (256 .. 65536)
+max_pending = 4                  # payloads in flight or waiting behind it (1 .. 16; 64 KiB)
 # token_file = "/etc/fleetbeat/http-token"  # sent as "Authorization: Bearer <token>"
 reconnect_min = "0.5s"           # first wait after a failed connect; doubles per failure ...
 reconnect_max = "10s"            # ... up to this, each wait jittered down to half
@@ -42,6 +49,7 @@ ca_file = "/etc/fleetbeat/ca.pem"  # CA bundle that signed the server's certific
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -67,7 +75,7 @@ TOKEN_ENV = "FLEETBEAT_HTTP_TOKEN"  # noqa: S105 - a variable name
 CREDENTIAL_NAME = "http-token"  # systemd LoadCredential= name
 HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 RESERVED = ("host", "content-length", "transfer-encoding", "connection")  # set by the output
-_DOWN, _IDLE, _BUSY = range(3)  # no connection; connected, nothing in flight; one in flight
+PENDING_BYTES = 64 * 1024  # what the in-flight request and those waiting behind it hold at most
 
 
 def _url(value: Any, path: str, problems: Problems) -> Any:
@@ -101,6 +109,7 @@ class HttpConfig:
     token_file: Optional[str] = option(None, string(what=PATH))
     tls: Optional[TlsConfig] = option(None, subtable(TlsConfig))
     max_payload: int = option(65536, integer(min=256, max=65536))
+    max_pending: int = option(4, integer(min=1, max=16))
     reconnect_min: float = option(0.5, duration(min=0.01))
     reconnect_max: float = option(10.0, duration(min=0.01))
 
@@ -158,10 +167,12 @@ class HttpOutput:
             False: self._head(url, identity, "text/plain; charset=utf-8", token),
         }
         self._rng = rng
-        self._lock = threading.Lock()  # guards the state, the slot and the tally
-        self._state = _DOWN
+        self._lock = threading.Lock()  # guards the connection state, the queue and the tally
+        self._connected = False
         self._down_reason = "not_connected"
-        self._slot: Optional[bytes] = None
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._in_flight = False
+        self._pending_bytes = 0  # queued and in flight
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -194,19 +205,24 @@ class HttpOutput:
             self._thread.start()
 
     def ready(self) -> bool:
-        """True while connected and idle: a payload sent now would be handed over."""
-        return self._state == _IDLE
+        """True while connected with nothing queued or in flight."""
+        return self._connected and not self._queue and not self._in_flight
 
     # --- the sending path (any thread; never blocks) -----------------------------------
 
     def send(self, payload: bytes, msg: Optional[Outgoing] = None) -> None:
         with self._lock:
-            state = self._state
-            if state != _IDLE:
-                self.tally.drop("busy" if state == _BUSY else self._down_reason)
+            if not self._connected:
+                self.tally.drop(self._down_reason)
                 return
-            self._slot = payload
-            self._state = _BUSY
+            pending = len(self._queue) + self._in_flight
+            if pending >= self.config.max_pending or (
+                pending and self._pending_bytes + len(payload) > PENDING_BYTES
+            ):
+                self.tally.drop("busy")
+                return
+            self._queue.append(payload)
+            self._pending_bytes += len(payload)
         self._wake()
 
     def _wake(self) -> None:
@@ -243,12 +259,15 @@ class HttpOutput:
         if failures:
             log.info("%s: connected", self.name)
         try:
-            answered = self._serve(conn)
+            used = self._serve(conn)
         finally:
             conn.close()
-        self._down("not_connected")
-        # a connection that served nothing (closed at once) counts as a failed connect
-        return 0 if answered else failures + 1
+        if self._connected:
+            self._down("not_connected")
+        # One that carried no request (the server closed it at once) counts as a failed
+        # connect, to back off. One whose request timed out does not: the wait was the
+        # timeout, and a server that was only stalled is used again as soon as it wakes.
+        return 0 if used else failures + 1
 
     def _backoff(self, failures: int) -> float:
         low, high = self.config.reconnect_min, self.config.reconnect_max
@@ -256,51 +275,60 @@ class HttpOutput:
         return float(ceiling * (0.5 + 0.5 * self._rng()))  # jitter: a fleet spreads out
 
     def _down(self, reason: str) -> None:
+        """No connection now: what waits behind the last request is dropped as `reason`."""
         with self._lock:
-            if self._state == _BUSY and self._slot is not None:
-                self._slot = None
-                self.tally.drop(reason, "the connection was lost before it was sent")
-            self._state = _DOWN
+            if self._queue:
+                self.tally.drop(reason, "the connection ended before they were sent",
+                                len(self._queue))  # fmt: skip
+                self._queue.clear()
+            self._pending_bytes = 0
+            self._connected = False
             self._down_reason = "closed" if self._stop.is_set() else reason
 
     def _serve(self, conn: Connection) -> bool:
-        """Post what is handed over until the connection ends; True if anything was answered."""
-        answered = False
+        """Post what is handed over until the connection ends; True if it carried a request."""
+        used = False
         with self._lock:
             if self._stop.is_set():
-                return False
-            if self._state == _DOWN:
-                self._state = _IDLE
-                self._down_reason = "not_connected"  # should it end: no failure known
+                return used
+            self._connected = True
+            self._down_reason = "not_connected"  # should it end: no failure known
         while conn.sock is not None:
-            payload = self._slot
+            with self._lock:
+                payload = self._queue.popleft() if self._queue else None
+                self._in_flight = payload is not None
             if payload is None:
                 if self._stop.is_set():
-                    return answered
+                    return used
                 readable = wait_readable([conn.sock, self._wake_r], 1.0)
                 if self._wake_r in readable:
                     with contextlib.suppress(OSError):  # one byte per send: one read drains it
                         self._wake_r.recv(4096)
+                # The server closed the idle connection (a keep-alive timeout): made again
+                # now, before the next payload; one handed over meanwhile waits for it.
                 if conn.sock in readable and conn.idle_closed():
-                    # the server closed the idle connection (keep-alive timeout): made
-                    # again now, before the next payload; one handed over just now waits
-                    # for that connect, once
-                    if self._slot is not None and self._reopen(conn):
+                    if self._queue and self._reopen(conn):
                         continue
-                    return answered
+                    return used
                 continue
+            used = True
             head = self._heads[payload[:1] == b"{"]
             try:
                 answer = conn.post(head + str(len(payload)).encode() + b"\r\n\r\n", payload)
             except HttpFailure as fail:
-                with self._lock:
-                    self._slot = None
-                    self.tally.drop(fail.reason, fail.detail)
-                    self._state = _DOWN
-                return answered
-            answered = True
-            self._count(answer.status, answer.phrase, answer.body, conn.sock is not None)
-        return answered
+                self._count(len(payload), fail.reason, fail.detail)
+                self._down(fail.reason)  # and what waited behind it
+                return used
+            if 200 <= answer.status < 300:
+                self._count(len(payload))
+            else:
+                text = answer.body.decode("utf-8", "replace").strip().replace("\n", " ")
+                detail = f"{answer.status} {answer.phrase}" + (f": {text[:160]}" if text else "")
+                self._count(len(payload), f"http_{answer.status // 100}xx", detail)
+            # closed after its answer (Connection: close): made again if more is waiting
+            if conn.sock is None and self._queue and not self._reopen(conn):
+                return used
+        return used
 
     def _reopen(self, conn: Connection) -> bool:
         conn.close()
@@ -312,25 +340,22 @@ class HttpOutput:
         self.connects += 1
         return True
 
-    def _count(self, status: int, phrase: str, body: bytes, still_open: bool) -> None:
-        """Count the answer and free the slot (the connection may have closed after it)."""
+    def _count(self, size: int, reason: str = "", detail: str = "") -> None:
+        """The request in flight is done: sent, or dropped as `reason`."""
         with self._lock:
-            self._slot = None
-            if 200 <= status < 300:
-                self.tally.sent += 1
+            self._in_flight = False
+            self._pending_bytes -= size
+            if reason:
+                self.tally.drop(reason, detail)
             else:
-                text = body.decode("utf-8", "replace").strip().replace("\n", " ")
-                detail = f"{status} {phrase}" + (f": {text[:160]}" if text else "")
-                self.tally.drop(f"http_{status // 100}xx", detail)
-            self._state = _IDLE if still_open and not self._stop.is_set() else _DOWN
+                self.tally.sent += 1
 
     # --- stopping -----------------------------------------------------------------------
 
     def close(self, *, timeout: float = 1.0) -> None:
         """Let a request in flight finish (the bye) within `timeout`, then stop the worker."""
         with self._lock:
-            if self._state == _IDLE:
-                self._state = _DOWN
+            self._connected = False
             self._down_reason = "closed"
         self._stop.set()
         self._wake()
