@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import signal
 import socket
 import subprocess
@@ -18,11 +19,14 @@ from http_helpers import IDENTITY, Server, make_output
 from encoders.conftest import victoria_metrics  # noqa: F401 - the fixture, shared
 from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.agent.pipeline import Emitter
+from fleetbeat.config.frozen import fields
 from fleetbeat.config.loader import parse_toml
+from fleetbeat.config.secrets import TlsConfig
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs.base import Outgoing
+from fleetbeat.outputs.http_post import HttpConfig
 from fleetbeat.outputs.json_wire import JsonEncoder
-from helpers import free_port, run_cli, subprocess_env, wait_until
+from helpers import ROOT, free_port, run_cli, subprocess_env, wait_until
 
 HB = b'{"v":1,"k":"hb"}'
 
@@ -385,3 +389,15 @@ def urllib_flush(vm):
     with urllib.request.urlopen(f"{vm.http}/internal/force_flush", timeout=5):  # noqa: S310
         pass
     time.sleep(0.1)
+
+
+def test_example_file_parses_and_shows_every_key():
+    """examples/agent-http.toml is valid and sets or comments every HTTP output key."""
+    path = ROOT / "examples" / "agent-http.toml"
+    config = parse_agent_config(parse_toml(path.read_text(), str(path)), str(path),
+                                check_files=False)  # fmt: skip
+    assert [c.format for c in config.outputs] == ["json", "influx"]
+    text = path.read_text()
+    names = [f.name for f in fields(HttpConfig)] + [f.name for f in fields(TlsConfig)]
+    for name in names:
+        assert re.search(rf"^(# )?{name} = |^\[outputs\.http\.{name}\]", text, re.M), name
