@@ -20,7 +20,7 @@ from fleetbeat.collector.http_ingest import HttpIngest
 from fleetbeat.collector.httpserver import Limits
 from fleetbeat.collector.metrics import render
 from fleetbeat.errors import ConfigError
-from helpers import free_port, wait_until
+from helpers import agent_toml, free_port, wait_until
 
 MESSAGES = Sender(9, dev="http-dev")  # builds messages; its socket is never used
 
@@ -163,21 +163,10 @@ def test_ingest_is_off_by_default_and_its_address_is_checked():
 
 
 def agent_to_ingest_toml(port):
-    return f"""
-[agent]
-device_id = "http-agent"
-heartbeat_interval = "0.1s"
-jitter = 0
-
-[sensors.system]
-interval = "0.1s"
-
-[[outputs.http]]
-url = "http://127.0.0.1:{port}/ingest"
-timeout = "1s"
-reconnect_min = "0.1s"
-reconnect_max = "0.2s"
-"""
+    """An agent posting wire v1 to the ingest (its UDP output goes to the discard port)."""
+    http = (f'[[outputs.http]]\nurl = "http://127.0.0.1:{port}/ingest"\ntimeout = "1s"\n'
+            'reconnect_min = "0.1s"\nreconnect_max = "0.2s"\n')  # fmt: skip
+    return agent_toml(9, device="http-agent", extra=http)
 
 
 def device(collector):

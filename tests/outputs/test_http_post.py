@@ -26,7 +26,7 @@ from fleetbeat.errors import ConfigError
 from fleetbeat.outputs.base import Outgoing
 from fleetbeat.outputs.http_post import HttpConfig
 from fleetbeat.outputs.json_wire import JsonEncoder
-from helpers import ROOT, free_port, run_cli, subprocess_env, wait_until
+from helpers import ROOT, agent_toml, free_port, run_cli, subprocess_env, wait_until
 
 HB = b'{"v":1,"k":"hb"}'
 
@@ -285,24 +285,11 @@ def test_http_code_and_ssl_are_imported_only_when_configured(tmp_path, output, l
     assert loaded <= modules and not modules & absent
 
 
-def vm_toml(vm, *, udp_port, system_interval="0.1s", interval="0.1s", timeout="2s"):
-    return f"""
-[agent]
-device_id = "test-dev"
-heartbeat_interval = "{interval}"
-jitter = 0
-
-[sensors.system]
-interval = "{system_interval}"
-
-[[outputs.http]]
-url = "{vm.http}/write"
-format = "influx"
-timeout = "{timeout}"
-
-[[outputs.udp]]
-port = {udp_port}
-"""
+def vm_toml(vm, *, udp_port, system_interval="0.1s", interval="0.1s"):
+    """An agent posting line protocol to VM's /write; heartbeats also over UDP, to time them."""
+    http = f'[[outputs.http]]\nurl = "{vm.http}/write"\nformat = "influx"\n'
+    return agent_toml(udp_port, interval=interval, system=f'interval = "{system_interval}"',
+                      extra=http)  # fmt: skip
 
 
 def test_influx_lines_reach_victoria_metrics_and_read_back(victoria_metrics, start_agent,  # noqa: F811
