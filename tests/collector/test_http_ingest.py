@@ -200,6 +200,8 @@ def test_agent_to_collector_over_http_ingest(start_collector, start_agent, tmp_p
     # own restart (fleet.SeqTracker.resync), so they show as agent drops, not as loss.
     back = wait_until(lambda: (d := device(collector)) and d["agent_drops"] >= 5 and d, timeout=15)
     before = back["received"]
-    wait_until(lambda: device(collector)["received"] >= before + 10)
-    assert device(collector)["lost"] == 0
+    after = wait_until(lambda: (d := device(collector)) and d["received"] >= before + 10 and d)
+    # a loaded machine may make the new collector answer 429 while it starts: such a
+    # message is lost to the collector, and counted by the agent that dropped it
+    assert after["lost"] <= after["agent_drops"] - back["agent_drops"], (after, agent.log())
     assert agent.proc.poll() is None
