@@ -3,8 +3,8 @@
 Each figure comes with its baseline from the same run (this machine is shared
 and noisy: one absolute time means little):
 
-- RSS of a real agent with one UDP output and with a UDP plus an HTTP output
-  (to a local server), after the same warm-up;
+- RSS of a real agent with one UDP output, with a UDP plus an HTTP output (to a
+  local server), and with a UDP plus an https output, after the same warm-up;
 - the sampling side's `send()`: an HTTP hand-over (connected, nothing pending)
   against a UDP `send()` of the same payload; target <= 20x;
 - the worker thread's CPU per message (its own /proc task counters), posting to
@@ -98,8 +98,11 @@ def main() -> None:
             '[[outputs.udp]]\nport = 9\n')  # fmt: skip
     udp_only = agent_rss(base, args.settle)
     with_http = agent_rss(base + f'[[outputs.http]]\nurl = "{url}"\n', args.settle)
+    # https loads ssl (a refused port: the import happens at start, before any connect)
+    with_https = agent_rss(base + '[[outputs.http]]\nurl = "https://127.0.0.1:9/"\n', args.settle)
     print(f"agent RSS: UDP only {udp_only / 1024:.1f} MiB; UDP + HTTP {with_http / 1024:.1f} MiB "
-          f"(+{(with_http - udp_only) / 1024:.2f} MiB)")  # fmt: skip
+          f"(+{(with_http - udp_only) / 1024:.2f} MiB); UDP + HTTPS {with_https / 1024:.1f} MiB "
+          f"(+{(with_https - udp_only) / 1024:.2f} MiB)")  # fmt: skip
 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
