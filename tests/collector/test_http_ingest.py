@@ -193,7 +193,7 @@ def test_agent_to_collector_over_http_ingest(start_collector, start_agent, tmp_p
 
     collector.proc.send_signal(signal.SIGTERM)
     assert collector.proc.wait(10) == 0
-    time.sleep(1.0)  # the agent keeps its 0.1 s cadence with nobody listening
+    wait_until(lambda: "(refused)" in agent.log())  # it posts on with nobody listening
     collector = start_collector(extra=extra, state_dir=collector.state_dir, name="collector2")
     # The agent cannot post while nobody listens: it drops those messages itself (refused)
     # and says so in its next heartbeats; the collector resyncs its seq count after its

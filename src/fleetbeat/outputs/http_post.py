@@ -179,7 +179,8 @@ class HttpOutput:
         self._wake_w.setblocking(False)
         self._news = RateLimitedLog(log, every=600.0)  # connection news: rarely repeated
         self._thread: Optional[threading.Thread] = None
-        self.connects = 0
+        self.connects = 0  # successful connects since start
+        self.failed_connects = 0
 
     def _head(self, url: Any, identity: Identity, ctype: str, token: Optional[str]) -> bytes:
         """The request up to the Content-Length value, for one content type."""
@@ -250,6 +251,7 @@ class HttpOutput:
         try:
             conn.open()
         except HttpFailure as fail:
+            self.failed_connects += 1
             self._down(fail.reason)
             self._news.log(logging.WARNING, fail.detail, "%s: cannot connect: %s (%s); "
                            "retrying in the background", self.name, fail.detail,
