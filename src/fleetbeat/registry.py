@@ -35,6 +35,7 @@ OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
     "udp": "fleetbeat.outputs.udp:UdpOutput",
     "mqtt": "fleetbeat.outputs.mqtt_publish:MqttOutput",
     "kafka": "fleetbeat.outputs.kafka_produce:KafkaOutput",
+    "http": "fleetbeat.outputs.http_post:HttpOutput",
 }
 
 

@@ -226,6 +226,11 @@ def start_receivers(fleet: Fleet, udp_listen: str, receive_buffer: int,
         if fleet.config.kafka is not None:
             started.append(KafkaReceiver(fleet, fleet.config.kafka))
             started[-1].start()
+        if fleet.config.http_ingest_listen:  # off while empty
+            from fleetbeat.collector.http_ingest import HttpIngest
+
+            started.append(HttpIngest(fleet, fleet.config))
+            started[-1].start()
     except BaseException:
         for r in started:
             r.close()

@@ -51,7 +51,8 @@ EX_IOERR = 74  # sysexits.h: the last write of the state failed
 MAX_UNFORGOTTEN = 100_000  # evicted ids kept for deletion while the store fails
 # settings a running collector cannot change: sockets, files and the MQTT client
 RESTART_NEEDED = ("udp_listen", "http_listen", "state_dir", "udp_receive_buffer", "mqtt",
-                  "log_level", "api_token_file", "notify", "self_check")  # fmt: skip
+                  "log_level", "api_token_file", "notify", "self_check", "http_ingest_listen",
+                  "http_ingest_max_body")  # fmt: skip
 
 
 class Collector:
