@@ -35,10 +35,14 @@ def test_publish_is_three_frames_byte_for_byte():
         b"\x0560000"  # ms
     )
     data = f.publish(1, method, props, b"{}")
-    assert data == method + (
-        b"\x02\x00\x01\x00\x00\x00\x34"  # header frame, 12 + 40 bytes
-        b"\x00\x3c\x00\x00" + (2).to_bytes(8, "big") + props + b"\xce"
-        b"\x03\x00\x01\x00\x00\x00\x02{}\xce"  # body frame
+    assert (
+        data
+        == method
+        + (
+            b"\x02\x00\x01\x00\x00\x00\x34"  # header frame, 12 + 40 bytes
+            b"\x00\x3c\x00\x00" + (2).to_bytes(8, "big") + props + b"\xce"
+            b"\x03\x00\x01\x00\x00\x00\x02{}\xce"  # body frame
+        )
     )
     publish, header, body = decode(data)
     assert (publish.exchange, publish.routing_key, publish.mandatory) == ("ex", "p.d.hb", False)
@@ -50,7 +54,9 @@ def test_publish_is_three_frames_byte_for_byte():
 
 def test_no_expiration_leaves_the_property_out():
     """Without a TTL the expiration flag and field are absent."""
-    assert f.basic_properties("text/plain", {}, None) == b"\xb0\x00\x0atext/plain\x00\x00\x00\x00\x01"
+    assert (
+        f.basic_properties("text/plain", {}, None) == b"\xb0\x00\x0atext/plain\x00\x00\x00\x00\x01"
+    )
 
 
 def test_heartbeat_and_handshake_frames():
@@ -59,7 +65,9 @@ def test_heartbeat_and_handshake_frames():
     assert f.tune_ok(1, 131072, 30) == (
         b"\x01\x00\x00\x00\x00\x00\x0c\x00\x0a\x00\x1f\x00\x01\x00\x02\x00\x00\x00\x1e\xce"
     )
-    assert f.connection_open("/") == b"\x01\x00\x00\x00\x00\x00\x08\x00\x0a\x00\x28\x01/\x00\x00\xce"
+    assert (
+        f.connection_open("/") == b"\x01\x00\x00\x00\x00\x00\x08\x00\x0a\x00\x28\x01/\x00\x00\xce"
+    )
     assert f.connection_close(200, "ok") == (
         b"\x01\x00\x00\x00\x00\x00\x0d\x00\x0a\x00\x32\x00\xc8\x02ok\x00\x00\x00\x00\xce"
     )
@@ -71,7 +79,11 @@ def test_start_ok_sends_plain_credentials_and_capabilities():
     props = {"product": "fleetbeat", "capabilities": {"connection.blocked": True}}
     (start_ok,) = decode(f.start_ok(props, "pi", "s3cret"))
     assert start_ok.client_properties == props
-    assert (start_ok.mechanism, start_ok.response, start_ok.locale) == ("PLAIN", "\0pi\0s3cret", "en_US")
+    assert (start_ok.mechanism, start_ok.response, start_ok.locale) == (
+        "PLAIN",
+        "\0pi\0s3cret",
+        "en_US",
+    )
 
 
 def test_table_types():
@@ -100,12 +112,21 @@ def test_consumer_topology_frames_decode():
         + f.basic_consume(1, "q", "tag")
         + f.exchange_declare(1, "ex.hash", "x-consistent-hash", arguments={"hash-header": "dev"})
     )
-    assert (declare.queue, declare.exclusive, declare.auto_delete, declare.durable) == ("", True, True, False)
+    assert (declare.queue, declare.exclusive, declare.auto_delete, declare.durable) == (
+        "",
+        True,
+        True,
+        False,
+    )
     assert declare.arguments == bounds
     assert (qbind.queue, qbind.exchange, qbind.routing_key) == ("q", "ex", "p.#")
     assert (xbind.destination, xbind.source, xbind.routing_key) == ("ex.hash", "ex", "p.#")
     assert (consume.queue, consume.consumer_tag, consume.no_ack) == ("q", "tag", True)
-    assert (exchange.exchange, exchange.exchange_type, exchange.durable) == ("ex.hash", "x-consistent-hash", False)
+    assert (exchange.exchange, exchange.exchange_type, exchange.durable) == (
+        "ex.hash",
+        "x-consistent-hash",
+        False,
+    )
     assert exchange.arguments == {"hash-header": "dev"}
 
 
@@ -125,7 +146,7 @@ def test_split_frames_keeps_a_partial_frame_and_rejects_garbage():
 
 def test_parsers_read_what_the_broker_sends():
     """Deliver's routing key, Close's code and text, Declare-Ok's queue name and a body size are read back."""
-    deliver = (b"\x00\x3c\x00\x3c\x03tag" + (7).to_bytes(8, "big") + b"\x00\x02ex\x06p.d.hb")
+    deliver = b"\x00\x3c\x00\x3c\x03tag" + (7).to_bytes(8, "big") + b"\x00\x02ex\x06p.d.hb"
     assert f.parse_deliver(deliver) == "p.d.hb"
     close = f.connection_close(320, "CONNECTION_FORCED")[7:-1]
     assert f.parse_close(close) == (320, "CONNECTION_FORCED")
