@@ -18,7 +18,7 @@ from fleetbeat.config.loader import parse_toml
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput, read_password
 from fleetbeat.outputs.base import Identity, Outgoing
-from helpers import UdpReceiver, free_port, wait_until
+from helpers import free_port, wait_until
 
 DEV = "test-dev"
 IDENTITY = Identity(dev=DEV, run="0" * 16, boot_time=0, version="t", tags={})
