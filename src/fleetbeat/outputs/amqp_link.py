@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import socket
-import ssl
 import threading
-from typing import Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 from fleetbeat import __version__
@@ -27,6 +27,9 @@ from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs import amqp_frames as f
 from fleetbeat.outputs.base import Tally
 from fleetbeat.outputs.mqtt_link import describe_os_error
+
+if TYPE_CHECKING:  # ssl costs 3.9 MiB of RSS: imported only for amqps://
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,8 @@ def connect(endpoint: Endpoint, password: str, *, tls: Optional[TlsConfig], hear
 
 def tls_context(tls: Optional[TlsConfig]) -> ssl.SSLContext:
     """A client context checked against `ca_file` (else the system CAs), with a client cert."""
+    import ssl
+
     cfg = tls or TlsConfig()
     ctx = ssl.create_default_context(cafile=cfg.ca_file)
     if cfg.cert_file:
@@ -146,6 +151,11 @@ def tls_context(tls: Optional[TlsConfig]) -> ssl.SSLContext:
     if cfg.insecure:
         ctx.check_hostname = False
     return ctx
+
+
+def uniform() -> float:
+    """A draw in [0, 1) for the jitter, without importing `random` (memory on a Pi Zero)."""
+    return int.from_bytes(os.urandom(7), "big") / 2**56
 
 
 def backoff(failures: int, low: float, high: float, rng: Callable[[], float]) -> float:
@@ -173,8 +183,14 @@ class AmqpLink:
         self._setup = setup  # declares what the link needs (the exchange) before publishing
         self._rng = rng
         self._clock = clock
-        # a socket that cannot take a write says so with these; a TLS record is retried whole
-        self._want_write = (ssl.SSLWantWriteError,)
+        # what a TLS socket raises when it cannot write or read now (a record is retried whole)
+        self._want_write: tuple[type[BaseException], ...] = ()
+        self._want_read: tuple[type[BaseException], ...] = (BlockingIOError,)
+        if endpoint.tls:
+            import ssl
+
+            self._want_write = (ssl.SSLWantWriteError,)
+            self._want_read = (BlockingIOError, ssl.SSLWantReadError)
         self._lock = threading.Lock()  # one writer at a time; held only for non-blocking work
         self._sock: Optional[socket.socket] = None  # set while connected
         self.blocked = False  # between connection.blocked and connection.unblocked
@@ -233,9 +249,7 @@ class AmqpLink:
             return True
         try:
             written = sock.send(tail)
-        except (BlockingIOError, *self._want_write):
-            return False
-        except OSError:
+        except OSError:  # EAGAIN, a TLS want-write, or broken (the thread sees it too)
             return False
         self._tail = None if written == len(tail) else tail[written:]
         return self._tail is None
@@ -301,7 +315,7 @@ class AmqpLink:
                 with self._lock:
                     try:
                         data = sock.recv(65536)
-                    except (BlockingIOError, ssl.SSLWantReadError):
+                    except self._want_read:
                         data = None
                 if data == b"":
                     self._problem("connection lost (closed by the broker)")

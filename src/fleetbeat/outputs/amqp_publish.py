@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -59,7 +58,7 @@ from fleetbeat.config.schema import INVALID, Parser, Problems, boolean, duration
 from fleetbeat.config.schema import table as table_of
 from fleetbeat.config.secrets import PATH, TlsConfig, check_readable, read_secret
 from fleetbeat.outputs import amqp_frames as frames
-from fleetbeat.outputs.amqp_link import FRAME_MAX, AmqpLink, Session, parse_url
+from fleetbeat.outputs.amqp_link import FRAME_MAX, AmqpLink, Session, parse_url, uniform
 from fleetbeat.outputs.base import Identity, Outgoing, Tally
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ class AmqpOutput:
         identity: Identity,
         name: str = "",
         environ: Mapping[str, str] = os.environ,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] = uniform,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
