@@ -36,8 +36,8 @@ from fleetbeat.collector.amqp_consume import AmqpConsumer, AmqpSection  # noqa: 
 from fleetbeat.collector.config import CollectorSection  # noqa: E402
 from fleetbeat.collector.fleet import Fleet  # noqa: E402
 from fleetbeat.outputs import amqp_frames as f  # noqa: E402
-from fleetbeat.outputs.amqp_link import connect, parse_url  # noqa: E402
 from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput  # noqa: E402
+from fleetbeat.outputs.amqp_session import connect, parse_url  # noqa: E402
 from fleetbeat.outputs.base import Identity, Outgoing  # noqa: E402
 from fleetbeat.outputs.udp import UdpConfig, UdpOutput  # noqa: E402
 

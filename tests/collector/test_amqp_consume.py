@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 import uuid
@@ -17,7 +18,7 @@ from fleetbeat.collector.amqp_consume import device_of
 from fleetbeat.collector.config import parse_collector_config
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs import amqp_frames as f
-from fleetbeat.outputs.amqp_link import connect, parse_url
+from fleetbeat.outputs.amqp_session import connect, parse_url
 from helpers import wait_until
 
 RUN = "0123456789abcdef"
@@ -158,3 +159,20 @@ def test_collector_amqp_config():
         with pytest.raises(ConfigError) as err:
             parse_collector_config({"collector": {"amqp": bad}}, "c.toml")
         assert words in str(err.value) and "pw@" not in str(err.value)
+
+
+def test_collector_example_block_names_every_key():
+    """The commented [collector.amqp] block in examples/collector.toml parses once uncommented and shows every key but tls."""
+    from fleetbeat.collector.amqp_consume import AmqpSection
+    from fleetbeat.config import frozen
+    from fleetbeat.config.loader import parse_toml
+    from helpers import ROOT
+
+    text = (ROOT / "examples" / "collector.toml").read_text()
+    block = text[text.index("# [collector.amqp]") : text.index("# Alerts:")]
+    keys = [line[2:] for line in block.splitlines() if re.match(r"# [a-z_]+ = ", line)]
+    table = parse_toml("[collector.amqp]\n" + "\n".join(keys), "block")
+    section = parse_collector_config(table, "block").collector.amqp
+    assert section is not None and section.password_file == "/etc/fleetbeat/amqp-password"
+    assert frozen.replace(section, password_file=None) == AmqpSection()  # the rest: defaults
+    assert set(table["collector"]["amqp"]) == set(AmqpSection.__dataclass_fields__) - {"tls"}

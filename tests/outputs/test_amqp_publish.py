@@ -264,3 +264,18 @@ def test_password_from_file_environment_or_guest(tmp_path):
     assert read_password(None, "pi", name="t", environ={"FLEETBEAT_AMQP_PASSWORD": "env"}) == "env"
     assert read_password(None, "guest", name="t", environ={}) == "guest"
     assert read_password(None, "pi", name="t", environ={}) == ""
+
+
+def test_example_file_sets_every_key():
+    """examples/agent-amqp.toml is valid and sets every [[outputs.amqp]] and tls key."""
+    from fleetbeat.config.loader import read_toml
+    from fleetbeat.config.secrets import TlsConfig
+    from helpers import ROOT
+
+    path = ROOT / "examples" / "agent-amqp.toml"
+    data = read_toml(str(path))
+    cfg = parse_agent_config(data, str(path), check_files=False)  # /etc/fleetbeat/*
+    assert [c.type for c in cfg.outputs] == ["amqp"]
+    table = data["outputs"]["amqp"][0]
+    assert set(table) == set(AmqpConfig.__dataclass_fields__) | {"format"}
+    assert set(table["tls"]) == set(TlsConfig.__dataclass_fields__)

@@ -18,7 +18,7 @@ its own queue to it with `hash_weight`: several collectors split the devices,
 each device's messages all go to one of them.
 
 The frames are `fleetbeat.outputs.amqp_frames`, the handshake is
-`fleetbeat.outputs.amqp_link.connect`: the agent's own code, so there is no client
+`fleetbeat.outputs.amqp_session.connect`: the agent's own code, so there is no client
 library to install. pika would do, but its pure-Python frame decoding costs
 more per message than this loop (BROKERS.md: it also pulls asyncio in), and the
 collector must read 30,000 messages/s.
@@ -56,8 +56,8 @@ from fleetbeat.config.schema import Problems, boolean, duration, integer, option
 from fleetbeat.config.secrets import PATH, TlsConfig
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs import amqp_frames as f
-from fleetbeat.outputs.amqp_link import AmqpClosed, Session, backoff, connect, parse_url
 from fleetbeat.outputs.amqp_publish import NAME, PREFIX, amqp_url, read_password
+from fleetbeat.outputs.amqp_session import AmqpClosed, Session, backoff, connect, parse_url
 
 if TYPE_CHECKING:
     from fleetbeat.collector.fleet import Fleet

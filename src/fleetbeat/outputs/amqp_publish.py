@@ -28,7 +28,7 @@ loopback only).
 
 ```toml
 [[outputs.amqp]]
-url = "amqp://pi-1@broker.lan:5672/%2F"  # amqps:// with [outputs.amqp.tls]; vhost %2F is "/"
+url = "amqps://pi-1@broker.lan:5671/%2F"  # amqp:// without TLS; vhost %2F is "/"
 password_file = "/etc/fleetbeat/amqp-password"  # optional; see above for the other sources
 exchange = "fleetbeat"           # a topic exchange
 declare = true                   # declare it (non-durable) if missing; false: it must exist
@@ -58,7 +58,8 @@ from fleetbeat.config.schema import INVALID, Parser, Problems, boolean, duration
 from fleetbeat.config.schema import table as table_of
 from fleetbeat.config.secrets import PATH, TlsConfig, check_readable, read_secret
 from fleetbeat.outputs import amqp_frames as frames
-from fleetbeat.outputs.amqp_link import FRAME_MAX, AmqpLink, Session, parse_url, uniform
+from fleetbeat.outputs.amqp_link import AmqpLink
+from fleetbeat.outputs.amqp_session import FRAME_MAX, Session, parse_url, uniform
 from fleetbeat.outputs.base import Identity, Outgoing, Tally
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ CHANNEL = 1
 
 
 def amqp_url() -> Parser:
-    """An amqp:// or amqps:// URL (see `amqp_link.parse_url`)."""
+    """An amqp:// or amqps:// URL (see `amqp_session.parse_url`)."""
 
     def parse(value: Any, path: str, problems: Problems) -> Any:
         if not isinstance(value, str):
