@@ -124,6 +124,20 @@ def test_two_collectors_split_the_fleet_with_the_consistent_hash_exchange(
     print(f"split {len(a)}/{len(b)}")
 
 
+def test_the_consumer_reconnects_after_a_broker_restart(rabbitmq, start_collector, tmp_path):
+    """A collector whose broker restarts declares its queue again and goes on receiving."""
+    exchange = unique()
+    c = start_consuming(start_collector, rabbitmq, exchange, "collector", tmp_path)
+    publish_fleet(rabbitmq, exchange, ["before"], seqs=1)
+    wait_until(lambda: "before" in devices(c))
+    rabbitmq.stop()
+    rabbitmq.start()
+    wait_until(lambda: c.log().count("AMQP: consuming") >= 2, timeout=15)
+    publish_fleet(rabbitmq, exchange, ["after"], seqs=1)
+    wait_until(lambda: "after" in devices(c))
+    assert "connection to amqp://guest@127.0.0.1" in c.log()
+
+
 def test_the_queue_is_bounded_drop_head_and_transient(rabbitmq, start_collector, tmp_path):
     """The collector's server-named queue carries x-max-length, x-message-ttl and x-overflow=drop-head, and is exclusive."""
     exchange = unique()

@@ -154,3 +154,35 @@ def test_parsers_read_what_the_broker_sends():
     header = f.publish(1, b"", f.basic_properties("text/plain", {}, None), b"abc")[7:]
     assert f.body_size(header) == 3
     assert f.parse_blocked(b"\x00\x0a\x00\x3c\x0dlow on memory") == "low on memory"
+
+
+def deliver(key: str, tag: int = 1) -> bytes:
+    """A Basic.Deliver method frame as RabbitMQ sends it."""
+    args = (
+        f.shortstr("ctag") + tag.to_bytes(8, "big") + b"\x00" + f.shortstr("ex") + f.shortstr(key)
+    )
+    return f.method(1, f.DELIVER, args)
+
+
+def test_deliveries_reassemble_messages_fed_in_any_pieces():
+    """Deliver + header + body frames (a body in two frames, an empty one) come out whole, however the bytes are cut."""
+    props = f.basic_properties("application/json", {"dev": "d"}, None)
+    header = f.publish(1, b"", props, b"")[:-8]  # the header frame of an empty body
+    body_of = lambda n: f.publish(1, b"", props, b"x" * n)[: -(n + 8)]  # noqa: E731
+    stream = (
+        deliver("p.a.hb") + body_of(5) + f.frame(f.BODY, 1, b"hel") + f.frame(f.BODY, 1, b"lo")
+        + f.HEARTBEAT_FRAME
+        + deliver("p.b.rd.s", 2) + header
+        + deliver("p.c.hb", 3) + body_of(2) + f.frame(f.BODY, 1, b"{}")
+        + f.connection_close(320, "CONNECTION_FORCED")
+    )  # fmt: skip
+    for cut in (1, 3, 7, 64, len(stream)):
+        reader = f.Deliveries(4096)
+        got = []
+        for i in range(0, len(stream), cut):
+            got += reader.feed(stream[i : i + cut])
+        assert got == [(b"p.a.hb", b"hello"), (b"p.b.rd.s", b""), (b"p.c.hb", b"{}")], cut
+        assert [f.method_ids(o.payload) for o in reader.others] == [f.CLOSE]
+        assert reader.buf == bytearray()
+    with pytest.raises(f.FrameError):
+        f.Deliveries(4096).feed(deliver("k")[:-1] + b"\x00")

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHANNEL = 1
 ROUTING = r"[A-Za-z0-9_.*#-]{1,255}"
+MAX_KEYS = 1 << 17  # routing keys whose device id is remembered (about 2 per device)
 
 
 @dataclass(frozen=True)
@@ -201,64 +202,47 @@ class AmqpConsumer:
 
     def _consume(self, s: Session) -> None:
         """Read deliveries until the connection ends; heartbeats both ways."""
-        sock, beat, frame_max = s.sock, s.heartbeat, s.frame_max
+        sock, beat = s.sock, s.heartbeat
         sock.settimeout(beat / 2 if beat else 1.0)
-        receive, prefix = self.fleet.receive, self.config.topic_prefix
-        buf, frames = s.buf, s.frames
-        key: Optional[str] = None  # the routing key of the delivery being read
-        parts: list[bytes] = []
-        left = 0
+        fleet, prefix = self.fleet, self.config.topic_prefix
+        reader = f.Deliveries(s.frame_max)
+        pending = b"".join(f.frame(*fr) for fr in s.frames) + bytes(s.buf)  # read at set-up
+        devs: dict[bytes, Optional[str]] = {}  # routing key -> device id, bounded below
         last_read = last_beat = time.monotonic()
         while not self._stop.is_set():
-            for kind, channel, payload in frames:
-                if kind == f.BODY and key is not None:
-                    parts.append(payload)
-                    left -= len(payload)
-                    if left > 0:
-                        continue
-                elif kind == f.HEADER and key is not None:
-                    left = f.body_size(payload)
-                    if left > 0:
-                        continue
-                elif kind == f.METHOD:
-                    ids = f.method_ids(payload)
-                    if ids == f.DELIVER:
-                        key, parts = f.parse_deliver(payload), []
-                    elif ids in (f.CLOSE, f.CHANNEL_CLOSE):
-                        code, text = f.parse_close(payload)
-                        with contextlib.suppress(OSError):
-                            sock.sendall(f.close_ok(channel))
-                        raise AmqpClosed(f"closed by the broker: {code} {text}")
-                    continue
-                else:
-                    continue
-                if key is not None:  # a whole message
-                    self.delivered += 1
-                    dev = device_of(key, prefix)
-                    body = parts[0] if len(parts) == 1 else b"".join(parts)
-                    try:
-                        if dev is None:
-                            self.fleet.reject("bad_topic", "amqp")
-                        else:
-                            receive(body, f"amqp:{dev}", "amqp", topic_dev=dev)
-                    except Exception as exc:  # a bug must not stop reception
-                        self._news.log(logging.ERROR, "bug", "AMQP: error handling a message: %r",
-                                       exc)  # fmt: skip
-                    key = None
-            frames.clear()
+            for key, body in reader.feed(pending):
+                self.delivered += 1
+                dev = devs.get(key, "")
+                if dev == "":
+                    if len(devs) >= MAX_KEYS:
+                        devs.clear()
+                    dev = devs[key] = device_of(key.decode(errors="replace"), prefix)
+                try:
+                    if dev is None:
+                        fleet.reject("bad_topic", "amqp")
+                    else:
+                        fleet.receive(body, f"amqp:{dev}", "amqp", topic_dev=dev)
+                except Exception as exc:  # a bug must not stop reception
+                    self._news.log(logging.ERROR, "bug", "AMQP: error handling a message: %r",
+                                   exc)  # fmt: skip
+            for frame in reader.others:
+                ids = f.method_ids(frame.payload)
+                if ids in (f.CLOSE, f.CHANNEL_CLOSE):
+                    code, text = f.parse_close(frame.payload)
+                    with contextlib.suppress(OSError):
+                        sock.sendall(f.close_ok(frame.channel))
+                    raise AmqpClosed(f"closed by the broker: {code} {text}")
+            reader.others.clear()
             try:
-                data = sock.recv(1 << 18)
+                pending = sock.recv(1 << 18)
             except socket.timeout:
-                data = None
+                pending = b""
+            else:
+                if not pending:
+                    raise AmqpClosed("closed by the broker")
             now = time.monotonic()
-            if data == b"":
-                raise AmqpClosed("closed by the broker")
-            if data:
+            if pending:
                 last_read = now
-                buf += data
-                got, used = f.split_frames(buf, frame_max)
-                del buf[:used]
-                frames.extend(got)
             if beat and now - last_beat >= beat / 2:
                 sock.sendall(f.HEARTBEAT_FRAME)
                 last_beat = now

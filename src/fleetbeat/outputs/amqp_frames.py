@@ -261,3 +261,73 @@ def body_size(payload: bytes) -> int:
     """A content header's body size."""
     (size,) = struct.unpack_from(">Q", payload, 4)
     return int(size)
+
+
+_IDS = struct.Struct(">HH")
+_SIZE = struct.Struct(">Q")
+_DELIVER = DELIVER
+
+
+class Deliveries:
+    """Reassembles Basic.Deliver + content header + body frames into (routing key, body).
+
+    The collector's hot path, so it reads the frames in place (no Frame per
+    frame, no copy but the body's). Other method frames (a Close) are kept in
+    `others` for the caller; heartbeats are skipped. Raises FrameError as
+    `split_frames` does.
+    """
+
+    def __init__(self, frame_max: int) -> None:
+        self.frame_max = frame_max
+        self.buf = bytearray()
+        self.others: list[Frame] = []
+        self._key: Optional[bytes] = None
+        self._parts: list[bytes] = []
+        self._left = 0
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        buf = self.buf
+        buf += data
+        out: list[tuple[bytes, bytes]] = []
+        key, parts, left = self._key, self._parts, self._left
+        unpack, limit = _HEAD.unpack_from, self.frame_max - FRAME_OVERHEAD
+        pos, end = 0, len(buf)
+        while end - pos >= 7:
+            kind, channel, size = unpack(buf, pos)
+            if size > limit:
+                raise FrameError(f"frame of {size} bytes exceeds frame_max {self.frame_max}")
+            start, stop = pos + 7, pos + 7 + size
+            if stop >= end:
+                break
+            if buf[stop] != FRAME_END:
+                raise FrameError(f"frame-end octet missing (got 0x{buf[stop]:02x})")
+            pos = stop + 1
+            if kind == BODY:
+                if key is None:
+                    continue
+                parts.append(bytes(buf[start:stop]))
+                left -= size
+                if left > 0:
+                    continue
+            elif kind == HEADER:
+                if key is None:
+                    continue
+                left = _SIZE.unpack_from(buf, start + 4)[0]
+                if left > 0:
+                    continue
+            elif kind == METHOD:
+                if _IDS.unpack_from(buf, start) == _DELIVER:
+                    p = start + 4
+                    p += 1 + buf[p] + 9  # consumer tag, delivery tag, redelivered
+                    p += 1 + buf[p]  # exchange
+                    key, parts = bytes(buf[p + 1 : p + 1 + buf[p]]), []
+                else:
+                    self.others.append(Frame(kind, channel, bytes(buf[start:stop])))
+                continue
+            else:
+                continue
+            out.append((key, parts[0] if len(parts) == 1 else b"".join(parts)))
+            key = None
+        del buf[:pos]
+        self._key, self._parts, self._left = key, parts, left
+        return out
