@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from brokers import RabbitMQ  # noqa: E402 - after the path set-up
 from fleetbeat import wire  # noqa: E402
@@ -41,46 +39,9 @@ from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput  # noqa: E402
 from fleetbeat.outputs.amqp_session import connect, parse_url  # noqa: E402
 from fleetbeat.outputs.base import Identity, Outgoing  # noqa: E402
 from fleetbeat.outputs.udp import UdpConfig, UdpOutput  # noqa: E402
+from mqtt_output import agent_rss, free_port  # noqa: E402 - the same RSS measurement
 
 DEVICES = 10_000
-AGENT = """
-[agent]
-device_id = "bench"
-heartbeat_interval = "0.5s"
-jitter = 0
-[sensors.system]
-interval = "0.5s"
-"""
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def agent_rss(tmp: Path, output: str, seconds: float) -> float:
-    """Median RSS (MiB) of a real agent over the second half of `seconds`."""
-    cfg = tmp / "agent.toml"
-    cfg.write_text(AGENT + output)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    cmd = [sys.executable, "-m", "fleetbeat", "agent", "-c", str(cfg)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        time.sleep(seconds / 2)
-        samples = []
-        for _ in range(10):
-            time.sleep(seconds / 20)
-            samples.append(rss_kib(proc.pid))
-        return statistics.median(samples) / 1024
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(5)
 
 
 def send_cost(url: str, messages: int, rounds: int) -> tuple[float, float, dict[str, int]]:
@@ -215,7 +176,9 @@ def main() -> None:
             print(f"AmqpOutput.send:            {amqp_us:6.2f} us/message  "
                   f"ratio {amqp_us / udp_us:.2f} (target <= 10)")  # fmt: skip
             print(f"drops during the cost runs: {drops}")
-            udp_out = f'[[outputs.udp]]\nhost = "127.0.0.1"\nport = {free_udp_port()}\n'
+            udp_out = (
+                f'[[outputs.udp]]\nhost = "127.0.0.1"\nport = {free_port(socket.SOCK_DGRAM)}\n'
+            )
             amqp_out = f'[[outputs.amqp]]\nurl = "{url}"\n'
             rss_udp = agent_rss(tmp, udp_out, args.seconds)
             rss_amqp = agent_rss(tmp, amqp_out, args.seconds)

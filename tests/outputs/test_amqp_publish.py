@@ -16,7 +16,8 @@ from brokers import RabbitMQ
 from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.config.loader import parse_toml
 from fleetbeat.errors import ConfigError
-from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput, read_password
+from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput
+from fleetbeat.outputs.amqp_session import read_password
 from fleetbeat.outputs.base import Identity, Outgoing
 from helpers import free_port, wait_until
 

@@ -52,12 +52,19 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from fleetbeat.config.frozen import dataclass
-from fleetbeat.config.schema import Problems, boolean, duration, integer, option, string, table
-from fleetbeat.config.secrets import PATH, TlsConfig
+from fleetbeat.config.schema import boolean, duration, integer, option, string
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs import amqp_frames as f
-from fleetbeat.outputs.amqp_publish import NAME, PREFIX, amqp_url, read_password
-from fleetbeat.outputs.amqp_session import AmqpClosed, Session, backoff, connect, parse_url
+from fleetbeat.outputs.amqp_session import (
+    NAME,
+    AmqpClosed,
+    AmqpConnection,
+    Session,
+    backoff,
+    connect,
+    parse_url,
+    read_password,
+)
 
 if TYPE_CHECKING:
     from fleetbeat.collector.fleet import Fleet
@@ -69,12 +76,9 @@ MAX_KEYS = 1 << 17  # routing keys whose device id is remembered (about 2 per de
 
 
 @dataclass(frozen=True)
-class AmqpSection:
-    url: str = option("amqp://guest@127.0.0.1:5672/%2F", amqp_url())
-    password_file: Optional[str] = option(None, string(what=PATH))
-    tls: Optional[TlsConfig] = option(None, table(TlsConfig))
-    exchange: str = option("fleetbeat", string(pattern=NAME, what="an exchange name"))
-    topic_prefix: str = option("fleetbeat", string(pattern=PREFIX, what="words joined by ."))
+class AmqpSection(AmqpConnection):
+    """The connection keys (`amqp_session.AmqpConnection`), and the queue's."""
+
     queue: str = option("", string(allow_empty=True, pattern=f"|{NAME}", what="a queue name"))
     binding_key: str = option("", string(allow_empty=True, pattern=f"|{ROUTING}", what="a key"))
     max_length: int = option(100_000, integer(min=1))
@@ -82,14 +86,6 @@ class AmqpSection:
     consistent_hash: bool = option(False, boolean())
     hash_exchange: str = option("", string(allow_empty=True, pattern=f"|{NAME}", what="a name"))
     hash_weight: int = option(10, integer(min=1, max=10_000))
-    heartbeat: float = option(30.0, duration(min=1.0, max=65535.0))
-    connect_timeout: float = option(10.0, duration(min=0.1))
-    reconnect_min: float = option(1.0, duration(min=0.05))
-    reconnect_max: float = option(30.0, duration(min=0.05))
-
-    def check(self, path: str, problems: Problems) -> None:
-        if self.tls is not None and not self.url.startswith("amqps://"):
-            problems.add(f"{path}.tls", "needs an amqps:// url")
 
 
 def device_of(routing_key: str, prefix: str) -> Optional[str]:

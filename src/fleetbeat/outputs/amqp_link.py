@@ -22,7 +22,7 @@ from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs import amqp_frames as f
 from fleetbeat.outputs.amqp_session import Endpoint, Session, backoff, connect
 from fleetbeat.outputs.base import Tally
-from fleetbeat.outputs.mqtt_link import describe_os_error
+from fleetbeat.outputs.mqtt_link import _drain, describe_os_error  # one wake-pipe drain
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +277,3 @@ class AmqpLink:
             self._thread.join(max(0.0, deadline - now()))
         self._wake_r.close()
         self._wake_w.close()
-
-
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(512):
-            pass
-    except OSError:  # BlockingIOError: nothing left
-        pass

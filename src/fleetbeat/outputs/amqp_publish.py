@@ -54,58 +54,31 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fleetbeat.config.frozen import dataclass
-from fleetbeat.config.schema import INVALID, Parser, Problems, boolean, duration, option, string
-from fleetbeat.config.schema import table as table_of
-from fleetbeat.config.secrets import PATH, TlsConfig, check_readable, read_secret
+from fleetbeat.config.schema import Problems, boolean, duration, option
+from fleetbeat.config.secrets import check_readable
 from fleetbeat.outputs import amqp_frames as frames
 from fleetbeat.outputs.amqp_link import AmqpLink
-from fleetbeat.outputs.amqp_session import FRAME_MAX, Session, parse_url, uniform
+from fleetbeat.outputs.amqp_session import (
+    FRAME_MAX,
+    AmqpConnection,
+    Session,
+    parse_url,
+    read_password,
+    uniform,
+)
 from fleetbeat.outputs.base import Identity, Outgoing, Tally
 
 log = logging.getLogger(__name__)
 
-PASSWORD_ENV = "FLEETBEAT_AMQP_PASSWORD"  # noqa: S105 - a variable name
-CREDENTIAL_NAME = "amqp-password"  # systemd LoadCredential= name
-NAME = r"[A-Za-z0-9_.:-]{1,127}"  # exchange names RabbitMQ accepts (a subset)
-PREFIX = r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,7}"
 CHANNEL = 1
 
 
-def amqp_url() -> Parser:
-    """An amqp:// or amqps:// URL (see `amqp_session.parse_url`)."""
-
-    def parse(value: Any, path: str, problems: Problems) -> Any:
-        if not isinstance(value, str):
-            return problems.expected(path, 'an AMQP URL such as "amqp://user@host/%2F"', value)
-        try:
-            parse_url(value)
-        except ValueError as exc:
-            problems.add(path, f"{exc}")  # never echo the value: it may hold a password
-            return INVALID
-        return value
-
-    return parse
-
-
 @dataclass(frozen=True)
-class AmqpConfig:
-    url: str = option("amqp://guest@127.0.0.1:5672/%2F", amqp_url())
-    password_file: Optional[str] = option(None, string(what=PATH))
-    tls: Optional[TlsConfig] = option(None, table_of(TlsConfig))
-    exchange: str = option("fleetbeat", string(pattern=NAME, what="an exchange name"))
-    declare: bool = option(True, boolean())
-    topic_prefix: str = option(
-        "fleetbeat", string(pattern=PREFIX, what="words of A-Z a-z 0-9 _ - joined by .")
-    )
-    expiration: float = option(60.0, duration(allow_zero=True, max=86400.0 * 49))
-    heartbeat: float = option(30.0, duration(min=1.0, max=65535.0))
-    connect_timeout: float = option(10.0, duration(min=0.1))
-    reconnect_min: float = option(1.0, duration(min=0.05))
-    reconnect_max: float = option(30.0, duration(min=0.05))
+class AmqpConfig(AmqpConnection):
+    """The connection keys (`amqp_session.AmqpConnection`), and what only a publisher sets."""
 
-    def check(self, path: str, problems: Problems) -> None:
-        if self.tls is not None and not self.url.startswith("amqps://"):
-            problems.add(f"{path}.tls", "needs an amqps:// url")
+    declare: bool = option(True, boolean())
+    expiration: float = option(60.0, duration(allow_zero=True, max=86400.0 * 49))
 
     def target(self) -> str:
         return parse_url(self.url).target()
@@ -114,22 +87,10 @@ class AmqpConfig:
         check_readable(self.password_file, f"{path}.password_file", problems)
         if self.tls is not None:
             self.tls.check_files(f"{path}.tls", problems)
-        if self.reconnect_min > self.reconnect_max:
-            problems.add(f"{path}.reconnect_min", "must not exceed reconnect_max")
 
     @classmethod
     def check_together(cls, configs: Sequence[Any], path: str, problems: Problems) -> None:
         """Several AMQP outputs are several connections: any number may coexist."""
-
-
-def read_password(file: Optional[str], user: str, *, name: str,
-                  environ: Mapping[str, str]) -> str:  # fmt: skip
-    """The password (file, environment, systemd credential); RabbitMQ's guest has "guest"."""
-    secret = read_secret(file, env_var=PASSWORD_ENV, credential=CREDENTIAL_NAME, name=name,
-                         environ=environ)  # fmt: skip
-    if secret is None:
-        return "guest" if user == "guest" else ""
-    return secret
 
 
 class AmqpOutput:

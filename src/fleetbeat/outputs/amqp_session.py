@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 from fleetbeat import __version__
-from fleetbeat.config.secrets import TlsConfig
+from fleetbeat.config.frozen import dataclass
+from fleetbeat.config.schema import INVALID, Parser, Problems, duration, option, string, table
+from fleetbeat.config.secrets import PATH, TlsConfig, read_secret
 from fleetbeat.outputs import amqp_frames as f
 
 if TYPE_CHECKING:  # ssl costs 3.9 MiB of RSS: imported only for amqps://
@@ -55,6 +58,61 @@ def parse_url(text: str) -> Endpoint:
     vhost = unquote(parts.path[1:]) if parts.path not in ("", "/") else "/"
     user = unquote(parts.username) if parts.username else "guest"
     return Endpoint(parts.scheme == "amqps", parts.hostname, port, user, vhost)
+
+
+def amqp_url() -> Parser:
+    """An amqp:// or amqps:// URL (see `parse_url`)."""
+
+    def parse(value: Any, path: str, problems: Problems) -> Any:
+        if not isinstance(value, str):
+            return problems.expected(path, 'an AMQP URL such as "amqp://user@host/%2F"', value)
+        try:
+            parse_url(value)
+        except ValueError as exc:
+            problems.add(path, f"{exc}")  # never echo the value: it may hold a password
+            return INVALID
+        return value
+
+    return parse
+
+
+PASSWORD_ENV = "FLEETBEAT_AMQP_PASSWORD"  # noqa: S105 - a variable name
+CREDENTIAL_NAME = "amqp-password"  # systemd LoadCredential= name
+NAME = r"[A-Za-z0-9_.:-]{1,127}"  # exchange and queue names RabbitMQ accepts (a subset)
+PREFIX = r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,7}"
+
+
+@dataclass(frozen=True)
+class AmqpConnection:
+    """The keys the agent's `[[outputs.amqp]]` and the collector's `[collector.amqp]` share."""
+
+    url: str = option("amqp://guest@127.0.0.1:5672/%2F", amqp_url())
+    password_file: Optional[str] = option(None, string(what=PATH))
+    tls: Optional[TlsConfig] = option(None, table(TlsConfig))
+    exchange: str = option("fleetbeat", string(pattern=NAME, what="an exchange name"))
+    topic_prefix: str = option(
+        "fleetbeat", string(pattern=PREFIX, what="words of A-Z a-z 0-9 _ - joined by .")
+    )
+    heartbeat: float = option(30.0, duration(min=1.0, max=65535.0))
+    connect_timeout: float = option(10.0, duration(min=0.1))
+    reconnect_min: float = option(1.0, duration(min=0.05))
+    reconnect_max: float = option(30.0, duration(min=0.05))
+
+    def check(self, path: str, problems: Problems) -> None:
+        if self.tls is not None and not self.url.startswith("amqps://"):
+            problems.add(f"{path}.tls", "needs an amqps:// url")
+        if self.reconnect_min > self.reconnect_max:
+            problems.add(f"{path}.reconnect_min", "must not exceed reconnect_max")
+
+
+def read_password(file: Optional[str], user: str, *, name: str,
+                  environ: Mapping[str, str]) -> str:  # fmt: skip
+    """The password (file, environment, systemd credential); RabbitMQ's guest has "guest"."""
+    secret = read_secret(file, env_var=PASSWORD_ENV, credential=CREDENTIAL_NAME, name=name,
+                         environ=environ)  # fmt: skip
+    if secret is None:
+        return "guest" if user == "guest" else ""
+    return secret
 
 
 class AmqpClosed(ConnectionError):
