@@ -187,7 +187,7 @@ def test_stalled_broker_costs_no_memory_and_keeps_the_heartbeat_cadence(
     t = tap(exchange)
     # 5 outputs x (100 heartbeats + 100 readings) a second; 4 KB heartbeats fill the
     # kernel's socket buffers (about 2.7 MB a connection) within the stall
-    tags = ", ".join(f't{i} = "{"x" * 200}"' for i in range(20))
+    tags = ", ".join(f't{i} = "{"x" * 120}"' for i in range(32))
     agent = start_agent(amqp_toml(rabbitmq.port, exchange, interval="0.01s", copies=5,
                                   system='interval = "0.01s"\ninclude = ["cpu"]',
                                   udp=udp_receiver.port, agent=f"tags = {{ {tags} }}"))  # fmt: skip

@@ -126,9 +126,10 @@ class AmqpConsumer:
     def start(self) -> None:
         self._thread.start()
 
-    def stats(self) -> dict[str, Any]:
-        return {"connected": self.connected.is_set(), "connects": self.connects,
-                "delivered": self.delivered, "queue": self.queue}  # fmt: skip
+    def stats(self) -> dict[str, int]:
+        """Connected now (0 or 1), connections made, messages delivered since start."""
+        return {"connected": int(self.connected.is_set()), "connects": self.connects,
+                "delivered": self.delivered}  # fmt: skip
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -212,7 +213,7 @@ class AmqpConsumer:
                 if dev == "":
                     if len(devs) >= MAX_KEYS:
                         devs.clear()
-                    dev = devs[key] = device_of(key.decode(errors="replace"), prefix)
+                    dev = devs[key] = device_of(str(key, "utf-8", "replace"), prefix)
                 try:
                     if dev is None:
                         fleet.reject("bad_topic", "amqp")
