@@ -280,3 +280,40 @@ def test_example_file_sets_every_key():
     table = data["outputs"]["amqp"][0]
     assert set(table) == set(AmqpConfig.__dataclass_fields__) | {"format"}
     assert set(table["tls"]) == set(TlsConfig.__dataclass_fields__)
+
+
+def test_a_peer_that_is_not_amqp_is_retried_with_backoff(caplog):
+    """A server that answers with something other than AMQP (or half of it) is logged and retried in the background; sends drop meanwhile."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            # by turns: not AMQP at all, and a Connection.Start cut short
+            truncated = b"\x01\x00\x00\x00\x00\x00\x05\x00\x0a\x00\x0a\x00\xce"
+            conn.sendall(truncated if len(accepted) % 2 else b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"amqp://127.0.0.1:{server.getsockname()[1]}/"
+    out = AmqpOutput(AmqpConfig(url=url, reconnect_min=0.1, reconnect_max=0.2), identity=IDENTITY)
+    out.start()
+    try:
+        wait_until(lambda: len(accepted) >= 3)
+        out.send(b"{}", Outgoing("hb", ts=0))
+        assert out.connects == 0 and out.tally.by_reason == {"not_connected": 1}
+        assert "cannot connect to amqp://guest@127.0.0.1" in caplog.text
+        assert all(
+            b - a >= 0.05 for a, b in zip(accepted, accepted[1:])
+        )  # backoff, jittered to half
+    finally:
+        out.close(timeout=0.5)
+        server.close()

@@ -57,6 +57,7 @@ from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs import amqp_frames as f
 from fleetbeat.outputs.amqp_session import (
     NAME,
+    PEER_ERRORS,
     AmqpClosed,
     AmqpConnection,
     Session,
@@ -153,14 +154,14 @@ class AmqpConsumer:
                                   heartbeat=round(c.heartbeat), timeout=c.connect_timeout,
                                   capabilities={"authentication_failure_close": True,
                                                 "consumer_cancel_notify": True})  # fmt: skip
-            except (OSError, ValueError) as exc:
+            except PEER_ERRORS as exc:
                 self._problem("cannot connect to %s: %s", self.endpoint.target(), exc)
             else:
                 self._sock = session.sock
                 try:
                     self._subscribe(session)
                     self._consume(session)
-                except (OSError, ValueError) as exc:
+                except PEER_ERRORS as exc:
                     if not self._stop.is_set():
                         self._problem("connection to %s lost: %s", self.endpoint.target(), exc)
                 except Exception:  # a bug must not end reception: log it and reconnect

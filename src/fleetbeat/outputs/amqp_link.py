@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 from fleetbeat.config.secrets import TlsConfig
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.outputs import amqp_frames as f
-from fleetbeat.outputs.amqp_session import Endpoint, Session, backoff, connect
+from fleetbeat.outputs.amqp_session import PEER_ERRORS, Endpoint, Session, backoff, connect
 from fleetbeat.outputs.base import Tally
 from fleetbeat.outputs.mqtt_link import _drain, describe_os_error  # one wake-pipe drain
 
@@ -133,12 +133,15 @@ class AmqpLink:
                                   capabilities={"connection.blocked": True,
                                                 "authentication_failure_close": True})  # fmt: skip
                 self._setup(session)
-            except (OSError, ValueError) as exc:  # AmqpClosed and FrameError included
+            except PEER_ERRORS as exc:
                 self._problem("cannot connect to %s: %s", self.endpoint.target(),
                               describe_os_error(exc))  # fmt: skip
             else:
                 try:
                     self._serve(session)
+                except PEER_ERRORS as exc:
+                    if not self._closing:
+                        self._problem("connection lost (%s)", describe_os_error(exc))
                 except Exception:  # a bug must not end the thread: log it and reconnect
                     log.exception("%s: unexpected error in the network thread", self.name)
                 finally:

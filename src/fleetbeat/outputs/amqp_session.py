@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
@@ -113,6 +114,11 @@ def read_password(file: Optional[str], user: str, *, name: str,
     if secret is None:
         return "guest" if user == "guest" else ""
     return secret
+
+
+# What a lost connection, a broker's Close or a peer that does not speak AMQP raises:
+# reconnect (with backoff) on any of them, never let one end a thread.
+PEER_ERRORS = (OSError, ValueError, struct.error, IndexError)
 
 
 class AmqpClosed(ConnectionError):
