@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -37,9 +36,8 @@ from fleetbeat.collector.fleet import Fleet  # noqa: E402
 from fleetbeat.outputs import amqp_frames as f  # noqa: E402
 from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput  # noqa: E402
 from fleetbeat.outputs.amqp_session import connect, parse_url  # noqa: E402
-from fleetbeat.outputs.base import Identity, Outgoing  # noqa: E402
-from fleetbeat.outputs.udp import UdpConfig, UdpOutput  # noqa: E402
-from mqtt_output import agent_rss, free_port  # noqa: E402 - the same RSS measurement
+from fleetbeat.outputs.base import Identity  # noqa: E402
+from mqtt_output import agent_rss, compare_with_udp, free_port  # noqa: E402 - measured alike
 
 DEVICES = 10_000
 
@@ -47,10 +45,6 @@ DEVICES = 10_000
 def send_cost(url: str, messages: int, rounds: int) -> tuple[float, float, dict[str, int]]:
     """Median microseconds per send for UDP and AMQP, measured in interleaved rounds."""
     ident = Identity(dev="bench", run="0" * 16, boot_time=0, version="0", tags={})
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    sink.bind(("127.0.0.1", 0))
-    udp = UdpOutput(UdpConfig(host="127.0.0.1", port=sink.getsockname()[1]))
     amqp = AmqpOutput(AmqpConfig(url=url, exchange="bench-cost"), identity=ident)
     amqp.start()
     deadline = time.monotonic() + 10
@@ -58,35 +52,7 @@ def send_cost(url: str, messages: int, rounds: int) -> tuple[float, float, dict[
         if time.monotonic() > deadline:
             raise RuntimeError("AMQP output did not connect")
         time.sleep(0.01)
-    payload = (
-        b'{"v":1,"k":"hb","dev":"bench","run":"0000000000000000","seq":1,"ts":1.0,'
-        b'"int":10,"bt":1,"ver":"0.1.0","drop":0,"m":{"cpu":3.5,"mem":41.2,"temp":48.3}}'
-    )
-    msg = Outgoing("hb", ts=1.0)
-    udp_us: list[float] = []
-    amqp_us: list[float] = []
-    sink.setblocking(False)
-
-    def drain() -> None:
-        try:
-            while True:
-                sink.recv(2048)
-        except BlockingIOError:
-            pass
-
-    for _ in range(rounds):
-        for out, results in ((udp, udp_us), (amqp, amqp_us)):
-            t0 = time.perf_counter()
-            for _ in range(messages):
-                out.send(payload, msg)
-            results.append((time.perf_counter() - t0) / messages * 1e6)
-            drain()
-            time.sleep(0.1)  # let the broker read what it was sent
-    drops = {"udp": udp.tally.dropped, "amqp": amqp.tally.dropped, "amqp_sent": amqp.tally.sent}
-    amqp.close(timeout=1)
-    udp.close()
-    sink.close()
-    return statistics.median(udp_us), statistics.median(amqp_us), drops
+    return compare_with_udp(amqp, messages, rounds, settle=0.1)
 
 
 def queue_depth(rabbitmq: RabbitMQ, queue: str) -> int:
