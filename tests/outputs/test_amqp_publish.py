@@ -317,3 +317,39 @@ def test_a_peer_that_is_not_amqp_is_retried_with_backoff(caplog):
     finally:
         out.close(timeout=0.5)
         server.close()
+
+
+@pytest.mark.slow
+def test_amqps_with_a_generated_ca(tmp_path, tls_files, start_agent):
+    """Over amqps:// the output checks the broker's certificate against ca_file, and refuses one signed by another CA."""
+    import socket
+
+    from helpers import free_port as port_for
+
+    node = RabbitMQ(tmp_path / "tls-rabbitmq", plugins=())
+    tls_port = port_for(socket.SOCK_STREAM)
+    (node.dir / "rabbitmq.conf").write_text(
+        f"listeners.ssl.default = 127.0.0.1:{tls_port}\n"
+        f"ssl_options.cacertfile = {tls_files['ca']}\n"
+        f"ssl_options.certfile = {tls_files['cert']}\n"
+        f"ssl_options.keyfile = {tls_files['key']}\n"
+        "ssl_options.verify = verify_none\n"
+        "ssl_options.fail_if_no_peer_cert = false\n"
+        "loopback_users = none\n"
+    )
+    node.start()
+    try:
+        exchange = unique()
+        t = Tap(node, exchange)
+        good = start_agent(amqp_toml(0, exchange, extra=f'[outputs.amqp.tls]\nca_file = "{tls_files["ca"]}"')
+                           .replace("amqp://guest@127.0.0.1:0/", f"amqps://guest@127.0.0.1:{tls_port}/"))  # fmt: skip
+        t.wait_for(lambda got: len(t.on(HB)) >= 3)
+        assert "heartbeat 30 s, TLS" in good.log()
+        bad = start_agent(amqp_toml(0, exchange, extra=f'[outputs.amqp.tls]\nca_file = "{tls_files["other_ca"]}"')
+                          .replace("amqp://guest@127.0.0.1:0/", f"amqps://guest@127.0.0.1:{tls_port}/"))  # fmt: skip
+        wait_until(lambda: f"cannot connect to amqps://guest@127.0.0.1:{tls_port}" in bad.log())
+        assert "TLS: " in bad.log() and "connected (heartbeat" not in bad.log()
+        assert bad.proc.poll() is None
+        t.close()
+    finally:
+        node.stop()
