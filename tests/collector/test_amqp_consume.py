@@ -138,6 +138,19 @@ def test_the_consumer_reconnects_after_a_broker_restart(rabbitmq, start_collecto
     assert "connection to amqp://guest@127.0.0.1" in c.log()
 
 
+def test_a_deleted_queue_is_declared_again(rabbitmq, start_collector, tmp_path):
+    """When its queue is deleted under it (Basic.Cancel), the consumer reconnects, declares it again and receives."""
+    exchange = unique()
+    c = start_consuming(
+        start_collector, rabbitmq, exchange, "collector", tmp_path, extra='queue = "q-del"'
+    )
+    rabbitmq.ctl("delete_queue", "q-del")
+    wait_until(lambda: c.log().count("AMQP: consuming") >= 2, timeout=10)
+    assert "cancelled the consumer" in c.log()
+    publish_fleet(rabbitmq, exchange, ["after"], seqs=1)
+    wait_until(lambda: "after" in devices(c))
+
+
 def test_the_queue_is_bounded_drop_head_and_transient(rabbitmq, start_collector, tmp_path):
     """The collector's server-named queue carries x-max-length, x-message-ttl and x-overflow=drop-head, and is exclusive."""
     exchange = unique()

@@ -225,6 +225,8 @@ class AmqpConsumer:
                                    exc)  # fmt: skip
             for frame in reader.others:
                 ids = f.method_ids(frame.payload)
+                if ids == f.CANCEL:  # consumer_cancel_notify: the queue was deleted
+                    raise AmqpClosed("the broker cancelled the consumer (queue deleted)")
                 if ids in (f.CLOSE, f.CHANNEL_CLOSE):
                     code, text = f.parse_close(frame.payload)
                     with contextlib.suppress(OSError):

@@ -30,7 +30,7 @@ CHANNEL_CLOSE, CHANNEL_CLOSE_OK = (20, 40), (20, 41)
 EXCHANGE_DECLARE, EXCHANGE_DECLARE_OK = (40, 10), (40, 11)
 EXCHANGE_BIND, EXCHANGE_BIND_OK = (40, 30), (40, 31)
 QUEUE_DECLARE, QUEUE_DECLARE_OK, QUEUE_BIND, QUEUE_BIND_OK = (50, 10), (50, 11), (50, 20), (50, 21)
-CONSUME, CONSUME_OK, PUBLISH, DELIVER = (60, 20), (60, 21), (60, 40), (60, 60)
+CONSUME, CONSUME_OK, CANCEL, PUBLISH, DELIVER = (60, 20), (60, 21), (60, 30), (60, 40), (60, 60)
 
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
 _CONTENT = struct.Struct(">BHIHHQ")  # header frame head + class, weight, body size
