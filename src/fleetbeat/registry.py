@@ -36,6 +36,7 @@ OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
     "mqtt": "fleetbeat.outputs.mqtt_publish:MqttOutput",
     "kafka": "fleetbeat.outputs.kafka_produce:KafkaOutput",
     "http": "fleetbeat.outputs.http_post:HttpOutput",
+    "amqp": "fleetbeat.outputs.amqp_publish:AmqpOutput",
 }
 
 

@@ -15,6 +15,7 @@ import socket
 import threading
 from typing import Any, Optional
 
+from fleetbeat.collector.amqp_consume import AmqpConsumer
 from fleetbeat.collector.config import MqttSection, split_hostport
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.kafka_consume import KafkaReceiver
@@ -230,6 +231,9 @@ def start_receivers(fleet: Fleet, udp_listen: str, receive_buffer: int,
             from fleetbeat.collector.http_ingest import HttpIngest
 
             started.append(HttpIngest(fleet, fleet.config))
+            started[-1].start()
+        if fleet.config.amqp is not None:
+            started.append(AmqpConsumer(fleet, fleet.config.amqp))
             started[-1].start()
     except BaseException:
         for r in started:
