@@ -182,7 +182,13 @@ def test_short_stall_keeps_the_stream_intact(make_broker, tls_files, subscribe, 
     last = json.loads(sub.on(HB)[-1])
     assert last["drop_by"].get("backpressure", 0) > 0, last["drop_by"]
     assert "connection lost" not in agent.log()
-    assert "malformed" not in broker.log().lower() and "protocol" not in broker.log().lower()
+    # the agent's own connection (its client id) was never cut for a bad packet; the test's
+    # subscriber, a plain paho client, may be, on a loaded machine, and reconnects
+    agent_lines = [
+        line for line in broker.log().lower().splitlines() if "fleetbeat-test-dev" in line
+    ]
+    assert not any("malformed" in line or "protocol" in line for line in agent_lines)
+    assert agent_lines  # the broker did log the agent's connection
 
 
 def test_tls_with_a_generated_ca(make_broker, tls_files, subscribe, start_agent):
