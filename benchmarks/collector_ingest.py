@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.receivers import UdpReceiver, bind_udp
+from fleetbeat.collector.receivers.udp import UdpReceiver, bind_udp
 
 DEVICES = 1000
 ROUNDS = 3

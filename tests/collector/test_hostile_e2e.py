@@ -66,7 +66,7 @@ def test_crash_datagrams_are_counted_and_a_restart_reloads_the_devices(
 
 def test_kernel_drops_are_counted_under_a_flood() -> None:
     """A flood into a tiny receive buffer: what the kernel drops shows in stats and /metrics."""
-    from fleetbeat.collector.receivers import UdpReceiver, bind_udp
+    from fleetbeat.collector.receivers.udp import UdpReceiver, bind_udp
 
     port = free_port()
     fleet = Fleet(CollectorSection())
@@ -93,7 +93,7 @@ def test_kernel_drops_are_counted_under_a_flood() -> None:
 
 def test_kernel_drop_counter_reads_the_socket_line(tmp_path: Path) -> None:
     """The drops column is read from the line of the socket's inode, in udp or udp6."""
-    from fleetbeat.collector.receivers import kernel_drops
+    from fleetbeat.collector.receivers.udp import kernel_drops
 
     net = tmp_path / "net"
     net.mkdir()

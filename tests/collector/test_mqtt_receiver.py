@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection, MqttSection
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.receivers import MqttReceiver
+from fleetbeat.collector.receivers.mqtt_subscribe import MqttReceiver
 from helpers import free_port, wait_until
 
 RUN = "0123456789abcdef"
