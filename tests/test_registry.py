@@ -10,6 +10,10 @@ import pytest
 
 from fleetbeat import registry
 from fleetbeat.agent.config import parse_agent_config
+from fleetbeat.collector.config import CollectorSection, MqttSection, parse_collector_config
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.notifiers import base as notifiers_base
+from fleetbeat.collector.receivers import base as receivers_base
 from fleetbeat.config import frozen
 from fleetbeat.config.loader import parse_toml
 from fleetbeat.errors import FleetbeatError
@@ -20,6 +24,8 @@ from helpers import FakeClock
 IDENTITY = outputs_base.Identity(dev="d", run="0" * 16, boot_time=0, version="t", tags={})
 KINDS = {"sensor": registry.SENSORS, "encoder": registry.ENCODERS, "output": registry.OUTPUTS}
 ENTRIES = [pytest.param(k, name, id=f"{k}:{name}") for k, table in KINDS.items() for name in table]
+# A [collector] section that enables every receiver, on loopback ports the kernel picks
+ALL_RECEIVERS = CollectorSection(udp_listen="127.0.0.1:0", mqtt=MqttSection(port=1))
 # What every sensor's and output's Config is built with in these tests: a valid minimum
 REQUIRED = {"serial": {"port": "/dev/ttyUSB0"}}
 
@@ -67,6 +73,54 @@ def test_entry_meets_its_protocol(kind, name):
             assert output.name == f"{name} test"
         finally:
             output.close(timeout=0.1)
+
+
+@pytest.mark.parametrize("name", list(registry.RECEIVERS))
+def test_receiver_meets_its_protocol(name):
+    """Each receiver is built from the fleet and the [collector] section alone, and says when."""
+    cls = registry.receiver_class(name)
+    assert {"fleet", "config"} <= keywords(cls)
+    assert cls.enabled(ALL_RECEIVERS) is True
+    receiver = cls(fleet=Fleet(ALL_RECEIVERS), config=ALL_RECEIVERS)  # built, never started
+    try:
+        assert isinstance(receiver, receivers_base.Receiver)
+        assert receiver.name.startswith(f"{name} ")
+        assert all(type(v) is int for v in receiver.stats().values())
+    finally:
+        receiver.close(timeout=0.1)
+
+
+def test_only_configured_receivers_are_enabled():
+    """Without a [collector.mqtt] table only UDP is enabled."""
+    enabled = [
+        n for n in registry.RECEIVERS if registry.receiver_class(n).enabled(CollectorSection())
+    ]
+    assert enabled == ["udp"]
+
+
+@pytest.mark.parametrize("name", list(registry.NOTIFIERS))
+def test_notifier_meets_its_protocol(name):
+    """Each notifier has a NotifierConfig record and sends; the TOML type is its registry name."""
+    cls = registry.notifier_class(name)
+    assert issubclass(cls.Config, notifiers_base.NotifierConfig)
+    assert callable(cls.send)
+    assert list(inspect.signature(cls).parameters) == ["config"]
+
+
+def receiver_samples():
+    """The ```toml blocks of every receiver module."""
+    for module in sorted({spec.partition(":")[0] for spec in registry.RECEIVERS.values()}):
+        doc = importlib.import_module(module).__doc__ or ""
+        blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+        assert blocks, f"{module} documents no TOML sample"
+        for i, block in enumerate(blocks):
+            yield pytest.param(block, id=f"{module}#{i}")
+
+
+@pytest.mark.parametrize("sample", list(receiver_samples()))
+def test_receiver_sample_is_valid(sample):
+    """A receiver module's sample validates as a collector config."""
+    parse_collector_config(parse_toml(sample, "docstring"), "docstring")
 
 
 def test_unknown_names_fail_with_the_valid_ones():

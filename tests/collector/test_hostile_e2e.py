@@ -71,7 +71,9 @@ def test_kernel_drops_are_counted_under_a_flood() -> None:
     port = free_port()
     fleet = Fleet(CollectorSection())
     sock = bind_udp(f"127.0.0.1:{port}", 4096)
-    rx = UdpReceiver(fleet, sock)  # not started yet: nobody reads, the buffer fills
+    rx = UdpReceiver(
+        fleet=fleet, config=fleet.config, sock=sock
+    )  # not started yet: nobody reads, the buffer fills
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sent = 2000
     try:

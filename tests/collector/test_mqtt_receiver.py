@@ -47,10 +47,10 @@ def client() -> Iterator[Callable[..., mqtt.Client]]:
 
 
 def receiver(fleet: Fleet, port: int, **kw: Any) -> MqttReceiver:
-    r = MqttReceiver(fleet, MqttSection(port=port, **kw))
+    r = MqttReceiver(fleet=fleet, config=CollectorSection(mqtt=MqttSection(port=port, **kw)))
     r.start()
     assert r.connected.wait(10), "not connected to the broker"
-    time.sleep(0.2)  # the SUBACK
+    assert r.subscribed.wait(10), "no SUBACK from the broker"
     return r
 
 
@@ -134,14 +134,14 @@ def test_broker_down_at_start_is_not_fatal(start_broker: Callable[..., Broker],
     """A collector whose broker is down keeps running and subscribes once it is up."""
     port = free_port()
     fleet = Fleet(CollectorSection())
-    r = MqttReceiver(fleet, MqttSection(port=port))
+    r = MqttReceiver(fleet=fleet, config=CollectorSection(mqtt=MqttSection(port=port)))
     r.start()
     try:
         time.sleep(0.5)
         assert not r.connected.is_set()
         start_broker(port=port)
         assert r.connected.wait(15)
-        time.sleep(0.2)
+        assert r.subscribed.wait(10)
         client(port).publish("fleetbeat/late-1/hb", hb("late-1", 0)).wait_for_publish(5)
         wait_until(lambda: fleet.device("late-1") is not None)
     finally:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 from fleetbeat.collector.config import CollectorConfig
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
+from fleetbeat.collector.receivers.base import Receiver
 from fleetbeat.collector.store import Store, StoreError
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.sdnotify import Notifier, Supervision
@@ -59,7 +60,7 @@ class Collector:
         self._clock = clock
         self.fleet = Fleet(config.collector, clock=clock)
         self.store: Optional[Store] = None
-        self.receivers: list[Any] = []
+        self.receivers: list[Receiver] = []
         self.http: Any = None
         self._stop = threading.Event()
         self._reload_requested = False
@@ -90,11 +91,9 @@ class Collector:
         log.info("state in %s: %d devices reloaded", self.store.path, loaded)
         self.flush()  # devices judged down at reload are stored as such at once
         try:
-            self.receivers = start_receivers(self.fleet, c.udp_listen, c.udp_receive_buffer, c.mqtt)
-            udp = self.receivers[0]
-            log.info("listening for wire v1 on UDP %s", _sockname(udp.address))
-            if c.mqtt is not None:
-                log.info("subscribing on MQTT broker %s:%d", c.mqtt.host, c.mqtt.port)
+            self.receivers = start_receivers(self.fleet, c)
+            for r in self.receivers:
+                log.info("listening for wire v1 on %s", r.name)
             self.http = _start_http(self.fleet, self.config, self.health)
         except BaseException:
             self.close()
@@ -275,8 +274,3 @@ def _start_http(fleet: Fleet, config: CollectorConfig, health: Callable[[], Opti
         log.warning("HTTP is unavailable (%s): no dashboard, API or /metrics", exc)
         return None
     return http.start(fleet, config, health=health)
-
-
-def _sockname(addr: tuple[Any, ...]) -> str:
-    host = str(addr[0])
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"

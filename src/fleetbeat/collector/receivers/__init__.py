@@ -1,31 +1,27 @@
-"""Receivers feed the fleet: UDP datagrams and, when configured, MQTT messages.
+"""Receivers feed the fleet, one module each, named in `fleetbeat.registry.RECEIVERS`.
 
-One module each: `udp` (a thread doing blocking `recvfrom`) and `mqtt_subscribe`
-(paho's network thread; paho is imported only when `[collector.mqtt]` is set).
+`udp` (a thread doing blocking `recvfrom`, always on) and `mqtt_subscribe`
+(paho's network thread, when `[collector.mqtt]` is set). The contract a receiver
+meets is `base.ReceiverClass`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
-from fleetbeat.collector.config import MqttSection
-from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.receivers.mqtt_subscribe import MqttReceiver
-from fleetbeat.collector.receivers.udp import UdpReceiver, bind_udp
+from fleetbeat import registry
+from fleetbeat.collector.config import CollectorSection
+from fleetbeat.collector.receivers.base import FleetInput, Receiver
 
 
-def start_receivers(fleet: Fleet, udp_listen: str, receive_buffer: int,
-                    mqtt: Optional[MqttSection]) -> list[Any]:  # fmt: skip
-    """Bind and start every configured receiver; on failure close what was started."""
-    started: list[Any] = []
+def start_receivers(fleet: FleetInput, config: CollectorSection) -> list[Receiver]:
+    """Build and start every configured receiver; on failure close what was started."""
+    started: list[Receiver] = []
     try:
-        udp = UdpReceiver(fleet, bind_udp(udp_listen, receive_buffer))
-        udp.start()
-        started.append(udp)
-        if mqtt is not None:
-            m = MqttReceiver(fleet, mqtt)
-            m.start()
-            started.append(m)
+        for name in registry.RECEIVERS:
+            cls = registry.receiver_class(name)
+            if cls.enabled(config):
+                receiver = cls(fleet=fleet, config=config)
+                started.append(receiver)
+                receiver.start()
     except BaseException:
         for r in started:
             r.close()

@@ -1,6 +1,19 @@
 """MQTT receiver: QoS 0 subscriptions on paho's network thread.
 
-paho is imported only when `[collector.mqtt]` is configured.
+Subscribes to `{prefix}/+/hb`, `{prefix}/+/rd/#` and `{prefix}/+/status` (the
+agents' retained status and Last Will). With `shared_group`, collectors in one
+group split the broker's messages between them (`$share/{group}/...`). paho is
+imported only when `[collector.mqtt]` is configured.
+
+```toml
+[collector.mqtt]
+host = "broker.lan"              # broker host name or IP address
+port = 1883
+topic_prefix = "fleetbeat"       # the agents' topic_prefix
+shared_group = "collectors"      # optional: split the load across collectors
+client_id = "collector-1"        # optional; default: one the broker picks
+keepalive = "30s"
+```
 """
 
 from __future__ import annotations
@@ -9,10 +22,10 @@ import logging
 import threading
 from typing import Any
 
-from fleetbeat.collector.config import MqttSection
-from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.receivers.base import ReceiverError
+from fleetbeat.collector.config import CollectorSection
+from fleetbeat.collector.receivers.base import FleetInput, ReceiverError
 from fleetbeat.logutil import RateLimitedLog
+from fleetbeat.netaddr import hostport
 
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
@@ -21,16 +34,21 @@ _limited = RateLimitedLog(log)
 class MqttReceiver:
     """Subscribes to `{prefix}/+/hb`, `{prefix}/+/rd/#` and `{prefix}/+/status` at QoS 0."""
 
-    def __init__(self, fleet: Fleet, config: MqttSection) -> None:
+    def __init__(self, *, fleet: FleetInput, config: CollectorSection) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
+        mq = config.mqtt
+        if mq is None:
+            raise ReceiverError("collector.mqtt: not configured")
         self.fleet = fleet
-        self.config = config
+        self.config = mq
+        self.name = f"mqtt {hostport(mq.host, mq.port)}"
         self.connected = threading.Event()
-        prefix = config.topic_prefix.rstrip("/")
+        self.subscribed = threading.Event()  # the broker acknowledged every subscription
+        prefix = mq.topic_prefix.rstrip("/")
         self._prefix_parts = len(prefix.split("/"))
-        share = f"$share/{config.shared_group}/" if config.shared_group else ""
+        share = f"$share/{mq.shared_group}/" if mq.shared_group else ""
         self.topics = [
             f"{share}{prefix}/+/hb",
             f"{share}{prefix}/+/rd/#",
@@ -38,17 +56,17 @@ class MqttReceiver:
         ]
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
+            client_id=mq.client_id,
             clean_session=True,
         )
-        if config.username:
-            self.client.username_pw_set(config.username, config.password or None)
-        if config.tls:
+        if mq.username:
+            self.client.username_pw_set(mq.username, mq.password or None)
+        if mq.tls:
             try:
                 self.client.tls_set(
-                    ca_certs=config.ca_file or None,
-                    certfile=config.cert_file or None,
-                    keyfile=config.key_file or None,
+                    ca_certs=mq.ca_file or None,
+                    certfile=mq.cert_file or None,
+                    keyfile=mq.key_file or None,
                 )
             except (OSError, ValueError) as exc:
                 raise ReceiverError(f"collector.mqtt TLS: {exc}") from exc
@@ -56,6 +74,14 @@ class MqttReceiver:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+
+    @staticmethod
+    def enabled(config: CollectorSection) -> bool:
+        return config.mqtt is not None
+
+    def stats(self) -> dict[str, int]:
+        return {"connected": int(self.connected.is_set())}
 
     def start(self) -> None:
         c = self.config
@@ -74,8 +100,12 @@ class MqttReceiver:
         client.subscribe([(t, 0) for t in self.topics])
         self.connected.set()
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, codes: Any, props: Any) -> None:
+        self.subscribed.set()
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         _limited.log(logging.WARNING, "disconnect", "MQTT disconnected (%s); reconnecting", rc)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
@@ -95,6 +125,6 @@ class MqttReceiver:
         except Exception as exc:  # paho would swallow it silently; say so instead
             _limited.log(logging.ERROR, "bug", "error handling an MQTT message: %r", exc)
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, *, timeout: float = 2.0) -> None:
         self.client.disconnect()
         self.client.loop_stop()

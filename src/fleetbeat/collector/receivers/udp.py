@@ -1,7 +1,13 @@
 """UDP receiver: datagrams read in a dedicated thread doing blocking `recvfrom`.
 
 One system call per datagram and no event-loop wake-ups, several times what an
-asyncio DatagramProtocol reaches.
+asyncio DatagramProtocol reaches. Always on; its keys are `[collector]`'s own:
+
+```toml
+[collector]
+udp_listen = "0.0.0.0:9746"      # "[::]:9746" for IPv6 (dual-stack)
+udp_receive_buffer = 4194304     # bytes of SO_RCVBUF (the kernel caps it at rmem_max)
+```
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import socket
 import threading
 from typing import Any, Optional
 
-from fleetbeat.collector.config import split_hostport
-from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.receivers.base import ReceiverError
+from fleetbeat.collector.config import CollectorSection, split_hostport
+from fleetbeat.collector.receivers.base import FleetInput, ReceiverError
 from fleetbeat.logutil import RateLimitedLog
+from fleetbeat.netaddr import hostport
 
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
@@ -71,14 +77,19 @@ class UdpReceiver:
 
     Args:
         fleet: what every datagram is handed to.
-        sock: a bound UDP socket (`bind_udp`).
+        config: the `[collector]` section (`udp_listen`, `udp_receive_buffer`).
+        sock: a socket bound already (`bind_udp`), instead of binding `udp_listen`.
         proc: where /proc is, for the kernel's drop counter (tests point it elsewhere).
     """
 
-    def __init__(self, fleet: Fleet, sock: socket.socket, *, proc: str = "/proc") -> None:
+    def __init__(self, *, fleet: FleetInput, config: CollectorSection,
+                 sock: Optional[socket.socket] = None, proc: str = "/proc") -> None:  # fmt: skip
         self.fleet = fleet
+        if sock is None:
+            sock = bind_udp(config.udp_listen, config.udp_receive_buffer)
         self.sock = sock
         self.address: tuple[Any, ...] = sock.getsockname()
+        self.name = f"udp {hostport(str(self.address[0]), self.address[1])}"
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="udp-receiver", daemon=True)
         self._inode = os.fstat(sock.fileno()).st_ino
@@ -92,6 +103,13 @@ class UdpReceiver:
         if n is not None:
             self._drops = n
         return self._drops
+
+    @staticmethod
+    def enabled(config: CollectorSection) -> bool:
+        return True  # the collector always listens on udp_listen
+
+    def stats(self) -> dict[str, int]:
+        return {"kernel_drops": self.kernel_drops()}
 
     def start(self) -> None:
         self._thread.start()
@@ -114,9 +132,10 @@ class UdpReceiver:
             except Exception as exc:  # a bug must not stop reception; logged, rate-limited
                 _limited.log(logging.ERROR, "bug", "error handling a datagram: %r", exc)
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, *, timeout: float = 2.0) -> None:
         self._stopping = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocking recvfrom
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self.sock.close()
