@@ -15,7 +15,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection, MqttSection
 from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.receivers.base import ReceiverError
 from fleetbeat.collector.receivers.mqtt_subscribe import MqttReceiver
+from fleetbeat.config.secrets import TlsConfig
+from fleetbeat.errors import ConfigError
 from helpers import free_port, wait_until
 
 RUN = "0123456789abcdef"
@@ -161,3 +164,35 @@ def test_collector_process_with_mqtt(tmp_path: Path, start_broker: Callable[...,
         publisher.publish("fleetbeat/both-1/hb", hb("both-1", seq)).wait_for_publish(5)
     wait_until(lambda: "both-1" in stored_devices(col.state_dir))
     assert stored_devices(col.state_dir)["both-1"]["transport"] == "mqtt"
+
+
+def built(tmp_path: Path, environ: dict[str, str], **kw: Any) -> MqttReceiver:
+    """A receiver built (not started) for user "c" with the given environment."""
+    section = MqttSection(username="c", **kw)
+    return MqttReceiver(fleet=Fleet(CollectorSection()), config=CollectorSection(mqtt=section),
+                        environ=environ)  # fmt: skip
+
+
+def test_password_sources_in_the_agents_order(tmp_path: Path) -> None:
+    """password_file wins over FLEETBEAT_MQTT_PASSWORD, which wins over the systemd credential."""
+    (tmp_path / "pw").write_text("from-file\n")
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "mqtt-password").write_text("from-credential\n")
+    env = {"FLEETBEAT_MQTT_PASSWORD": "from-env", "CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
+    assert built(tmp_path, env, password_file=str(tmp_path / "pw")).client.password == "from-file"
+    assert built(tmp_path, env).client.password == "from-env"
+    del env["FLEETBEAT_MQTT_PASSWORD"]
+    assert built(tmp_path, env).client.password == "from-credential"
+    assert built(tmp_path, {}).client.password is None
+
+
+def test_unreadable_password_file_names_its_key(tmp_path: Path) -> None:
+    """A password_file that cannot be read stops the receiver with the key in the message."""
+    with pytest.raises(ConfigError, match=r'collector.mqtt: password_file: cannot read ".*/nope"'):
+        built(tmp_path, {}, password_file=str(tmp_path / "nope"))
+
+
+def test_bad_tls_files_stop_the_receiver(tmp_path: Path) -> None:
+    """A [collector.mqtt.tls] table naming a missing CA file is an error at start, not later."""
+    with pytest.raises(ReceiverError, match=r"collector.mqtt.tls: cannot load the certificates"):
+        built(tmp_path, {}, tls=TlsConfig(ca_file=str(tmp_path / "missing.pem")))

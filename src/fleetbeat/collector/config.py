@@ -26,7 +26,6 @@ from fleetbeat.config.loader import read_toml
 from fleetbeat.config.schema import (
     INVALID,
     Problems,
-    boolean,
     describe,
     duration,
     integer,
@@ -38,6 +37,7 @@ from fleetbeat.config.schema import (
     suggest,
     table,
 )
+from fleetbeat.config.secrets import PATH, TlsConfig
 from fleetbeat.errors import ConfigError
 
 _HOSTPORT = re.compile(
@@ -93,14 +93,19 @@ def default_state_dir() -> str:
 
 @dataclass(frozen=True)
 class MqttSection:
+    """`[collector.mqtt]`: the agent's MQTT vocabulary (`outputs.mqtt_publish`), for subscribing.
+
+    The password comes from `password_file`, else `$FLEETBEAT_MQTT_PASSWORD`, else the
+    systemd credential `mqtt-password` (`config.secrets.read_secret`); TLS is the
+    `[collector.mqtt.tls]` table (present, even empty: TLS, checked against the system
+    CAs). See `collector.receivers.mqtt_subscribe` for a sample.
+    """
+
     host: str = option("127.0.0.1", string(what="a host name or IP address"))
-    port: int = option(1883, integer(min=1, max=65535))
-    username: str = option("", string(allow_empty=True))
-    password: str = option("", string(allow_empty=True), secret=True)
-    tls: bool = option(False, boolean())
-    ca_file: str = option("", string(allow_empty=True, what="a file path"))
-    cert_file: str = option("", string(allow_empty=True, what="a file path"))
-    key_file: str = option("", string(allow_empty=True, what="a file path"))
+    port: Optional[int] = option(None, integer(min=1, max=65535))  # 1883, or 8883 with TLS
+    username: str = option("", string(allow_empty=True))  # "": anonymous
+    password_file: Optional[str] = option(None, string(what=PATH))
+    tls: Optional[TlsConfig] = option(None, table(TlsConfig))
     topic_prefix: str = option(
         "fleetbeat", string(pattern=r"[^#+\s]+", what="a topic prefix without + # or spaces")
     )
@@ -113,11 +118,38 @@ class MqttSection:
     client_id: str = option("", string(allow_empty=True))
     keepalive: float = option(30.0, duration(min=5.0, max=65535.0))  # MQTT: 16 bits
 
+    def __post_init__(self) -> None:
+        if self.port is None:  # as the agent's: the default depends on TLS
+            object.__setattr__(self, "port", 8883 if self.tls is not None else 1883)
+
     def check(self, path: str, problems: Problems) -> None:
-        if bool(self.cert_file) != bool(self.key_file):
-            problems.add(path, "cert_file and key_file go together: set both or neither")
-        if (self.ca_file or self.cert_file) and not self.tls:
-            problems.add(path, "ca_file/cert_file are set but tls = false")
+        if self.password_file is not None and not self.username:
+            problems.add(f"{path}.password_file", "needs username (MQTT sends no password alone)")
+
+
+# Keys [collector.mqtt] took before it spoke the agent's vocabulary: what to write instead.
+_RETIRED_MQTT_KEYS = {
+    "password": "a password is not written in the config: put it in a file only the "
+    'collector can read and set password_file = "/etc/fleetbeat/mqtt-password" (or set '
+    "FLEETBEAT_MQTT_PASSWORD, or the systemd credential mqtt-password)",
+    "tls": "TLS is a table now: write [collector.mqtt.tls] (present, even empty: TLS) "
+    "with ca_file, cert_file, key_file and insecure as needed",
+    "ca_file": "moved into the [collector.mqtt.tls] table",
+    "cert_file": "moved into the [collector.mqtt.tls] table",
+    "key_file": "moved into the [collector.mqtt.tls] table",
+}
+
+
+def _mqtt_table(value: Any, path: str, problems: Problems) -> Any:
+    """`[collector.mqtt]`, with a message saying what to write for each retired key."""
+    if isinstance(value, Mapping):
+        rest = dict(value)
+        for key, instead in _RETIRED_MQTT_KEYS.items():
+            if key in rest and not (key == "tls" and isinstance(rest[key], Mapping)):
+                problems.add(f"{path}.{key}", instead)
+                del rest[key]
+        value = rest
+    return load_table(MqttSection, value, path, problems)
 
 
 @dataclass(frozen=True)
@@ -150,7 +182,7 @@ class CollectorSection:
     check_interval: float = option(0.25, duration(min=0.001, max=60.0))
     log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
     # None unless a [collector.mqtt] table is present: MQTT is off by default.
-    mqtt: Optional[MqttSection] = option(None, table(MqttSection))
+    mqtt: Optional[MqttSection] = option(None, _mqtt_table)
     alerts: AlertsSection = option(AlertsSection(), table(AlertsSection))
     notify: tuple[NotifierConfig, ...] = option((), notify_tables())
     maintenance: tuple[MaintenanceSection, ...] = option((), maintenance_tables())

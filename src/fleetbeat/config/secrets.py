@@ -19,6 +19,9 @@ from fleetbeat.config.schema import Problems, boolean, option, string
 from fleetbeat.errors import ConfigError
 
 PATH = "a file path"
+# Where an MQTT password comes from besides password_file: the agent's and the collector's
+MQTT_PASSWORD_ENV = "FLEETBEAT_MQTT_PASSWORD"  # noqa: S105 - a variable name
+MQTT_CREDENTIAL = "mqtt-password"  # systemd LoadCredential= name, see systemd/
 
 
 @dataclass(frozen=True)

@@ -5,25 +5,41 @@ agents' retained status and Last Will). With `shared_group`, collectors in one
 group split the broker's messages between them (`$share/{group}/...`). paho is
 imported only when `[collector.mqtt]` is configured.
 
+The password comes from `password_file`, else the `FLEETBEAT_MQTT_PASSWORD`
+environment variable, else `$CREDENTIALS_DIRECTORY/mqtt-password` (systemd's
+`LoadCredential=`), as for the agent's MQTT output; it is read once at start and
+never logged. A plaintext `password` key is refused.
+
 ```toml
 [collector.mqtt]
 host = "broker.lan"              # broker host name or IP address
-port = 1883
+port = 8883                      # default 1883, or 8883 when [tls] is set
 topic_prefix = "fleetbeat"       # the agents' topic_prefix
 shared_group = "collectors"      # optional: split the load across collectors
 client_id = "collector-1"        # optional; default: one the broker picks
 keepalive = "30s"
+username = "collector"           # optional
+password_file = "/etc/fleetbeat/mqtt-password"  # optional; see above for the other sources
+
+[collector.mqtt.tls]             # present (even empty): TLS, checked against the system CAs
+ca_file = "/etc/fleetbeat/ca.pem"  # CA bundle that signed the broker's certificate
+cert_file = "/etc/fleetbeat/client.pem"  # client certificate, for brokers that require one
+key_file = "/etc/fleetbeat/client.key"   # its private key
+insecure = false                 # true: skip the host name check (never in production)
 ```
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.receivers.base import FleetInput, ReceiverError
+from fleetbeat.config.secrets import MQTT_CREDENTIAL, MQTT_PASSWORD_ENV, TlsConfig, read_secret
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.netaddr import hostport
 
@@ -34,7 +50,8 @@ _limited = RateLimitedLog(log)
 class MqttReceiver:
     """Subscribes to `{prefix}/+/hb`, `{prefix}/+/rd/#` and `{prefix}/+/status` at QoS 0."""
 
-    def __init__(self, *, fleet: FleetInput, config: CollectorSection) -> None:
+    def __init__(self, *, fleet: FleetInput, config: CollectorSection,
+                 environ: Mapping[str, str] = os.environ) -> None:  # fmt: skip
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -60,16 +77,12 @@ class MqttReceiver:
             clean_session=True,
         )
         if mq.username:
-            self.client.username_pw_set(mq.username, mq.password or None)
-        if mq.tls:
-            try:
-                self.client.tls_set(
-                    ca_certs=mq.ca_file or None,
-                    certfile=mq.cert_file or None,
-                    keyfile=mq.key_file or None,
-                )
-            except (OSError, ValueError) as exc:
-                raise ReceiverError(f"collector.mqtt TLS: {exc}") from exc
+            password = read_secret(mq.password_file, env_var=MQTT_PASSWORD_ENV,
+                                   credential=MQTT_CREDENTIAL, name="collector.mqtt",
+                                   environ=environ)  # fmt: skip
+            self.client.username_pw_set(mq.username, password)
+        if mq.tls is not None:
+            _set_tls(self.client, mq.tls)
         self.client.reconnect_delay_set(1, 60)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -87,7 +100,8 @@ class MqttReceiver:
         c = self.config
         # connect_async: the first connect happens in paho's thread, so a broker that
         # is down at start delays nothing; paho keeps reconnecting with backoff.
-        self.client.connect_async(c.host, c.port, keepalive=int(c.keepalive))
+        port = c.port or 1883  # always set by MqttSection.__post_init__
+        self.client.connect_async(c.host, port, keepalive=int(c.keepalive))
         self.client.loop_start()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
@@ -128,3 +142,20 @@ class MqttReceiver:
     def close(self, *, timeout: float = 2.0) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _set_tls(client: Any, tls: TlsConfig) -> None:
+    """TLS as the agent's MQTT output sets it: the broker's certificate and name checked."""
+    import ssl
+
+    try:
+        client.tls_set(
+            ca_certs=tls.ca_file,
+            certfile=tls.cert_file,
+            keyfile=tls.key_file,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ReceiverError(f"collector.mqtt.tls: cannot load the certificates: {exc}") from None
+    client.tls_insecure_set(tls.insecure)
