@@ -157,8 +157,7 @@ def test_collector_process_with_mqtt(tmp_path: Path, start_broker: Callable[...,
     """`fleetbeat collector` with a [collector.mqtt] table receives over MQTT and UDP at once."""
     broker = start_broker()
     col = start_collector(extra=f"[collector.mqtt]\nport = {broker.port}\n")
-    wait_until(lambda: "MQTT connected" in col.log(), timeout=10)
-    time.sleep(0.2)
+    wait_until(lambda: "MQTT subscriptions confirmed" in col.log(), timeout=10)
     publisher = client(broker.port)
     for seq in (0, 1):  # confirmed: a device heard once is not stored
         publisher.publish("fleetbeat/both-1/hb", hb("both-1", seq)).wait_for_publish(5)

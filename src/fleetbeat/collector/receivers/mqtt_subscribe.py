@@ -115,6 +115,8 @@ class MqttReceiver:
         self.connected.set()
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: Any, codes: Any, props: Any) -> None:
+        if not self.subscribed.is_set():
+            log.info("MQTT subscriptions confirmed by %s", self.name)
         self.subscribed.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
