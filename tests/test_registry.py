@@ -107,22 +107,6 @@ def test_notifier_meets_its_protocol(name):
     assert list(inspect.signature(cls).parameters) == ["config"]
 
 
-def receiver_samples():
-    """The ```toml blocks of every receiver module."""
-    for module in sorted({spec.partition(":")[0] for spec in registry.RECEIVERS.values()}):
-        doc = importlib.import_module(module).__doc__ or ""
-        blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
-        assert blocks, f"{module} documents no TOML sample"
-        for i, block in enumerate(blocks):
-            yield pytest.param(block, id=f"{module}#{i}")
-
-
-@pytest.mark.parametrize("sample", list(receiver_samples()))
-def test_receiver_sample_is_valid(sample):
-    """A receiver module's sample validates as a collector config."""
-    parse_collector_config(parse_toml(sample, "docstring"), "docstring")
-
-
 def test_unknown_names_fail_with_the_valid_ones():
     """Asking the registry for a name it does not have lists the names it has."""
     with pytest.raises(FleetbeatError) as err:
@@ -132,11 +116,10 @@ def test_unknown_names_fail_with_the_valid_ones():
     )
 
 
-def samples():
-    """The ```toml blocks of every registry entry's module, and of the sampling table."""
-    modules = {spec.partition(":")[0] for table in KINDS.values() for spec in table.values()}
-    modules.add("fleetbeat.agent.sampling")  # the [sampling] table every sensor takes
-    for module in sorted(modules):
+def samples(kinds, *more):
+    """The ```toml blocks of the modules of these registries' entries, and of `more`."""
+    modules = {spec.partition(":")[0] for table in kinds.values() for spec in table.values()}
+    for module in sorted(modules | set(more)):
         doc = importlib.import_module(module).__doc__ or ""
         blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
         assert blocks, f"{module} documents no TOML sample"
@@ -144,7 +127,14 @@ def samples():
             yield pytest.param(block, id=f"{module}#{i}")
 
 
-@pytest.mark.parametrize("sample", list(samples()))
+# the [sampling] table every sensor takes is documented in agent.sampling
+@pytest.mark.parametrize("sample", list(samples(KINDS, "fleetbeat.agent.sampling")))
 def test_docstring_sample_is_valid(sample):
     """The sample validates as an agent config (its example file paths need not exist here)."""
     parse_agent_config(parse_toml(sample, "docstring"), "docstring", check_files=False)
+
+
+@pytest.mark.parametrize("sample", list(samples({"receiver": registry.RECEIVERS})))
+def test_receiver_sample_is_valid(sample):
+    """A receiver module's sample validates as a collector config."""
+    parse_collector_config(parse_toml(sample, "docstring"), "docstring")

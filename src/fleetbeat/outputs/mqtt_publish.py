@@ -73,6 +73,7 @@ from fleetbeat.config.secrets import (
     TlsConfig,
     check_readable,
     read_secret,
+    set_tls,
 )
 from fleetbeat.errors import ConfigError
 from fleetbeat.netaddr import hostport
@@ -224,18 +225,11 @@ class MqttOutput(MqttLink):
         import ssl
 
         try:
-            client.tls_set(
-                ca_certs=tls.ca_file,
-                certfile=tls.cert_file,
-                keyfile=tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            set_tls(client, tls)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError(
                 [f"{self.name}: tls: cannot load the certificates: {describe_os_error(exc)}"]
             ) from None
-        client.tls_insecure_set(tls.insecure)
         # a TLS socket that cannot write says so with this; the record must be retried whole
         self._want_write = (BlockingIOError, ssl.SSLWantWriteError)
 

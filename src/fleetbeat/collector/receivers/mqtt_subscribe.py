@@ -39,7 +39,7 @@ from typing import Any
 
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.receivers.base import FleetInput, ReceiverError
-from fleetbeat.config.secrets import MQTT_CREDENTIAL, MQTT_PASSWORD_ENV, TlsConfig, read_secret
+from fleetbeat.config.secrets import MQTT_CREDENTIAL, MQTT_PASSWORD_ENV, read_secret, set_tls
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.netaddr import hostport
 
@@ -82,7 +82,12 @@ class MqttReceiver:
                                    environ=environ)  # fmt: skip
             self.client.username_pw_set(mq.username, password)
         if mq.tls is not None:
-            _set_tls(self.client, mq.tls)
+            try:
+                set_tls(self.client, mq.tls)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ReceiverError(
+                    f"collector.mqtt.tls: cannot load the certificates: {exc}"
+                ) from None
         self.client.reconnect_delay_set(1, 60)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -144,20 +149,3 @@ class MqttReceiver:
     def close(self, *, timeout: float = 2.0) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def _set_tls(client: Any, tls: TlsConfig) -> None:
-    """TLS as the agent's MQTT output sets it: the broker's certificate and name checked."""
-    import ssl
-
-    try:
-        client.tls_set(
-            ca_certs=tls.ca_file,
-            certfile=tls.cert_file,
-            keyfile=tls.key_file,
-            cert_reqs=ssl.CERT_REQUIRED,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ReceiverError(f"collector.mqtt.tls: cannot load the certificates: {exc}") from None
-    client.tls_insecure_set(tls.insecure)
