@@ -21,11 +21,9 @@ keepalive = "30s"
 username = "collector"           # optional
 password_file = "/etc/fleetbeat/mqtt-password"  # optional; see above for the other sources
 
+# The agent's [outputs.mqtt.tls] keys (ca_file, cert_file, key_file, insecure):
 [collector.mqtt.tls]             # present (even empty): TLS, checked against the system CAs
-ca_file = "/etc/fleetbeat/ca.pem"  # CA bundle that signed the broker's certificate
-cert_file = "/etc/fleetbeat/client.pem"  # client certificate, for brokers that require one
-key_file = "/etc/fleetbeat/client.key"   # its private key
-insecure = false                 # true: skip the host name check (never in production)
+ca_file = "/etc/fleetbeat/ca.pem"  # the CA that signed the broker's certificate
 ```
 """
 
