@@ -12,6 +12,7 @@ from fleetbeat import registry
 from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.collector.config import CollectorSection, MqttSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.kafka_consume import KafkaSection
 from fleetbeat.collector.notifiers import base as notifiers_base
 from fleetbeat.collector.receivers import base as receivers_base
 from fleetbeat.config import frozen
@@ -25,7 +26,8 @@ IDENTITY = outputs_base.Identity(dev="d", run="0" * 16, boot_time=0, version="t"
 KINDS = {"sensor": registry.SENSORS, "encoder": registry.ENCODERS, "output": registry.OUTPUTS}
 ENTRIES = [pytest.param(k, name, id=f"{k}:{name}") for k, table in KINDS.items() for name in table]
 # A [collector] section that enables every receiver, on loopback ports the kernel picks
-ALL_RECEIVERS = CollectorSection(udp_listen="127.0.0.1:0", mqtt=MqttSection(port=1))
+ALL_RECEIVERS = CollectorSection(udp_listen="127.0.0.1:0", mqtt=MqttSection(port=1),
+                                 kafka=KafkaSection())  # fmt: skip
 # What every sensor's and output's Config is built with in these tests: a valid minimum
 REQUIRED = {"serial": {"port": "/dev/ttyUSB0"}}
 

@@ -66,7 +66,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from fleetbeat.agent.config import component_lines, parse_agent_config
+    from fleetbeat.agent.config import component_lines, parse_agent_config, signing_line
     from fleetbeat.collector.config import is_collector_document, parse_collector_config
     from fleetbeat.config.loader import read_toml
     from fleetbeat.config.render import table_lines
@@ -78,6 +78,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print("\n".join(lines + table_lines("[collector]", collector)))
         return 0
     config = parse_agent_config(data, args.file)
+    lines += [f"# {signing_line(config.agent)}", ""]
     lines += table_lines("[agent]", config.agent)
     for comp in config.sensors:
         lines += ["", *component_lines(comp)]
@@ -109,7 +110,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         return status.EXIT_UNREACHABLE
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from fleetbeat.commands.keygen import keygen
+
+    print(keygen(args.device, args.out, force=args.force))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fleetbeat.commands import simulate
+
+    return simulate.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from fleetbeat.commands.simulate import add_arguments as simulate_arguments
+
     parser = argparse.ArgumentParser(
         prog="fleetbeat",
         description="At-most-once heartbeats and telemetry for fleets of small Linux devices.",
@@ -194,6 +210,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="how long to wait for the collector (default 5)")  # fmt: skip
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "keygen",
+        help="write a new signing key (HMAC-SHA256) for a device or the whole fleet",
+        description="Write a random 256-bit key, 64 hex digits on one line, to a new file "
+        "with mode 0600, and print where to put it on the device and on the collector. "
+        "With --device the key is that device's own (the collector's keys_dir); without, "
+        "a fleet key (fleet_key_file).",
+    )
+    p.add_argument("--device", metavar="ID", help="the device the key is for (default: a "
+                   "fleet key for every device)")  # fmt: skip
+    p.add_argument("--out", metavar="FILE", help="where to write it (default: ./ID, or "
+                   "./fleet.key); never overwritten unless --force")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser(
+        "simulate",
+        help="send heartbeats from N simulated devices (demos, capacity tests)",
+        description="Simulate a fleet from one process and one socket: N devices sending "
+        "wire v1 heartbeats on the agent's schedule, with loss, dead, flaky and rebooting "
+        "devices drawn from a seed. Prints what it sent and the CPU it used.",
+    )
+    simulate_arguments(p)
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

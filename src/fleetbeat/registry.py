@@ -37,11 +37,13 @@ ENCODERS: dict[str, str] = {  # format = "<name>" in any output
 OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
     "udp": "fleetbeat.outputs.udp:UdpOutput",
     "mqtt": "fleetbeat.outputs.mqtt_publish:MqttOutput",
+    "kafka": "fleetbeat.outputs.kafka_produce:KafkaOutput",
 }
 
 RECEIVERS: dict[str, str] = {  # [collector.<name>]; UDP's keys are [collector]'s own
     "udp": "fleetbeat.collector.receivers.udp:UdpReceiver",
     "mqtt": "fleetbeat.collector.receivers.mqtt_subscribe:MqttReceiver",
+    "kafka": "fleetbeat.collector.kafka_consume:KafkaReceiver",
 }
 
 NOTIFIERS: dict[str, str] = {  # [[collector.notify]] type = "<name>"

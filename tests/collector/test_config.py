@@ -27,7 +27,7 @@ def test_embedded_defaults() -> None:
     assert c.udp_listen == "0.0.0.0:9746"
     assert c.http_listen == "127.0.0.1:9747"
     assert (c.late_after, c.down_after, c.max_down_after) == (1.5, "auto", 10.0)
-    assert c.max_devices == 100_000
+    assert c.max_devices == 40_000
     assert c.mqtt is None
     assert c.state_dir
 
@@ -43,7 +43,7 @@ def test_example_documents_every_key() -> None:
     data = read_toml(str(EXAMPLE))
     config = parse_collector_config(data, str(EXAMPLE))
     assert config.collector.mqtt is not None
-    commented = {"notify", "maintenance", "self_check"}  # empty by default: shown in comments
+    commented = {"notify", "maintenance", "self_check", "kafka"}  # off by default: in comments
     mqtt_commented = {"password_file", "tls"}  # unset by default: shown in comments
     for cls, table in ((CollectorSection, {**data["collector"], **dict.fromkeys(commented)}),
                        (MqttSection, {**data["collector"]["mqtt"],

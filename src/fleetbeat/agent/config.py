@@ -19,7 +19,7 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
-from fleetbeat import registry, wire
+from fleetbeat import keys, registry, wire
 from fleetbeat.agent.heartbeat import (
     DEFAULT_HEARTBEAT_METRICS,
     check_heartbeat_metrics,
@@ -43,6 +43,7 @@ from fleetbeat.config.schema import (
     suggest,
 )
 from fleetbeat.errors import ConfigError
+from fleetbeat.hmac_sha256 import HmacSha256
 from fleetbeat.outputs.base import OutputConfig
 from fleetbeat.sensors.base import SensorConfig
 
@@ -65,10 +66,28 @@ class AgentSection:
     heartbeat_interval: float = option(10.0, duration(min=0.01, max=86400.0))
     jitter: float = option(10.0, duration(allow_zero=True, max=86400.0))
     tags: Mapping[str, str] = option_factory(
-        dict, mapping(scalar_text(), key_pattern=TAG_KEY, what="letters, digits, _ . -")
+        # as long as the collector takes (wire.MAX_TEXT): longer would be refused there
+        dict,
+        mapping(
+            scalar_text(max_len=wire.MAX_TEXT), key_pattern=TAG_KEY, what="letters, digits, _ . -"
+        ),
     )
     heartbeat_metrics: tuple[str, ...] = option(DEFAULT_HEARTBEAT_METRICS, array(heartbeat_metric))
     log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
+    # the signing key (`fleetbeat keygen`); empty: the systemd credential fleetbeat-key if
+    # there is one, else messages go unsigned
+    key_file: str = option("", string(allow_empty=True, what="a file path"))
+
+    def signing_key(self) -> tuple[Optional[bytes], str]:
+        """The key that signs every JSON message, and where it came from (for the log).
+
+        Raises keys.KeyFileError naming the file when it cannot be read.
+        """
+        path = self.key_file or keys.credential_path()
+        if not path:
+            return None, ""
+        where = f"key_file {path}" if self.key_file else f"systemd credential {keys.CREDENTIAL}"
+        return keys.read_key_file(path), where
 
 
 @dataclass(frozen=True)
@@ -122,6 +141,21 @@ class AgentConfig:
         return [c.config for c in self.sensors if c.type == type_]
 
 
+def signing_mac(section: AgentSection) -> Optional[HmacSha256]:
+    """The HMAC state of the agent's signing key, or None when messages go unsigned."""
+    key, _ = section.signing_key()
+    return HmacSha256(key) if key is not None else None
+
+
+def signing_line(section: AgentSection) -> str:
+    """What check-config and the start log say about signing (never the key itself)."""
+    try:
+        key, where = section.signing_key()
+    except keys.KeyFileError as err:
+        return f"signing: broken ({err})"
+    return f"signing: on (key from {where})" if key is not None else "signing: off"
+
+
 def load_agent_config(path: Optional[str] = None) -> AgentConfig:
     """Load and validate an agent config file; None gives the embedded defaults."""
     if path is None:
@@ -164,6 +198,10 @@ def parse_agent_config(
     if systems and not problems:
         check_heartbeat_metrics(agent.heartbeat_metrics, systems[0].config, problems)
     if check_files:
+        try:
+            agent.signing_key()
+        except keys.KeyFileError as err:
+            problems.add("agent.key_file", str(err))
         for out in outputs:
             out.config.check_files(out.path, problems)
     for type_ in dict.fromkeys(c.type for c in outputs):

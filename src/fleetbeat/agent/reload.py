@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
 from fleetbeat import __version__
-from fleetbeat.agent.config import AgentConfig, OutputComponent, SensorComponent
+from fleetbeat.agent.config import AgentConfig, OutputComponent, SensorComponent, signing_mac
 from fleetbeat.agent.heartbeat import Heartbeat, system_config
 from fleetbeat.agent.pipeline import Channel, Emitter
 from fleetbeat.agent.scheduler import Job
@@ -104,7 +104,7 @@ def apply(agent: Agent, config: AgentConfig) -> None:
     build = agent.build
     identity = Identity(dev=config.agent.device_id, run=agent.run_id,
                         boot_time=agent.identity.boot_time, version=__version__,
-                        tags=dict(config.agent.tags))  # fmt: skip
+                        tags=dict(config.agent.tags), mac=signing_mac(config.agent))  # fmt: skip
     # --- build (may raise; nothing running has been touched) ---
     same_device = identity.dev == agent.identity.dev
     steps, removed_at = plan_outputs(agent.config.outputs, config.outputs, same_device=same_device)

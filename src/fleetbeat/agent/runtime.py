@@ -18,7 +18,13 @@ from typing import Any, Callable, Optional
 
 from fleetbeat import __version__
 from fleetbeat.agent import reload as reloading
-from fleetbeat.agent.config import AgentConfig, SensorComponent, load_agent_config
+from fleetbeat.agent.config import (
+    AgentConfig,
+    SensorComponent,
+    load_agent_config,
+    signing_line,
+    signing_mac,
+)
 from fleetbeat.agent.heartbeat import Heartbeat, system_config
 from fleetbeat.agent.pipeline import MAX_METRICS_PER_SENSOR, Builder, Channel, Emitter, Show
 from fleetbeat.agent.reload import JobSpec, stop_streaming
@@ -77,7 +83,9 @@ class Agent:
             boot_time=int(self._boot_time()),
             version=__version__,
             tags=dict(config.agent.tags),
+            mac=signing_mac(config.agent),
         )
+        log.info("%s", signing_line(config.agent))
         self.emitters: list[Emitter] = [
             self.build.emitter(c, self.identity) for c in config.outputs
         ]

@@ -18,9 +18,9 @@ import hmac
 import logging
 import os
 import secrets
-from typing import Optional
+from typing import Any, Optional
 
-from fleetbeat import keys
+from fleetbeat import keys, wire
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.hmac_sha256 import HmacSha256
 from fleetbeat.wire import DEVICE_ID
@@ -52,6 +52,38 @@ class Keyring:
 
     def __len__(self) -> int:
         return len(self._devices)
+
+    def open(self, data: bytes, max_size: int) -> tuple[dict[str, Any], bool]:
+        """Parse and verify one message: (its fields, whether it was signed).
+
+        Raises WireError with the reason (a wire one, or unsigned, bad_signature,
+        unknown_key). The signature covers the message without its `sig` member, which
+        is what gets parsed.
+        """
+        if len(data) > max_size:
+            raise wire.WireError("oversize", f"{len(data)} bytes")
+        body, tag = wire.split_signed(data)
+        msg = wire.parse_fields(body, max_size=max_size)
+        refused, signed = self.verify(msg["dev"], body, tag)
+        if refused is not None:
+            raise wire.WireError(refused)
+        return msg, signed
+
+    def verify(self, dev: str, body: bytes, tag: Optional[bytes]) -> tuple[Optional[str], bool]:
+        """(rejection reason or None, signed): may `dev` say `body`, signed with `tag`?
+
+        A device whose key is known must sign; with `require_signed` every device must.
+        A signature the collector has no key for proves nothing: without
+        `require_signed` such a message counts as unsigned.
+        """
+        mac = self.mac(dev)
+        if tag is None:
+            return ("unsigned", False) if mac is not None or self.require_signed else (None, False)
+        if mac is None:
+            return ("unknown_key", False) if self.require_signed else (None, False)
+        if not wire.tag_matches(body, tag, mac):
+            return "bad_signature", False
+        return None, True
 
     def load(self) -> None:
         """(Re)read every key; a bad file is logged and leaves that device's old key."""

@@ -110,3 +110,9 @@ class Budget:
     def share_tags(self, tags: dict[str, str]) -> dict[str, str]:
         """The fleet's copy of a tag set (most of a fleet shares a handful)."""
         return self.tags.shared(tuple(tags.items()), tags, tags_cost(tags))  # type: ignore[no-any-return]
+
+    def share_sets(self, d: Any) -> None:
+        """A restored device takes the fleet's copies of its sets, as when it first reported."""
+        d.metric_names = self.share_names(d.metric_names)
+        if d.tags:
+            d.tags = self.share_tags(d.tags)

@@ -10,6 +10,30 @@ from fleetbeat.collector.liveness import rebooted
 from fleetbeat.collector.loss import MIN_DOWN_AFTER, RecentLoss, SeqTracker
 from fleetbeat.netaddr import hostport
 
+OLD_RUNS = 4  # runs remembered per device: a signed message from one of them is a replay
+
+
+RUN_CLOCK_SLACK = 86400.0  # s a new run's clock may be behind the last run's (no RTC)
+
+
+def replayed(d: Device, msg: dict[str, Any]) -> bool:
+    """For a verified (signed) message: was it accepted before, or is it from an old run?
+
+    A signature proves who wrote a message, not when: a captured one stays valid. Its
+    (run, seq) gives it away: a seq of the current run already seen (or too old to tell),
+    a run among the device's last OLD_RUNS (`run in old_runs` matches a whole 16-hex
+    token only: hex has no space), or a "new" run whose clock is more than a day behind
+    the device's last message (a run captured long ago; a Pi without a real-time clock
+    is behind by hours at most before NTP).
+    """
+    run = msg["run"]
+    if run == d.run:
+        tracker = d.rd if msg["k"] == "rd" else d.hb
+        return tracker is not None and tracker.replayed(msg["seq"])
+    if run in d.old_runs:
+        return True
+    return bool(msg["ts"] < d.last_seen + d.clock_skew - RUN_CLOCK_SLACK)
+
 
 class Device(RecentLoss):
     """One device's state. Slots, not dicts: 100,000 of these must fit in 100 MB."""
@@ -17,7 +41,8 @@ class Device(RecentLoss):
     __slots__ = (
         "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "deadline", "down_k",
         "ev_count", "ev_start", "hb", "id", "interval", "last_seen", "metric_names",
-        "metric_values", "prev_run", "prior", "rd", "rd_prior", "reboots", "restarts", "run",
+        "metric_values", "old_runs", "prev_run", "prior", "rd", "rd_prior", "reboots",
+        "restarts", "run",
         "seen", "state", "state_since", "tags", "transport", "version",
     )  # fmt: skip
 
@@ -33,6 +58,7 @@ class Device(RecentLoss):
         self.transport = "udp"
         self.run = ""
         self.prev_run = ""
+        self.old_runs = ""  # the last OLD_RUNS runs before this one, newest first, space-separated
         self.boot_time: Optional[float] = None
         self.interval = 10.0
         self.version: Optional[str] = None
@@ -79,6 +105,8 @@ class Device(RecentLoss):
     def start_run(self, run: str, boot_time: Optional[float]) -> str:
         """A new run: "reboot" or "restart" (counted); the finished run joins the lifetime."""
         self.prev_run = self.run
+        # one short string, not a tuple of runs: ~120 bytes a device that ever restarted
+        self.old_runs = " ".join([self.run, *self.old_runs.split()][:OLD_RUNS])
         if self.hb is not None:
             p, f = self.prior, self.hb.figures()
             self.prior = (p[0] + f[0], p[1] + f[1], p[2] + f[2], p[3] + f[3])

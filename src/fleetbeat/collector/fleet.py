@@ -22,9 +22,10 @@ from typing import Any, Callable, Optional
 
 from fleetbeat import wire
 from fleetbeat.collector import liveness
+from fleetbeat.collector.auth import Keyring
 from fleetbeat.collector.budget import SHARED_POOL, Budget
 from fleetbeat.collector.config import CollectorSection
-from fleetbeat.collector.device import Device
+from fleetbeat.collector.device import Device, replayed
 from fleetbeat.collector.events import EventLog
 from fleetbeat.collector.eviction import Eviction
 from fleetbeat.collector.intake import Intake
@@ -65,6 +66,7 @@ class Fleet:
         self._eviction = Eviction(self._devices, config.evict_after)
         self._log = EventLog(config.max_events_per_minute)
         self._budget = Budget(config, shared_pool)
+        self._keyring: Optional[Keyring] = None  # see use_keyring
         self.rows_skipped = 0  # stored devices and events `restore` could not read
         self._kernel_drops: dict[str, Callable[[], int]] = {}
         self.apply_limits(config)
@@ -79,8 +81,12 @@ class Fleet:
 
         `topic_dev`: the device id in the MQTT topic, which must match the payload's.
         """
+        ring = self._keyring  # with keys, verified before anything in it is believed
         try:
-            msg = wire.parse_fields(data, max_size=self._max_payload)
+            msg, signed = (
+                ring.open(data, self._max_payload) if ring is not None
+                else (wire.parse_fields(data, max_size=self._max_payload), False)
+            )  # fmt: skip
         except wire.WireError as err:
             with self._lock:
                 self._intake.received[transport] += 1
@@ -91,7 +97,16 @@ class Fleet:
             if topic_dev is not None and topic_dev != msg["dev"]:
                 self._intake.reject("topic_mismatch", transport)
                 return
-            self._apply(msg, addr, transport)
+            self._apply(msg, addr, transport, signed)
+
+    def use_keyring(self, ring: Optional[Keyring]) -> None:
+        """Check signatures with `ring` from now on (None: no keys, nothing checked)."""
+        self._keyring = ring if ring is not None and ring.enabled else None
+
+    def watch_kernel_drops(self, transport: str, read: Callable[[], int]) -> None:
+        """Export a receiver's count of datagrams the kernel dropped (`stats()["kernel_drops"]`)."""
+        with self._lock:
+            self._kernel_drops[transport] = read
 
     def reject(self, reason: str, transport: str = "udp") -> None:
         """Count a payload a receiver turned away before parsing (e.g. an MQTT topic)."""
@@ -100,23 +115,15 @@ class Fleet:
             self._intake.reject(reason, transport)
 
     def mark_offline(self, dev_id: str, reason: str = "last_will") -> None:
-        """The broker says the device is gone (MQTT Last Will / retained `offline`).
-
-        It carries no run id, so it counts only for a device whose tracked run reports
-        over MQTT; a heartbeat of that same run brings the device back up.
-        """
+        """The broker says the device is gone (MQTT Last Will / retained `offline`): it has
+        no run id, so it counts only for a device whose tracked run reports over MQTT."""
         with self._lock:
             d = self._devices.get(dev_id)
             if d is not None and d.state != "offline" and d.transport == "mqtt":
                 self._transition(d, "offline", reason, self._clock())
                 d.deadline = math.inf
 
-    def watch_kernel_drops(self, transport: str, read: Callable[[], int]) -> None:
-        """Export a receiver's count of datagrams the kernel dropped (`stats()["kernel_drops"]`)."""
-        with self._lock:
-            self._kernel_drops[transport] = read
-
-    def _apply(self, msg: dict[str, Any], addr: Any, transport: str) -> None:
+    def _apply(self, msg: dict[str, Any], addr: Any, transport: str, signed: bool) -> None:
         now = self._clock()
         mono = self._mono()
         dev_id: str = msg["dev"]
@@ -146,6 +153,9 @@ class Fleet:
             self._devices[dev_id] = d
             self._eviction.unconfirmed[dev_id] = None
             d.run = msg["run"]
+        elif signed and replayed(d, msg):
+            self._intake.reject("replay", transport)
+            return
         elif msg["run"] != d.run:
             if kind != "hb":  # only a heartbeat starts a run: a forged bye cannot end one
                 self._intake.reject(
@@ -259,11 +269,8 @@ class Fleet:
     # --- reads (the contract) ---------------------------------------------------
 
     def devices(self) -> list[dict[str, Any]]:
-        """Every device as a JSON-ready dict, sorted by id.
-
-        Built in chunks, releasing the lock between them: each dict is consistent,
-        and a big fleet's snapshot never stalls the receivers for long.
-        """
+        """Every device as a JSON-ready dict, sorted by id; built in chunks, releasing the
+        lock between them: each dict is consistent, and receivers never wait for long."""
         with self._lock:
             ids = sorted(self._devices)
         return self._each(ids, LOCK_CHUNK, self._snapshot)
@@ -337,8 +344,7 @@ class Fleet:
         """Rows of the devices changed and the events added since the last call (for the store).
 
         Devices heard only once are not stored: a flood of junk ids never reaches the disk.
-        Built in chunks, releasing the lock between them, so a big fleet's flush
-        never stalls the receivers for long.
+        Built in chunks, releasing the lock between them (see `devices`).
         """
         with self._lock:
             dirty, self._dirty = self._dirty, set()
@@ -354,11 +360,8 @@ class Fleet:
         return self._each(list(dirty), chunk, row), events
 
     def requeue(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
-        """Give back what a failed store write took, so the next flush tries again.
-
-        Rows are one per device whatever happens; pending events are capped at
-        MAX_EVENTS_IN_MEMORY, the newest kept. Returns how many events were dropped.
-        """
+        """Give back what a failed store write took, so the next flush tries again: rows
+        stay one per device; events are capped (the newest kept). Returns how many went."""
         with self._lock:
             self._dirty.update(row[0] for row in rows)
             return self._log.requeue(events)
@@ -379,10 +382,7 @@ class Fleet:
                 if d is None or d.id in self._devices:
                     skipped += 1
                     continue
-                # one copy of each name and tag set, as when the devices first reported
-                d.metric_names = self._budget.share_names(d.metric_names)
-                if d.tags:
-                    d.tags = self._budget.share_tags(d.tags)
+                self._budget.share_sets(d)
                 self._devices[d.id] = d
                 revived.append(d)
             over = len(self._devices) - self._max_devices

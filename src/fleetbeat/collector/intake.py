@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-TRANSPORTS = ("udp", "mqtt")  # always in the counters, 0 until used; other receivers add theirs
+TRANSPORTS = ("udp", "mqtt", "http", "amqp", "kafka")  # always in the counters, 0 until used
 
 
 class Intake:

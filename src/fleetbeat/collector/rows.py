@@ -7,16 +7,21 @@ import math
 from typing import Any, Optional
 
 from fleetbeat import wire
-from fleetbeat.collector.device import Device, addr_text
+from fleetbeat.collector.device import OLD_RUNS, Device, addr_text
+from fleetbeat.collector.intake import TRANSPORTS
 from fleetbeat.collector.liveness import STATES
-from fleetbeat.collector.loss import SeqTracker
+from fleetbeat.collector.loss import SEQ_WINDOW, SeqTracker
+
+_U64 = (1 << 64) - 1
 
 ROW_COLUMNS = (
     "id", "state", "state_since", "last_seen", "addr", "transport", "run", "prev_run",
     "boot_time", "interval", "version", "tags", "metrics", "clock_skew", "restarts", "reboots",
     "agent_drops", "down_k", "counters",
 )  # fmt: skip
-"""The columns of a stored device row, in order (see `store`)."""
+"""The columns of a stored device row, in order (see `store`). `prev_run` holds the last
+OLD_RUNS runs, newest first, space-separated; `counters` ends with the heartbeat stream's
+seen window (two 64-bit halves) so replay protection survives a restart."""
 
 
 def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
@@ -30,11 +35,12 @@ def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
     ]
     return (
         d.id, d.state, d.state_since, d.last_seen, addr_text(d.addr), d.transport, d.run,
-        d.prev_run, d.boot_time, d.interval, d.version, tags,
+        d.old_runs or d.prev_run, d.boot_time, d.interval, d.version, tags,
         json.dumps(dict(zip(d.metric_names, d.metric_values))), d.clock_skew, d.restarts,
         d.reboots, d.agent_drops, d.down_k,
         json.dumps([int(hb is not None), int(rd is not None), *counters, *d.prior, *d.rd_prior,
-                    d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp]),
+                    d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp,
+                    *((hb.seen & _U64, hb.seen >> 64) if hb else ())]),
     )  # fmt: skip
 
 
@@ -77,9 +83,13 @@ def revive(row: tuple[Any, ...], *, wall: float, mono: float) -> Optional[Device
         d.state = state if state in STATES else "down"
         d.last_seen = _finite(last_seen)
         d.addr = _text(addr)
-        d.transport = "mqtt" if transport == "mqtt" else "udp"
+        d.transport = transport if transport in TRANSPORTS else "udp"
         d.run = _text(run)
-        d.prev_run = _text(prev_run)
+        runs = _text(prev_run).split()  # the previous runs, newest first
+        if not all(wire.RUN_ID.fullmatch(r) for r in runs):
+            raise ValueError("prev_run")
+        d.prev_run = runs[0] if runs else ""
+        d.old_runs = " ".join(runs[:OLD_RUNS])
         d.boot_time = None if boot_time is None else _finite(boot_time)
         d.interval = _finite(interval)
         if not wire.MIN_INTERVAL <= d.interval <= wire.MAX_INTERVAL:
@@ -114,6 +124,8 @@ def revive(row: tuple[Any, ...], *, wall: float, mono: float) -> Optional[Device
         d.prior = (c[0], c[1], c[2], c[3])
         d.rd_prior = (c[4], c[5])
         d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp = c[6:10]
+        if d.hb is not None and len(c) >= 12:  # the seen window (rows written since signing)
+            d.hb.seen = (c[10] | c[11] << 64) & ((1 << SEQ_WINDOW) - 1)
         if d.state in ("up", "late"):
             d.deadline = -math.inf  # judged at once
         # wall time converted once: how long ago, on the monotonic clock

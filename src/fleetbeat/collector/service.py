@@ -28,7 +28,8 @@ import time
 from types import FrameType
 from typing import Any, Callable, Optional
 
-from fleetbeat.collector.config import CollectorConfig
+from fleetbeat.collector.auth import Keyring
+from fleetbeat.collector.config import AuthSection, CollectorConfig
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
 from fleetbeat.collector.receivers.base import Receiver
@@ -65,6 +66,7 @@ class Collector:
         self._stop = threading.Event()
         self._reload_requested = False
         self.store_health = StoreHealth()
+        self.keyring: Optional[Keyring] = None
         self._exit_status = 0
         self._unsaved = (0, 0)  # device rows and events the last failed flush could not write
         self._unforgotten: list[str] = []  # evicted devices still to delete from the store
@@ -85,6 +87,8 @@ class Collector:
     def start(self) -> None:
         """Reload stored state, then start receiving and serving."""
         c = self.config.collector
+        self.keyring = load_keyring(c.auth)
+        self.fleet.use_keyring(self.keyring)  # before anything is received
         self.store = Store(c.state_dir, retention=c.event_retention)
         rows, events = self.store.load(self._clock())
         loaded = self.fleet.restore(rows, events)
@@ -155,7 +159,14 @@ class Collector:
         fixed = [k for k in RESTART_NEEDED if getattr(new.collector, k) != getattr(old, k)]
         if fixed:
             log.warning("reload: %s changed: restart the collector to apply", ", ".join(fixed))
+        if new.collector.auth == old.auth and self.keyring is not None:
+            self.keyring.load()  # new files in keys_dir; a broken one keeps its old key
+            ring = self.keyring
+        else:
+            ring = load_keyring(new.collector.auth)  # raises: the old keys stay in force
         self.fleet.apply_limits(new.collector)
+        self.fleet.use_keyring(ring)
+        self.keyring = ring
         self.config = new
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -230,6 +241,14 @@ class Collector:
                 self._exit_status = EX_IOERR
             self.store.close()
             self.store = None
+
+
+def load_keyring(auth: AuthSection) -> Keyring:
+    """The signing keys `[collector.auth]` names, read now (at start and on SIGHUP)."""
+    ring = Keyring(keys_dir=auth.keys_dir, fleet_key_file=auth.fleet_key_file,
+                   require_signed=auth.require_signed)  # fmt: skip
+    ring.load()
+    return ring
 
 
 class StoreHealth:

@@ -282,15 +282,19 @@ def table(cls: type[Any]) -> Parser:
     return parse
 
 
-def scalar_text() -> Parser:
+def scalar_text(*, max_len: int | None = None) -> Parser:
     """A tag value: strings, and numbers or booleans written without quotes."""
 
     def parse(value: Any, path: str, problems: Problems) -> Any:
         if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (str, int, float)):
-            return str(value)
-        return problems.expected(path, "a string", value)
+            text = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            text = str(value)
+        else:
+            return problems.expected(path, "a string", value)
+        if max_len is not None and len(text) > max_len:
+            return problems.expected(path, f"a string of at most {max_len} characters", value)
+        return text
 
     return parse
 

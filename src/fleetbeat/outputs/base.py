@@ -21,21 +21,30 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 from fleetbeat.config.schema import Problems
 from fleetbeat.logutil import RateLimitedLog
+from fleetbeat.wire import Mac
 
 
 class Identity:
     """Who sends: the parts of every message that do not change while the agent runs."""
 
-    __slots__ = ("boot_time", "dev", "run", "tags", "version")
+    __slots__ = ("boot_time", "dev", "mac", "run", "tags", "version")
 
     def __init__(
-        self, *, dev: str, run: str, boot_time: float, version: str, tags: dict[str, str]
+        self,
+        *,
+        dev: str,
+        run: str,
+        boot_time: float,
+        version: str,
+        tags: dict[str, str],
+        mac: Optional[Mac] = None,
     ) -> None:
         self.dev = dev
         self.run = run
         self.boot_time = boot_time
         self.version = version
         self.tags = tags
+        self.mac = mac  # the signing key's HMAC state: JSON messages are signed with it
 
 
 class Outgoing:

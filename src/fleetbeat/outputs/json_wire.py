@@ -1,5 +1,8 @@
 """JSON encoder: wire format v1, the collector's format and the default.
 
+With a signing key (`[agent] key_file`), every message carries its `sig` member last
+(wire.sign): on every transport, since they all send what this encoder makes.
+
 ```toml
 [[outputs.udp]]
 format = "json"
@@ -76,9 +79,11 @@ class JsonEncoder:
         closing brace); None, with no seq drawn, when it could exceed `limit` bytes."""
         prefix = self._prefix[kind]  # ASCII, as device ids are
         size = len(body) if body.isascii() else len(body.encode())  # bytes, not characters
-        if len(prefix) + _SEQ_DIGITS + size > limit:
+        mac = self.identity.mac
+        if len(prefix) + _SEQ_DIGITS + size + (wire.SIG_LEN if mac else 0) > limit:
             return None
-        return f"{prefix}{next_seq()},{body}".encode()
+        payload = f"{prefix}{next_seq()},{body}".encode()
+        return payload if mac is None else wire.sign(payload, mac)
 
     def _readings(
         self, msg: Outgoing, next_seq: Callable[[], int], limit: int

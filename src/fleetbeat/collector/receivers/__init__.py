@@ -1,15 +1,20 @@
 """Receivers feed the fleet, one module each, named in `fleetbeat.registry.RECEIVERS`.
 
-`udp` (a thread doing blocking `recvfrom`, always on) and `mqtt_subscribe`
-(paho's network thread, when `[collector.mqtt]` is set). The contract a receiver
-meets is `base.ReceiverClass`.
+`udp` (a thread doing blocking `recvfrom`, always on), `mqtt_subscribe` (paho's
+network thread, when `[collector.mqtt]` is set) and, not moved here yet,
+`collector.kafka_consume` (when `[collector.kafka]` is set). The contract a
+receiver meets is `base.ReceiverClass`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fleetbeat import registry
-from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.receivers.base import FleetInput, Receiver
+
+if TYPE_CHECKING:  # the config imports receiver modules (their sections): no cycle at run time
+    from fleetbeat.collector.config import CollectorSection
 
 
 def start_receivers(fleet: FleetInput, config: CollectorSection) -> list[Receiver]:
