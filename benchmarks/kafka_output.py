@@ -81,7 +81,7 @@ def ingest(broker: Tansu, devices: int, rounds: int) -> tuple[int, float]:
     """(messages, messages/s) one KafkaReceiver took from the broker into a Fleet."""
     from fleetbeat.collector.config import CollectorSection
     from fleetbeat.collector.fleet import Fleet
-    from fleetbeat.collector.kafka_consume import KafkaReceiver, KafkaSection
+    from fleetbeat.collector.receivers.kafka_consume import KafkaReceiver, KafkaSection
 
     prefix = f"bench-ingest-{os.getpid()}"
     topic = f"{prefix}.hb"

@@ -12,9 +12,9 @@ from fleetbeat import registry
 from fleetbeat.agent.config import parse_agent_config
 from fleetbeat.collector.config import CollectorSection, MqttSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.kafka_consume import KafkaSection
 from fleetbeat.collector.notifiers import base as notifiers_base
 from fleetbeat.collector.receivers import base as receivers_base
+from fleetbeat.collector.receivers.kafka_consume import KafkaSection
 from fleetbeat.config import frozen
 from fleetbeat.config.loader import parse_toml
 from fleetbeat.errors import FleetbeatError

@@ -43,7 +43,7 @@ OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
 RECEIVERS: dict[str, str] = {  # [collector.<name>]; UDP's keys are [collector]'s own
     "udp": "fleetbeat.collector.receivers.udp:UdpReceiver",
     "mqtt": "fleetbeat.collector.receivers.mqtt_subscribe:MqttReceiver",
-    "kafka": "fleetbeat.collector.kafka_consume:KafkaReceiver",
+    "kafka": "fleetbeat.collector.receivers.kafka_consume:KafkaReceiver",
 }
 
 NOTIFIERS: dict[str, str] = {  # [[collector.notify]] type = "<name>"

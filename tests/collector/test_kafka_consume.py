@@ -14,7 +14,7 @@ from collector_helpers import CollectorProcess, Sender
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.kafka_consume import (
+from fleetbeat.collector.receivers.kafka_consume import (
     KafkaReceiver,
     KafkaSection,
     consumer_settings,

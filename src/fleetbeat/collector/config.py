@@ -20,8 +20,8 @@ from fleetbeat.collector.alerts_config import (
     notify_tables,
     required_table,
 )
-from fleetbeat.collector.kafka_consume import KafkaSection
 from fleetbeat.collector.notifiers.base import NotifierConfig
+from fleetbeat.collector.receivers.kafka_consume import KafkaSection
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.loader import read_toml
 from fleetbeat.config.schema import (

@@ -1,9 +1,9 @@
 """Receivers feed the fleet, one module each, named in `fleetbeat.registry.RECEIVERS`.
 
 `udp` (a thread doing blocking `recvfrom`, always on), `mqtt_subscribe` (paho's
-network thread, when `[collector.mqtt]` is set) and, not moved here yet,
-`collector.kafka_consume` (when `[collector.kafka]` is set). The contract a
-receiver meets is `base.ReceiverClass`.
+network thread, when `[collector.mqtt]` is set) and `kafka_consume` (a consumer
+group member, when `[collector.kafka]` is set). The contract a receiver meets is
+`base.ReceiverClass`.
 """
 
 from __future__ import annotations
