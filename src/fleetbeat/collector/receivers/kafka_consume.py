@@ -79,20 +79,10 @@ class KafkaSection:
 def release(fleet: Fleet, dev_ids: Iterable[str]) -> int:
     """Forget devices another collector judges now: no event, never down; the store drops them.
 
-    Meant as `Fleet.release(dev_ids) -> int` over an `Eviction.release(dev_id) -> bool`
-    (the lead moves it there); written here, on their private state, until then.
-    Returns how many were known.
+    `Fleet.release`; a parameter of the receiver so tests can watch it. Returns how
+    many were known.
     """
-    n = 0
-    with fleet._lock:
-        eviction = fleet._eviction
-        for dev_id in dev_ids:
-            if fleet._devices.pop(dev_id, None) is not None:
-                eviction.unconfirmed.pop(dev_id, None)
-                eviction._forgotten.append(dev_id)  # the store deletes it: no revival
-                fleet._dirty.discard(dev_id)
-                n += 1
-    return n
+    return fleet.release(dev_ids)
 
 
 def consumer_settings(config: KafkaSection, *, environ: Mapping[str, str]) -> dict[str, Any]:
