@@ -41,13 +41,14 @@ class Clock:
         return self.now
 
 
-def webhook() -> tuple[str, list[tuple[float, int]]]:
-    got: list[tuple[float, int]] = []
+def webhook() -> tuple[str, list[tuple[float, bytes]]]:
+    """A local webhook; what it received: (perf_counter at arrival, body)."""
+    got: list[tuple[float, bytes]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            got.append((time.perf_counter(), len(body)))
+            got.append((time.perf_counter(), body))
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -121,7 +122,8 @@ def main() -> None:
           f"engine state before the outage: {engine_bytes / 1e6:.1f} MB")  # fmt: skip
     print(f"notifications: {len(notes)} (groups: 1); summary: {notes[0].summary[:90]}...")
     print(f"outbox write + hand-off: {submitted * 1000:.0f} ms; webhook had it "
-          f"{delivered * 1000:.0f} ms after the tick ({got[0][1] / 1e6:.1f} MB JSON)")  # fmt: skip
+          f"{delivered * 1000:.0f} ms after the tick "
+          f"({len(got[0][1]) / 1e6:.1f} MB JSON)")  # fmt: skip
     work = judged + observed + evaluated + ticked + delivered
     print(f"down to delivered: group_wait ({GROUP_WAIT:g} s) + {work:.2f} s of work "
           f"(target: within group_wait + 1 s)")  # fmt: skip

@@ -27,7 +27,7 @@ KINDS = {"sensor": registry.SENSORS, "encoder": registry.ENCODERS, "output": reg
 ENTRIES = [pytest.param(k, name, id=f"{k}:{name}") for k, table in KINDS.items() for name in table]
 # A [collector] section that enables every receiver, on loopback ports the kernel picks
 ALL_RECEIVERS = CollectorSection(udp_listen="127.0.0.1:0", mqtt=MqttSection(port=1),
-                                 kafka=KafkaSection())  # fmt: skip
+                                 kafka=KafkaSection(), http_ingest_listen="127.0.0.1:0")  # fmt: skip
 # What every sensor's and output's Config is built with in these tests: a valid minimum
 REQUIRED = {"serial": {"port": "/dev/ttyUSB0"}}
 
@@ -86,7 +86,7 @@ def test_receiver_meets_its_protocol(name):
     receiver = cls(fleet=Fleet(ALL_RECEIVERS), config=ALL_RECEIVERS)  # built, never started
     try:
         assert isinstance(receiver, receivers_base.Receiver)
-        assert receiver.name.startswith(f"{name} ")
+        assert receiver.name.lower().startswith(f"{name} ")
         assert all(type(v) is int for v in receiver.stats().values())
     finally:
         receiver.close(timeout=0.1)

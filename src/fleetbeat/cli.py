@@ -123,7 +123,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate.main(args)
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from fleetbeat.commands import alerts, status
+
+    try:
+        if args.command == "alerts":
+            return alerts.run_alerts(args.url, as_json=args.json, timeout=args.timeout)
+        return alerts.run_silence(args)
+    except status.CollectorUnreachable as err:
+        print(f"fleetbeat {args.command}: {err}\n  Is `fleetbeat collector` running there? "
+              "Point --url (or FLEETBEAT_URL) at it.", file=sys.stderr)  # fmt: skip
+        return status.EXIT_UNREACHABLE
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from fleetbeat.commands.alerts import add_parsers as alert_parsers
     from fleetbeat.commands.simulate import add_arguments as simulate_arguments
 
     parser = argparse.ArgumentParser(
@@ -235,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate_arguments(p)
     p.set_defaults(func=cmd_simulate)
+
+    alert_parsers(sub, cmd_alerts)  # fleetbeat alerts, fleetbeat silence add|list|rm
     return parser
 
 

@@ -38,12 +38,14 @@ OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
     "udp": "fleetbeat.outputs.udp:UdpOutput",
     "mqtt": "fleetbeat.outputs.mqtt_publish:MqttOutput",
     "kafka": "fleetbeat.outputs.kafka_produce:KafkaOutput",
+    "http": "fleetbeat.outputs.http_post:HttpOutput",
 }
 
 RECEIVERS: dict[str, str] = {  # [collector.<name>]; UDP's keys are [collector]'s own
     "udp": "fleetbeat.collector.receivers.udp:UdpReceiver",
     "mqtt": "fleetbeat.collector.receivers.mqtt_subscribe:MqttReceiver",
     "kafka": "fleetbeat.collector.receivers.kafka_consume:KafkaReceiver",
+    "http": "fleetbeat.collector.http_ingest:HttpIngest",  # http_ingest_listen in [collector]
 }
 
 NOTIFIERS: dict[str, str] = {  # [[collector.notify]] type = "<name>"

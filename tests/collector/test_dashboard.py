@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from web import ServedFleet, get
+from web import Served, ServedFleet, get
+
+from fleetbeat.collector.suppress import parse_silence
+from helpers import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -93,3 +97,41 @@ def test_browser_filters_by_state_and_tag_from_the_link(
     assert rows(dump_dom(served.url + "/#tag=site:home", tmp_path)) == {
         "garage-1": "down", "kitchen-1": "up",
     }  # fmt: skip
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_browser_shows_the_alerts_panel_with_silences_and_failing_notifiers(
+    tmp_path: Path,
+) -> None:
+    """Above the device table: the active alerts, a silenced one with its badge and comment,
+    and a notifier that keeps failing."""
+    s = Served(tmp_path, notify=[{"type": "webhook", "url": "http://127.0.0.1:9/hook"}])
+    try:
+        for seq in (0, 1):
+            s.hb("pi-barn-01", seq, tags={"site": "barn"})
+            s.hb("pi-shed-01", seq, tags={"site": "shed"})
+        s.alerting.turn()  # tags read
+        match, until, comment = parse_silence({"device": "pi-barn-01", "duration": "2h",
+                                               "comment": "rewiring the barn"}, time.time())  # fmt: skip
+        s.alerting.add_silence(match, until, comment, time.time())
+        s.advance(4.0)
+        s.alerting.observe(s.fleet.take_changes()[1])
+
+        def failing() -> bool:
+            s.alerting.turn()
+            return bool(s.alerting.stats()["failing_since"])
+
+        wait_until(failing, timeout=10)
+        dom = dump_dom(s.url + "/", tmp_path)
+    finally:
+        s.close()
+    panel = dom[dom.index('<section id="alerts-panel"') : dom.index('<table id="devices">')]
+    assert "hidden" not in panel[: panel.index(">")]
+    alerts = {dev: cls for cls, dev in re.findall(r'<tr(?: class="(\w*)")? data-device="([^"]+)"',
+                                                  panel)}  # fmt: skip
+    assert alerts == {"pi-barn-01": "quiet", "pi-shed-01": ""}  # critical, oldest first
+    barn = panel[panel.index('data-device="pi-barn-01"') :]
+    barn = barn[: barn.index("</tr>")]
+    assert '<span class="badge silenced">silenced</span>' in barn and "rewiring the barn" in barn
+    assert "1 firing, 1 suppressed" in panel
+    assert re.search(r'class="notifier-error">Notifier webhook failing for \d+ s: ', panel)

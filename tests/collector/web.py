@@ -7,10 +7,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Optional
 
 from fleetbeat import wire
 from fleetbeat.collector import http
+from fleetbeat.collector.alerting import Alerting
+from fleetbeat.collector.auth import ApiToken
 from fleetbeat.collector.config import parse_collector_config
 from fleetbeat.collector.fleet import Fleet
 from helpers import FakeClock
@@ -80,3 +83,27 @@ def get_json(url: str) -> tuple[int, Any]:
     status, headers, body = get(url)
     assert headers["Content-Type"] == "application/json"
     return status, json.loads(body)
+
+
+class Served(ServedFleet):
+    """A real Fleet with its Alerting behind a real HTTP server that takes writes."""
+
+    def __init__(self, tmp_path: Path, notify: Optional[list[dict[str, Any]]] = None) -> None:
+        super().__init__(down_after=3, state_dir=str(tmp_path))
+        self.server.close()  # the plain one: this one has alerting and a token
+        section = parse_collector_config(
+            {"collector": {"state_dir": str(tmp_path), "notify": notify or [],
+                           "alerts": {"group_wait": "0s"}}}, "t"
+        ).collector  # fmt: skip
+        self.alerting = Alerting(section, self.fleet, healthy=lambda: True)
+        self.token = ApiToken(str(tmp_path / "api-token"))
+        self.server = http.start(self.fleet, self.config, alerting=self.alerting, token=self.token)
+        self.url = self.server.url
+        self.secret = (tmp_path / "api-token").read_text().strip()
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}", "Content-Type": "application/json"}
+
+    def close(self) -> None:
+        super().close()
+        self.alerting.close()

@@ -337,7 +337,7 @@ def test_mqtt5_broker_packet_limit_is_respected(make_broker, subscribe, start_ag
     """Under an MQTT 5 broker's maximum packet size, heartbeats shed their extras, never vanish."""
     broker = make_broker(conf="max_packet_size 2000")
     sub = subscribe(broker.port)
-    tags = 'tags = { big = "' + "x" * 3000 + '" }'
+    tags = "tags = { " + ", ".join(f't{i} = "{"x" * 120}"' for i in range(25)) + " }"
     agent = start_agent(mqtt_toml(broker.port, extra='protocol = "5"', agent_extra=tags))
     sub.wait_for(lambda ms: len(sub.on(RD_SYSTEM)) >= 5 and len(sub.on(HB)) >= 5)
     hbs = [json.loads(p) for p in sub.on(HB)]

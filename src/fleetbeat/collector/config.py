@@ -59,10 +59,12 @@ def split_hostport(text: str) -> Optional[tuple[str, int]]:
     return (host or "0.0.0.0"), port
 
 
-def listen_address() -> Any:
-    """A "host:port" or "[ipv6]:port" string; port 0 lets the kernel pick one."""
+def listen_address(*, allow_empty: bool = False) -> Any:
+    """A "host:port" or "[ipv6]:port" string; port 0 lets the kernel pick one ("": off)."""
 
     def parse(value: Any, path: str, problems: Problems) -> Any:
+        if allow_empty and value == "":
+            return value
         if not isinstance(value, str) or split_hostport(value) is None:
             return problems.expected(
                 path, 'an address such as "0.0.0.0:9746" or "[::]:9746"', value
@@ -180,7 +182,12 @@ class AuthSection:
 class CollectorSection:
     udp_listen: str = option("0.0.0.0:9746", listen_address())
     http_listen: str = option("127.0.0.1:9747", listen_address())
+    # HTTP ingest (collector/http_ingest.py): off while empty; a listener of its own
+    http_ingest_listen: str = option("", listen_address(allow_empty=True))
+    http_ingest_max_body: int = option(1 << 20, integer(min=256, max=64 << 20))
     state_dir: str = option_factory(default_state_dir, string(what="a directory path"))
+    # the bearer token every write to the HTTP API needs; "" is {state_dir}/api-token
+    api_token_file: str = option("", string(allow_empty=True, what="a file path"))
     late_after: float = option(1.5, number(min=1.0, max=100.0))
     down_after: Union[str, float] = option("auto", _down_after)
     max_down_after: float = option(10.0, number(min=3.0, max=1000.0))
@@ -229,6 +236,11 @@ class CollectorConfig:
     @property
     def http_listen(self) -> str:
         return self.collector.http_listen
+
+
+def api_token_path(section: CollectorSection) -> str:
+    """Where the API token is: `api_token_file`, else `{state_dir}/api-token`."""
+    return section.api_token_file or os.path.join(section.state_dir, "api-token")
 
 
 def is_collector_document(data: Mapping[str, Any]) -> bool:

@@ -16,6 +16,10 @@ other methods get 405):
     GET /metrics               Prometheus text format 0.0.4
     GET /healthz               200 {"status": "ok"}, or 503 {"status": "error", "reason": ...}
                                while the `health` callable returns a reason
+    /api/alerts, /api/silences  see `fleetbeat.collector.http_alerts` (when alerting runs)
+
+Every write (POST, DELETE...) passes `fleetbeat.collector.http_write.WriteGuard` first:
+the API token, the origin, the content type.
 
 Answers of 1,400 bytes or more are gzip-compressed when the client accepts it.
 """
@@ -29,10 +33,12 @@ import math
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fleetbeat.collector.config import split_hostport
+from fleetbeat.collector.http_alerts import AlertsApi
+from fleetbeat.collector.http_write import BadBody, Reply, WriteGuard
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
     BoundedServer,
@@ -41,11 +47,15 @@ from fleetbeat.collector.httpserver import (
     Response,
 )
 from fleetbeat.collector.liveness import STATES, count_by_state
-from fleetbeat.collector.metrics import CONTENT_TYPE, Exposition
+from fleetbeat.collector.metrics import CONTENT_TYPE, Exposition, render_alerting
 from fleetbeat.collector.view import FleetView
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.netaddr import is_loopback
+
+if TYPE_CHECKING:
+    from fleetbeat.collector.alerting import Alerting
+    from fleetbeat.collector.auth import ApiToken
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +138,17 @@ def filter_devices(
 class _App:
     """The routes: turns one Request into one Response; runs on the server's workers."""
 
-    def __init__(self, fleet: FleetView, *, loopback_only: bool, health: Optional[Health]) -> None:
+    def __init__(
+        self,
+        fleet: FleetView,
+        *,
+        loopback_only: bool,
+        health: Optional[Health],
+        alerting: Optional[Alerting] = None,
+        token: Optional[ApiToken] = None,
+    ) -> None:
+        self.alerts = AlertsApi(alerting) if alerting is not None else None
+        self.guard = WriteGuard(token)
         self.fleet = fleet
         self.exposition = Exposition(fleet)
         self.dashboard = DASHBOARD.read_bytes()
@@ -142,11 +162,12 @@ class _App:
         query = parse_qs(url.query)
         try:
             host = req.headers.get("host")  # browsers always send it; HTTP/1.0 tools may not
-            if req.method not in ("GET", "HEAD"):
+            writes = self.alerts.methods(path) if self.alerts is not None else ()
+            if req.method not in ("GET", "HEAD", *writes):
                 status, body, headers = _json(
                     HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{req.method} is not served here"}
                 )
-                headers["Allow"] = "GET, HEAD"
+                headers["Allow"] = ", ".join(("GET", "HEAD", *writes))
             elif self.loopback_only and host is not None and not _loopback_host(host):
                 # DNS rebinding: a web page whose name now points at 127.0.0.1 must not
                 # read the fleet through a browser on this machine.
@@ -154,9 +175,12 @@ class _App:
                     HTTPStatus.FORBIDDEN,
                     {"error": "bound to loopback: use localhost or a loopback address"},
                 )
+            elif req.method in writes and self.alerts is not None:
+                refused = self.guard.refuse(req)  # every write: token, origin, content type
+                status, body, headers = _reply(refused or self.alerts.write(req, path))
             else:
                 status, body, headers = self._route(path, query)
-        except BadRequest as err:
+        except (BadRequest, BadBody) as err:
             status, body, headers = _json(HTTPStatus.BAD_REQUEST, {"error": str(err)})
         except Exception as err:
             self.errors.log(logging.ERROR, "http", "HTTP %s failed: %r", path, err)
@@ -200,10 +224,14 @@ class _App:
         if path == "/api/stats":
             return _json(HTTPStatus.OK, {"time": time.time(), "stats": fleet.stats()})
         if path == "/metrics":
-            body = self.exposition.text().encode()
+            stats = self.alerts.alerting.stats() if self.alerts is not None else None
+            body = (self.exposition.text() + render_alerting(stats)).encode()
             return HTTPStatus.OK, body, {"Content-Type": CONTENT_TYPE}
         if path == "/healthz":
             return self._healthz()
+        found = self.alerts.read(path, query) if self.alerts is not None else None
+        if found is not None:
+            return _reply(found)
         return _json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
 
     def _healthz(self) -> tuple[int, bytes, dict[str, str]]:
@@ -243,6 +271,11 @@ def _json(status: int, obj: Any) -> tuple[int, bytes, dict[str, str]]:
     return status, json_bytes(obj), {"Content-Type": "application/json"}
 
 
+def _reply(reply: Reply) -> tuple[int, bytes, dict[str, str]]:
+    status, body, headers = _json(reply[0], reply[1])
+    return status, body, {**headers, **reply[2]}
+
+
 def _number_param(query: dict[str, list[str]], name: str, default: float) -> float:
     values = query.get(name)
     if not values:
@@ -274,8 +307,11 @@ class HttpServer:
         port: int = 9747,
         health: Optional[Health] = None,
         limits: Limits = DEFAULT_LIMITS,
+        alerting: Optional[Alerting] = None,
+        token: Optional[ApiToken] = None,
     ) -> None:
-        app = _App(fleet, loopback_only=_loopback_host(host), health=health)
+        app = _App(fleet, loopback_only=_loopback_host(host), health=health, alerting=alerting,
+                   token=token)  # fmt: skip
         self._server = BoundedServer(app, host=host, port=port, limits=limits, name="http")
         self.host = host
         self.port: int = self._server.port
@@ -295,9 +331,17 @@ class HttpServer:
         self._server.close()
 
 
-def start(fleet: FleetView, config: Any, *, health: Optional[Health] = None) -> HttpServer:
-    """Serve `fleet` on `config.http_listen` (default 127.0.0.1:9747)."""
+def start(
+    fleet: FleetView,
+    config: Any,
+    *,
+    health: Optional[Health] = None,
+    alerting: Optional[Alerting] = None,
+    token: Optional[ApiToken] = None,
+) -> HttpServer:
+    """Serve `fleet` on `config.http_listen` (default 127.0.0.1:9747); writes need `token`."""
     host, port = parse_listen(getattr(config, "http_listen", DEFAULT_LISTEN))
-    server = HttpServer(fleet, host=host, port=port, health=health)
+    server = HttpServer(fleet, host=host, port=port, health=health, alerting=alerting,
+                        token=token)  # fmt: skip
     log.info("dashboard and API on %s/", server.url)
     return server

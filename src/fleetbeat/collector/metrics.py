@@ -242,3 +242,38 @@ class Exposition:
         """The exposition, read from the fleet now."""
         devices = self._fleet.devices()
         return render(devices, self._fleet.stats()) + self._process.render()
+
+
+def render_alerting(stats: Optional[Mapping[str, Any]]) -> str:
+    """The notifiers' and the self-check's figures (`Alerting.stats()`); "" without alerting."""
+    if stats is None:
+        return ""
+    out: list[str] = []
+    _head(out, "fleetbeat_notifications_total",
+          "Notification attempts by notifier and outcome (sent, failed and retried, rejected, "
+          "gave_up).", "counter")  # fmt: skip
+    for notifier, outcomes in sorted(stats["notifications"].items()):
+        lab = label_value(str(notifier))
+        for outcome, n in sorted(outcomes.items()):
+            out.append(f'fleetbeat_notifications_total{{notifier="{lab}",outcome="{outcome}"}} {n}')
+    _head(out, "fleetbeat_notifications_pending",
+          "Notifications waiting to be delivered (first try or retry), by notifier.",
+          "gauge")  # fmt: skip
+    for notifier, n in sorted(stats["pending"].items()):
+        lab = label_value(str(notifier))
+        out.append(f'fleetbeat_notifications_pending{{notifier="{lab}"}} {n}')
+    _head(out, "fleetbeat_notifier_failing",
+          "1 while the notifier's last attempt failed, else 0.", "gauge")  # fmt: skip
+    failing = stats["failing_since"]
+    for notifier in sorted(stats["pending"]):
+        out.append(f'fleetbeat_notifier_failing{{notifier="{label_value(str(notifier))}"}} '
+                   f"{1 if notifier in failing else 0}")  # fmt: skip
+    check = stats.get("self_check")
+    if check is not None:
+        _head(out, "fleetbeat_self_check_pings_total",
+              "Dead man's switch pings by outcome (sent, failed, skipped while unhealthy or "
+              "busy).", "counter")  # fmt: skip
+        for outcome, n in sorted(check.items()):
+            out.append(f'fleetbeat_self_check_pings_total{{outcome="{outcome}"}} {n}')
+    out.append("")
+    return "\n".join(out)

@@ -314,14 +314,17 @@ class Dispatcher:
 
     def stats(self) -> dict[str, Any]:
         """`notifications`: {notifier: {outcome: n}} (fleetbeat_notifications_total),
-        `pending`: {notifier: n}, `failing_since`: {notifier: epoch s} (failing now)."""
+        `pending`: {notifier: n}, `failing_since`: {notifier: epoch s} (failing now),
+        `last_error`: {notifier: what its last failed attempt said} (failing now)."""
         with self._lock:
             counts = {label: dict(c) for label, c in self._counts.items()}
             pending = dict.fromkeys(self._workers, 0)
             for _, label in self._items:
                 pending[label] += 1
             failing = dict(self._failing_since)
-        return {"notifications": counts, "pending": pending, "failing_since": failing}
+            errors = {label: self._last_error.get(label, "") for label in failing}
+        return {"notifications": counts, "pending": pending, "failing_since": failing,
+                "last_error": errors}  # fmt: skip
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the workers (waiting `timeout` at most for a send in progress)."""

@@ -10,6 +10,11 @@ one's judgement settings (late_after, down_after, max_down_after, max_devices,
 max_payload, intervals, retention) apply at once, and the listen addresses,
 state_dir, receive buffer and MQTT settings need a restart (logged).
 
+Alerts (`collector.alerting`) are built after the store and hear the events the store
+is handed, each once; they turn with the loop, and a device judged late or down is
+flushed within 0.5 s so that they hear of it soon. SIGHUP applies `[collector.alerts]`
+and the maintenance windows; notifiers, the self-check and the token need a restart.
+
 A store that cannot write (a full disk) never stops judging: the changes stay in
 memory (at most one row per device and a bounded number of events) and every flush
 tries again. The failure is logged as an error each time its reason changes, shown
@@ -28,8 +33,9 @@ import time
 from types import FrameType
 from typing import Any, Callable, Optional
 
-from fleetbeat.collector.auth import Keyring
-from fleetbeat.collector.config import AuthSection, CollectorConfig
+from fleetbeat.collector.alerting import Alerting
+from fleetbeat.collector.auth import ApiToken, Keyring
+from fleetbeat.collector.config import AuthSection, CollectorConfig, api_token_path
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
 from fleetbeat.collector.receivers.base import Receiver
@@ -41,11 +47,13 @@ log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
 
 PRUNE_EVERY = 3600.0  # s between deletions of events past the retention (at most)
+SOON = 0.5  # s: a device judged late or down is written, and alerted on, this soon at most
 EX_IOERR = 74  # sysexits.h: the last write of the state failed
 MAX_UNFORGOTTEN = 100_000  # evicted ids kept for deletion while the store fails
 # settings a running collector cannot change: sockets, files and the MQTT client
 RESTART_NEEDED = ("udp_listen", "http_listen", "state_dir", "udp_receive_buffer", "mqtt",
-                  "log_level")  # fmt: skip
+                  "log_level", "api_token_file", "notify", "self_check", "http_ingest_listen",
+                  "http_ingest_max_body")  # fmt: skip
 
 
 class Collector:
@@ -70,6 +78,9 @@ class Collector:
         self._exit_status = 0
         self._unsaved = (0, 0)  # device rows and events the last failed flush could not write
         self._unforgotten: list[str] = []  # evicted devices still to delete from the store
+        self.alerting: Optional[Alerting] = None
+        self._observed = 0  # events at the head of the fleet's queue the alerts already saw
+        self._turn_gap = 0.0  # s between the last two turns of the main loop
 
     def status_line(self) -> str:
         """One line for `systemctl status`: devices by state and the overall loss."""
@@ -84,6 +95,11 @@ class Collector:
         """None while the collector can do its whole job; else what is wrong (for /healthz)."""
         return self.store_health.problem()
 
+    def healthy(self) -> bool:
+        """For the dead man's switch: receivers running, store writing, judging on time."""
+        on_time = self._turn_gap <= max(5.0, 20 * self.config.collector.check_interval)
+        return bool(self.receivers) and self.health() is None and on_time
+
     def start(self) -> None:
         """Reload stored state, then start receiving and serving."""
         c = self.config.collector
@@ -93,12 +109,18 @@ class Collector:
         rows, events = self.store.load(self._clock())
         loaded = self.fleet.restore(rows, events)
         log.info("state in %s: %d devices reloaded", self.store.path, loaded)
-        self.flush()  # devices judged down at reload are stored as such at once
+        try:
+            self.alerting = Alerting(c, self.fleet, healthy=self.healthy, clock=self._clock)
+            token = ApiToken(api_token_path(c))
+        except BaseException:
+            self.close()
+            raise
+        self.flush()  # devices judged down at reload are stored (and alerted) as such at once
         try:
             self.receivers = start_receivers(self.fleet, c)
             for r in self.receivers:
                 log.info("listening for wire v1 on %s", r.name)
-            self.http = _start_http(self.fleet, self.config, self.health)
+            self.http = _start_http(self.fleet, self.config, self.health, self.alerting, token)
         except BaseException:
             self.close()
             raise
@@ -116,6 +138,7 @@ class Collector:
         service.ready()
         next_flush = time.monotonic() + self.config.collector.flush_interval
         next_prune = time.monotonic() + self._prune_every()
+        last_turn = time.monotonic()
         try:
             # The one main loop: all periodic work happens here, in this thread.
             while True:
@@ -126,14 +149,19 @@ class Collector:
                 if self._reload_requested:
                     self._reload_requested = False
                     self._reload(service)
-                self.fleet.check()
+                judged = self.fleet.check()
                 now = time.monotonic()
+                if judged:  # the alerts hear of transitions at the flush: not 5 s later
+                    next_flush = min(next_flush, now + SOON)
                 if now >= next_flush:
                     self.flush()
                     next_flush = now + c.flush_interval
                 if now >= next_prune:
                     self._prune()
                     next_prune = now + self._prune_every()
+                self._turn_gap, last_turn = now - last_turn, now
+                if self.alerting is not None:
+                    self.alerting.turn()
         finally:
             service.stopping()
             self.close()
@@ -167,6 +195,8 @@ class Collector:
         self.fleet.apply_limits(new.collector)
         self.fleet.use_keyring(ring)
         self.keyring = ring
+        if self.alerting is not None:
+            self.alerting.apply(new.collector)  # [collector.alerts], maintenance windows
         self.config = new
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -182,6 +212,9 @@ class Collector:
         if gone is not None:
             self._recreate(store, gone)
         rows, events = self.fleet.take_changes()
+        if self.alerting is not None:  # the same events as the store, each once
+            self.alerting.observe(events[self._observed :])
+        self._observed = 0
         forgotten = self._unforgotten + self.fleet.take_forgotten()
         try:
             store.forget(forgotten)
@@ -192,6 +225,7 @@ class Collector:
             # a full disk must not stop liveness checks: keep the changes, retry next time
             self._unsaved = (len(rows), len(events))
             dropped = self.fleet.requeue(rows, events)
+            self._observed = max(0, len(events) - dropped)  # back at the head, already seen
             self.store_health.failed(str(err), dropped)
             return False
         self.store_health.ok()
@@ -208,7 +242,9 @@ class Collector:
             return
         devices = self.fleet.devices()
         # requeue marks each id dirty (it reads row[0]) and puts the events back in line
-        self.fleet.requeue([(d["id"],) for d in devices], self.fleet.events(limit=10**9))
+        seen = self.fleet.events(limit=10**9)
+        dropped = self.fleet.requeue([(d["id"],) for d in devices], seen)
+        self._observed = max(0, len(seen) + self._observed - dropped)
 
     def _prune(self) -> None:
         if self.store is None:
@@ -241,6 +277,9 @@ class Collector:
                 self._exit_status = EX_IOERR
             self.store.close()
             self.store = None
+        if self.alerting is not None:
+            self.alerting.close()
+            self.alerting = None
 
 
 def load_keyring(auth: AuthSection) -> Keyring:
@@ -286,10 +325,11 @@ class StoreHealth:
             self._reason = None
 
 
-def _start_http(fleet: Fleet, config: CollectorConfig, health: Callable[[], Optional[str]]) -> Any:
+def _start_http(fleet: Fleet, config: CollectorConfig, health: Callable[[], Optional[str]],
+                alerting: Optional[Alerting], token: ApiToken) -> Any:  # fmt: skip
     try:
         from fleetbeat.collector import http
     except ImportError as exc:
         log.warning("HTTP is unavailable (%s): no dashboard, API or /metrics", exc)
         return None
-    return http.start(fleet, config, health=health)
+    return http.start(fleet, config, health=health, alerting=alerting, token=token)
