@@ -9,8 +9,8 @@
 #   1. /opt/fleetbeat/venv: a virtual environment (Bookworm forbids system-wide pip)
 #      with fleetbeat from this checkout; reinstalled only when the source changed.
 #   2. /etc/fleetbeat/<agent|collector>.toml from examples/ if absent (never overwritten),
-#      and an empty /etc/fleetbeat/mqtt-password (0600: empty means no password) if absent,
-#      because the unit's LoadCredential= needs the file to exist.
+#      and empty /etc/fleetbeat/{mqtt,amqp,kafka}-password and, for the agent, key (0600:
+#      empty means none) if absent, because the unit's LoadCredential= needs them to exist.
 #   3. `fleetbeat check-config` on that file: an invalid config stops here, nothing restarts.
 #   4. /etc/systemd/system/fleetbeat-<name>.service, enabled; started, or restarted when the
 #      unit or the venv changed.
@@ -165,9 +165,16 @@ else
     chmod 644 "$CONFIG"
     say "created $CONFIG (embedded defaults: examples/$NAME.toml is not in this checkout)"
 fi
-if [ ! -e "$ETC/mqtt-password" ]; then
-    install -m 600 /dev/null "$ETC/mqtt-password"
-    say "created an empty $ETC/mqtt-password (0600): put the MQTT password there if you use one"
+# The unit's LoadCredential= needs each file to exist; empty means none.
+for secret in mqtt-password amqp-password kafka-password; do
+    if [ ! -e "$ETC/$secret" ]; then
+        install -m 600 /dev/null "$ETC/$secret"
+        say "created an empty $ETC/$secret (0600): put the password there if you use one"
+    fi
+done
+if [ "$NAME" = agent ] && [ ! -e "$ETC/key" ]; then
+    install -m 600 /dev/null "$ETC/key"
+    say "created an empty $ETC/key (0600): to sign, put a key there (fleetbeat keygen)"
 fi
 
 # --- 3. check the configuration before anything starts ----------------------------

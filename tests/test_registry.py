@@ -10,6 +10,7 @@ import pytest
 
 from fleetbeat import registry
 from fleetbeat.agent.config import parse_agent_config
+from fleetbeat.collector.amqp_consume import AmqpSection
 from fleetbeat.collector.config import CollectorSection, MqttSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.notifiers import base as notifiers_base
@@ -27,7 +28,8 @@ KINDS = {"sensor": registry.SENSORS, "encoder": registry.ENCODERS, "output": reg
 ENTRIES = [pytest.param(k, name, id=f"{k}:{name}") for k, table in KINDS.items() for name in table]
 # A [collector] section that enables every receiver, on loopback ports the kernel picks
 ALL_RECEIVERS = CollectorSection(udp_listen="127.0.0.1:0", mqtt=MqttSection(port=1),
-                                 kafka=KafkaSection(), http_ingest_listen="127.0.0.1:0")  # fmt: skip
+                                 kafka=KafkaSection(), http_ingest_listen="127.0.0.1:0",
+                                 amqp=AmqpSection())  # fmt: skip
 # What every sensor's and output's Config is built with in these tests: a valid minimum
 REQUIRED = {"serial": {"port": "/dev/ttyUSB0"}}
 

@@ -137,7 +137,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fleetbeat.commands.alerts import add_parsers as alert_parsers
+    from fleetbeat.commands.alerts_args import add_parsers as alert_parsers
     from fleetbeat.commands.simulate import add_arguments as simulate_arguments
 
     parser = argparse.ArgumentParser(

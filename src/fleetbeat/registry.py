@@ -39,6 +39,7 @@ OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
     "mqtt": "fleetbeat.outputs.mqtt_publish:MqttOutput",
     "kafka": "fleetbeat.outputs.kafka_produce:KafkaOutput",
     "http": "fleetbeat.outputs.http_post:HttpOutput",
+    "amqp": "fleetbeat.outputs.amqp_publish:AmqpOutput",
 }
 
 RECEIVERS: dict[str, str] = {  # [collector.<name>]; UDP's keys are [collector]'s own
@@ -46,6 +47,7 @@ RECEIVERS: dict[str, str] = {  # [collector.<name>]; UDP's keys are [collector]'
     "mqtt": "fleetbeat.collector.receivers.mqtt_subscribe:MqttReceiver",
     "kafka": "fleetbeat.collector.receivers.kafka_consume:KafkaReceiver",
     "http": "fleetbeat.collector.http_ingest:HttpIngest",  # http_ingest_listen in [collector]
+    "amqp": "fleetbeat.collector.amqp_consume:AmqpConsumer",
 }
 
 NOTIFIERS: dict[str, str] = {  # [[collector.notify]] type = "<name>"

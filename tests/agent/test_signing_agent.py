@@ -106,3 +106,18 @@ def test_without_a_key_messages_go_unsigned(
     udp_receiver.wait_for(lambda ms: len(ms) >= 2, timeout=10)
     assert all(wire.split_signed(d)[1] is None for d in udp_receiver.datagrams)
     assert "signing: off" in agent.log()
+
+
+def test_an_empty_credential_means_unsigned(
+    tmp_path: Path, udp_receiver: UdpReceiver, start_agent: Callable[..., AgentProcess]
+) -> None:
+    """The unit always loads fleetbeat-key; install.sh's empty file means: do not sign."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / keys.CREDENTIAL).write_bytes(b"")
+    agent = start_agent(
+        _config(udp_receiver.port, ""), env=subprocess_env(CREDENTIALS_DIRECTORY=str(creds))
+    )
+    udp_receiver.wait_for(lambda ms: len(ms) >= 2, timeout=10)
+    assert all(wire.split_signed(d)[1] is None for d in udp_receiver.datagrams)
+    assert "signing: off" in agent.log()

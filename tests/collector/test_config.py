@@ -43,7 +43,7 @@ def test_example_documents_every_key() -> None:
     data = read_toml(str(EXAMPLE))
     config = parse_collector_config(data, str(EXAMPLE))
     assert config.collector.mqtt is not None
-    commented = {"notify", "maintenance", "self_check", "kafka"}  # off by default: in comments
+    commented = {"notify", "maintenance", "self_check", "kafka", "amqp"}  # off by default
     mqtt_commented = {"password_file", "tls"}  # unset by default: shown in comments
     for cls, table in ((CollectorSection, {**data["collector"], **dict.fromkeys(commented)}),
                        (MqttSection, {**data["collector"]["mqtt"],

@@ -29,9 +29,10 @@ def test_install_lays_down_venv_unit_config_and_enables_it(install_root):
     assert "# device_id = " in config.read_text()  # the hostname, not the example's device
     assert not any(line.startswith(("device_id", "tags")) for line in lines)
     assert len(lines) == len(EXAMPLE.read_text().splitlines())
-    secret = install_root / "etc/fleetbeat/mqtt-password"
-    assert secret.read_bytes() == b""
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    for name in ("mqtt-password", "amqp-password", "kafka-password", "key"):
+        secret = install_root / "etc/fleetbeat" / name
+        assert secret.read_bytes() == b""
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert (install_root / "opt/fleetbeat/README.md").is_file()
     assert "agent.toml is valid" in result.stdout  # check-config ran before enabling
     assert "not started" in result.stdout

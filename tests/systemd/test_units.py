@@ -85,7 +85,9 @@ def test_agent_unit_runs_hardened_with_serial_access():
     ]
     assert d["CapabilityBoundingSet"] == [""]
     assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
-    assert d["LoadCredential"] == ["mqtt-password:/etc/fleetbeat/mqtt-password"]
+    assert d["LoadCredential"] == [
+        f"{c}:/etc/fleetbeat/{c}" for c in ("mqtt-password", "amqp-password", "kafka-password")
+    ] + ["fleetbeat-key:/etc/fleetbeat/key"]
     assert d["ConfigurationDirectory"] == ["fleetbeat"]
 
 
@@ -100,4 +102,6 @@ def test_collector_unit_keeps_state_and_binds_its_ports_without_privilege():
     assert d["PrivateDevices"] == ["yes"]
     assert d["CapabilityBoundingSet"] == [""]
     assert d["RestartPreventExitStatus"] == ["78"]
-    assert d["LoadCredential"] == ["mqtt-password:/etc/fleetbeat/mqtt-password"]
+    assert d["LoadCredential"] == [
+        f"{c}:/etc/fleetbeat/{c}" for c in ("mqtt-password", "amqp-password", "kafka-password")
+    ]

@@ -14,6 +14,7 @@ readings every 10 s, as wire v1 JSON over UDP to 127.0.0.1:9746.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
@@ -84,8 +85,8 @@ class AgentSection:
         Raises keys.KeyFileError naming the file when it cannot be read.
         """
         path = self.key_file or keys.credential_path()
-        if not path:
-            return None, ""
+        if not path or (not self.key_file and os.path.getsize(path) == 0):
+            return None, ""  # no key, or the unit's empty credential (install.sh makes one)
         where = f"key_file {path}" if self.key_file else f"systemd credential {keys.CREDENTIAL}"
         return keys.read_key_file(path), where
 

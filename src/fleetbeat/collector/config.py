@@ -20,6 +20,7 @@ from fleetbeat.collector.alerts_config import (
     notify_tables,
     required_table,
 )
+from fleetbeat.collector.amqp_consume import AmqpSection
 from fleetbeat.collector.notifiers.base import NotifierConfig
 from fleetbeat.collector.receivers.kafka_consume import KafkaSection
 from fleetbeat.config.frozen import dataclass
@@ -217,6 +218,7 @@ class CollectorSection:
     # None unless a [collector.mqtt] table is present: MQTT is off by default.
     mqtt: Optional[MqttSection] = option(None, _mqtt_table)
     kafka: Optional[KafkaSection] = option(None, table(KafkaSection))  # [collector.kafka]
+    amqp: Optional[AmqpSection] = option(None, table(AmqpSection))  # [collector.amqp]
     alerts: AlertsSection = option(AlertsSection(), table(AlertsSection))
     notify: tuple[NotifierConfig, ...] = option((), notify_tables())
     maintenance: tuple[MaintenanceSection, ...] = option((), maintenance_tables())
