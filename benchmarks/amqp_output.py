@@ -30,9 +30,9 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "benchmarks")
 
 from brokers import RabbitMQ  # noqa: E402 - after the path set-up
 from fleetbeat import wire  # noqa: E402
-from fleetbeat.collector.amqp_consume import AmqpConsumer, AmqpSection  # noqa: E402
 from fleetbeat.collector.config import CollectorSection  # noqa: E402
 from fleetbeat.collector.fleet import Fleet  # noqa: E402
+from fleetbeat.collector.receivers.amqp_consume import AmqpConsumer, AmqpSection  # noqa: E402
 from fleetbeat.outputs import amqp_frames as f  # noqa: E402
 from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput  # noqa: E402
 from fleetbeat.outputs.amqp_session import connect, parse_url  # noqa: E402

@@ -10,11 +10,11 @@ import pytest
 
 from fleetbeat import registry
 from fleetbeat.agent.config import parse_agent_config
-from fleetbeat.collector.amqp_consume import AmqpSection
 from fleetbeat.collector.config import CollectorSection, MqttSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.notifiers import base as notifiers_base
 from fleetbeat.collector.receivers import base as receivers_base
+from fleetbeat.collector.receivers.amqp_consume import AmqpSection
 from fleetbeat.collector.receivers.kafka_consume import KafkaSection
 from fleetbeat.config import frozen
 from fleetbeat.config.loader import parse_toml

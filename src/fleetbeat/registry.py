@@ -46,8 +46,8 @@ RECEIVERS: dict[str, str] = {  # [collector.<name>]; UDP's keys are [collector]'
     "udp": "fleetbeat.collector.receivers.udp:UdpReceiver",
     "mqtt": "fleetbeat.collector.receivers.mqtt_subscribe:MqttReceiver",
     "kafka": "fleetbeat.collector.receivers.kafka_consume:KafkaReceiver",
-    "http": "fleetbeat.collector.http_ingest:HttpIngest",  # http_ingest_listen in [collector]
-    "amqp": "fleetbeat.collector.amqp_consume:AmqpConsumer",
+    "http": "fleetbeat.collector.receivers.http_ingest:HttpIngest",  # [collector] http_ingest_*
+    "amqp": "fleetbeat.collector.receivers.amqp_consume:AmqpConsumer",
 }
 
 NOTIFIERS: dict[str, str] = {  # [[collector.notify]] type = "<name>"

@@ -16,9 +16,9 @@ from collector_helpers import Sender
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.http_ingest import HttpIngest
 from fleetbeat.collector.httpserver import Limits
 from fleetbeat.collector.metrics import render
+from fleetbeat.collector.receivers.http_ingest import HttpIngest
 from fleetbeat.errors import ConfigError
 from helpers import agent_toml, free_port, wait_until
 

@@ -20,8 +20,8 @@ from fleetbeat.collector.alerts_config import (
     notify_tables,
     required_table,
 )
-from fleetbeat.collector.amqp_consume import AmqpSection
 from fleetbeat.collector.notifiers.base import NotifierConfig
+from fleetbeat.collector.receivers.amqp_consume import AmqpSection
 from fleetbeat.collector.receivers.kafka_consume import KafkaSection
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.loader import read_toml
@@ -183,7 +183,7 @@ class AuthSection:
 class CollectorSection:
     udp_listen: str = option("0.0.0.0:9746", listen_address())
     http_listen: str = option("127.0.0.1:9747", listen_address())
-    # HTTP ingest (collector/http_ingest.py): off while empty; a listener of its own
+    # HTTP ingest (collector/receivers/http_ingest.py): off while empty; a listener of its own
     http_ingest_listen: str = option("", listen_address(allow_empty=True))
     http_ingest_max_body: int = option(1 << 20, integer(min=256, max=64 << 20))
     state_dir: str = option_factory(default_state_dir, string(what="a directory path"))

@@ -1,9 +1,10 @@
 """Receivers feed the fleet, one module each, named in `fleetbeat.registry.RECEIVERS`.
 
 `udp` (a thread doing blocking `recvfrom`, always on), `mqtt_subscribe` (paho's
-network thread, when `[collector.mqtt]` is set) and `kafka_consume` (a consumer
-group member, when `[collector.kafka]` is set). The contract a receiver meets is
-`base.ReceiverClass`.
+network thread, with `[collector.mqtt]`), `kafka_consume` (a consumer group
+member, with `[collector.kafka]`), `amqp_consume` (a no-ack consumer, with
+`[collector.amqp]`) and `http_ingest` (`POST /ingest` on a listener of its own,
+with `http_ingest_listen`). The contract a receiver meets is `base.ReceiverClass`.
 """
 
 from __future__ import annotations
