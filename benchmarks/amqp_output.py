@@ -30,9 +30,9 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "benchmarks")
 
 from brokers import RabbitMQ  # noqa: E402 - after the path set-up
 from fleetbeat import wire  # noqa: E402
-from fleetbeat.collector.amqp_consume import AmqpConsumer, AmqpSection  # noqa: E402
 from fleetbeat.collector.config import CollectorSection  # noqa: E402
 from fleetbeat.collector.fleet import Fleet  # noqa: E402
+from fleetbeat.collector.receivers.amqp_consume import AmqpConsumer, AmqpSection  # noqa: E402
 from fleetbeat.outputs import amqp_frames as f  # noqa: E402
 from fleetbeat.outputs.amqp_publish import AmqpConfig, AmqpOutput  # noqa: E402
 from fleetbeat.outputs.amqp_session import connect, parse_url  # noqa: E402
@@ -104,7 +104,8 @@ def ingest(rabbitmq: RabbitMQ, url: str, messages: int, fleet: Any,
     """(messages/s wall, messages/s CPU, messages processed) for the consumer draining a queue."""
     section = AmqpSection(url=url, exchange="bench-ingest", queue="bench-ingest",
                           max_length=messages * 2, message_ttl=3600.0)  # fmt: skip
-    declare = AmqpConsumer(NullFleet(), section)  # type: ignore[arg-type]
+    config = CollectorSection(amqp=section)
+    declare = AmqpConsumer(fleet=NullFleet(), config=config)  # type: ignore[arg-type]
     declare.start()  # declares and binds the named queue, which outlives it
     declare.connected.wait(10)
     declare.close()
@@ -112,7 +113,7 @@ def ingest(rabbitmq: RabbitMQ, url: str, messages: int, fleet: Any,
     deadline = time.monotonic() + 120
     while queue_depth(rabbitmq, section.queue) < messages and time.monotonic() < deadline:
         time.sleep(0.5)
-    consumer = AmqpConsumer(fleet, section)
+    consumer = AmqpConsumer(fleet=fleet, config=config)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     consumer.start()
     deadline = time.monotonic() + 120

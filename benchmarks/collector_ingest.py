@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.receivers import UdpReceiver, bind_udp
+from fleetbeat.collector.receivers.udp import UdpReceiver, bind_udp
 
 DEVICES = 1000
 ROUNDS = 3
@@ -123,7 +123,8 @@ def collector(
 
 def _collector(port: int, seconds: float) -> tuple[Rate, Fleet]:
     fleet = Fleet(CollectorSection())
-    rx = UdpReceiver(fleet, bind_udp(f"127.0.0.1:{port}", 4 << 20))
+    rx = UdpReceiver(fleet=fleet, config=fleet.config,
+                     sock=bind_udp(f"127.0.0.1:{port}", 4 << 20))  # fmt: skip
     rx.start()
     time.sleep(0.5)  # warm up: every device known
     a0, t0, c0 = fleet.stats()["accepted"]["udp"], time.perf_counter(), time.process_time()

@@ -81,7 +81,7 @@ def ingest(broker: Tansu, devices: int, rounds: int) -> tuple[int, float]:
     """(messages, messages/s) one KafkaReceiver took from the broker into a Fleet."""
     from fleetbeat.collector.config import CollectorSection
     from fleetbeat.collector.fleet import Fleet
-    from fleetbeat.collector.kafka_consume import KafkaReceiver, KafkaSection
+    from fleetbeat.collector.receivers.kafka_consume import KafkaReceiver, KafkaSection
 
     prefix = f"bench-ingest-{os.getpid()}"
     topic = f"{prefix}.hb"
@@ -114,11 +114,11 @@ def ingest(broker: Tansu, devices: int, rounds: int) -> tuple[int, float]:
                   asynchronous=False)  # fmt: skip
     setter.close()
 
-    section = CollectorSection(max_devices=devices * 2)
+    kafka = KafkaSection(brokers=(broker.bootstrap_servers,), topic_prefix=prefix,
+                         group_id=group, session_timeout=6.0)  # fmt: skip
+    section = CollectorSection(max_devices=devices * 2, kafka=kafka)
     fleet = Fleet(section)
-    rx = KafkaReceiver(fleet, KafkaSection(brokers=(broker.bootstrap_servers,),
-                                           topic_prefix=prefix, group_id=group,
-                                           session_timeout=6.0))  # fmt: skip
+    rx = KafkaReceiver(fleet=fleet, config=section)
     rx.start()
     first = None
     deadline = time.monotonic() + 300

@@ -10,6 +10,12 @@ import pytest
 
 from fleetbeat import registry
 from fleetbeat.agent.config import parse_agent_config
+from fleetbeat.collector.config import CollectorSection, MqttSection, parse_collector_config
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.notifiers import base as notifiers_base
+from fleetbeat.collector.receivers import base as receivers_base
+from fleetbeat.collector.receivers.amqp_consume import AmqpSection
+from fleetbeat.collector.receivers.kafka_consume import KafkaSection
 from fleetbeat.config import frozen
 from fleetbeat.config.loader import parse_toml
 from fleetbeat.errors import FleetbeatError
@@ -20,6 +26,10 @@ from helpers import FakeClock
 IDENTITY = outputs_base.Identity(dev="d", run="0" * 16, boot_time=0, version="t", tags={})
 KINDS = {"sensor": registry.SENSORS, "encoder": registry.ENCODERS, "output": registry.OUTPUTS}
 ENTRIES = [pytest.param(k, name, id=f"{k}:{name}") for k, table in KINDS.items() for name in table]
+# A [collector] section that enables every receiver, on loopback ports the kernel picks
+ALL_RECEIVERS = CollectorSection(udp_listen="127.0.0.1:0", mqtt=MqttSection(port=1),
+                                 kafka=KafkaSection(), http_ingest_listen="127.0.0.1:0",
+                                 amqp=AmqpSection())  # fmt: skip
 # What every sensor's and output's Config is built with in these tests: a valid minimum
 REQUIRED = {"serial": {"port": "/dev/ttyUSB0"}}
 
@@ -69,6 +79,38 @@ def test_entry_meets_its_protocol(kind, name):
             output.close(timeout=0.1)
 
 
+@pytest.mark.parametrize("name", list(registry.RECEIVERS))
+def test_receiver_meets_its_protocol(name):
+    """Each receiver is built from the fleet and the [collector] section alone, and says when."""
+    cls = registry.receiver_class(name)
+    assert {"fleet", "config"} <= keywords(cls)
+    assert cls.enabled(ALL_RECEIVERS) is True
+    receiver = cls(fleet=Fleet(ALL_RECEIVERS), config=ALL_RECEIVERS)  # built, never started
+    try:
+        assert isinstance(receiver, receivers_base.Receiver)
+        assert receiver.name.lower().startswith(f"{name} ")
+        assert all(type(v) is int for v in receiver.stats().values())
+    finally:
+        receiver.close(timeout=0.1)
+
+
+def test_only_configured_receivers_are_enabled():
+    """Without a [collector.mqtt] table only UDP is enabled."""
+    enabled = [
+        n for n in registry.RECEIVERS if registry.receiver_class(n).enabled(CollectorSection())
+    ]
+    assert enabled == ["udp"]
+
+
+@pytest.mark.parametrize("name", list(registry.NOTIFIERS))
+def test_notifier_meets_its_protocol(name):
+    """Each notifier has a NotifierConfig record and sends; the TOML type is its registry name."""
+    cls = registry.notifier_class(name)
+    assert issubclass(cls.Config, notifiers_base.NotifierConfig)
+    assert callable(cls.send)
+    assert list(inspect.signature(cls).parameters) == ["config"]
+
+
 def test_unknown_names_fail_with_the_valid_ones():
     """Asking the registry for a name it does not have lists the names it has."""
     with pytest.raises(FleetbeatError) as err:
@@ -78,11 +120,10 @@ def test_unknown_names_fail_with_the_valid_ones():
     )
 
 
-def samples():
-    """The ```toml blocks of every registry entry's module, and of the sampling table."""
-    modules = {spec.partition(":")[0] for table in KINDS.values() for spec in table.values()}
-    modules.add("fleetbeat.agent.sampling")  # the [sampling] table every sensor takes
-    for module in sorted(modules):
+def samples(kinds, *more):
+    """The ```toml blocks of the modules of these registries' entries, and of `more`."""
+    modules = {spec.partition(":")[0] for table in kinds.values() for spec in table.values()}
+    for module in sorted(modules | set(more)):
         doc = importlib.import_module(module).__doc__ or ""
         blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
         assert blocks, f"{module} documents no TOML sample"
@@ -90,7 +131,14 @@ def samples():
             yield pytest.param(block, id=f"{module}#{i}")
 
 
-@pytest.mark.parametrize("sample", list(samples()))
+# the [sampling] table every sensor takes is documented in agent.sampling
+@pytest.mark.parametrize("sample", list(samples(KINDS, "fleetbeat.agent.sampling")))
 def test_docstring_sample_is_valid(sample):
     """The sample validates as an agent config (its example file paths need not exist here)."""
     parse_agent_config(parse_toml(sample, "docstring"), "docstring", check_files=False)
+
+
+@pytest.mark.parametrize("sample", list(samples({"receiver": registry.RECEIVERS})))
+def test_receiver_sample_is_valid(sample):
+    """A receiver module's sample validates as a collector config."""
+    parse_collector_config(parse_toml(sample, "docstring"), "docstring")

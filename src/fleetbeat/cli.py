@@ -99,7 +99,7 @@ def cmd_sensors(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fleetbeat.collector import status
+    from fleetbeat.commands import status
 
     try:
         return status.run(args.url, as_json=args.json, color=args.color, states=args.state,
@@ -124,8 +124,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from fleetbeat.collector import status
-    from fleetbeat.commands import alerts
+    from fleetbeat.commands import alerts, status
 
     try:
         if args.command == "alerts":

@@ -1,10 +1,11 @@
-"""Every plugin by its TOML name: sensors, encoders, outputs (receivers and notifiers to come).
+"""Every plugin by its TOML name: sensors, encoders, outputs, receivers and notifiers.
 
 One explicit line per plugin, "module:Class", imported only when configured (an
 agent without MQTT never loads paho). What a plugin must provide is its kind's
 Protocol: `sensors.base.SensorClass`, `outputs.base.EncoderClass`,
-`outputs.base.OutputClass`; `tests/test_registry.py` checks every line here
-against it. Adding a plugin is one module plus one line below.
+`outputs.base.OutputClass`, `collector.receivers.base.ReceiverClass`,
+`collector.notifiers.base.Notifier`; `tests/test_registry.py` checks every line
+here against it. Adding a plugin is one module plus one line below.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from fleetbeat.errors import FleetbeatError
 
 if TYPE_CHECKING:  # the Protocols; the plugin modules themselves are imported lazily
+    from fleetbeat.collector.notifiers.base import Notifier
+    from fleetbeat.collector.receivers.base import ReceiverClass
     from fleetbeat.outputs.base import EncoderClass, OutputClass
     from fleetbeat.sensors.base import SensorClass
 
@@ -37,6 +40,21 @@ OUTPUTS: dict[str, str] = {  # [[outputs.<name>]]
     "kafka": "fleetbeat.outputs.kafka_produce:KafkaOutput",
     "http": "fleetbeat.outputs.http_post:HttpOutput",
     "amqp": "fleetbeat.outputs.amqp_publish:AmqpOutput",
+}
+
+RECEIVERS: dict[str, str] = {  # [collector.<name>]; UDP's keys are [collector]'s own
+    "udp": "fleetbeat.collector.receivers.udp:UdpReceiver",
+    "mqtt": "fleetbeat.collector.receivers.mqtt_subscribe:MqttReceiver",
+    "kafka": "fleetbeat.collector.receivers.kafka_consume:KafkaReceiver",
+    "http": "fleetbeat.collector.receivers.http_ingest:HttpIngest",  # [collector] http_ingest_*
+    "amqp": "fleetbeat.collector.receivers.amqp_consume:AmqpConsumer",
+}
+
+NOTIFIERS: dict[str, str] = {  # [[collector.notify]] type = "<name>"
+    "webhook": "fleetbeat.collector.notifiers.webhook:WebhookNotifier",
+    "command": "fleetbeat.collector.notifiers.command:CommandNotifier",
+    "apprise": "fleetbeat.collector.notifiers.apprise_notify:AppriseNotifier",
+    "alertmanager": "fleetbeat.collector.notifiers.alertmanager:AlertmanagerNotifier",
 }
 
 
@@ -65,4 +83,14 @@ def encoder_class(name: str) -> EncoderClass:
 
 def output_class(name: str) -> OutputClass:
     cls: OutputClass = load(OUTPUTS, name, "output type")
+    return cls
+
+
+def receiver_class(name: str) -> ReceiverClass:
+    cls: ReceiverClass = load(RECEIVERS, name, "receiver")
+    return cls
+
+
+def notifier_class(name: str) -> type[Notifier]:
+    cls: type[Notifier] = load(NOTIFIERS, name, "notifier type")
     return cls

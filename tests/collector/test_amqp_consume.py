@@ -14,8 +14,8 @@ from collector_helpers import CollectorProcess
 
 from brokers import RabbitMQ
 from fleetbeat import wire
-from fleetbeat.collector.amqp_consume import device_of
 from fleetbeat.collector.config import parse_collector_config
+from fleetbeat.collector.receivers.amqp_consume import device_of
 from fleetbeat.errors import ConfigError
 from fleetbeat.outputs import amqp_frames as f
 from fleetbeat.outputs.amqp_session import connect, parse_url
@@ -190,7 +190,7 @@ def test_collector_amqp_config():
 
 def test_collector_example_block_names_every_key():
     """The commented [collector.amqp] block in examples/collector.toml parses once uncommented and shows every key but tls."""
-    from fleetbeat.collector.amqp_consume import AmqpSection
+    from fleetbeat.collector.receivers.amqp_consume import AmqpSection
     from fleetbeat.config import frozen
     from fleetbeat.config.loader import parse_toml
     from helpers import ROOT

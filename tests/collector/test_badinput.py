@@ -131,7 +131,9 @@ def test_garbage_over_real_udp_is_counted_and_good_traffic_flows() -> None:
     """Garbage datagrams on the real socket are counted while a good device stays up."""
     port = free_port()
     fleet = Fleet(CollectorSection())
-    receivers = start_receivers(fleet, f"127.0.0.1:{port}", 1 << 20, None)
+    receivers = start_receivers(
+        fleet, CollectorSection(udp_listen=f"127.0.0.1:{port}", udp_receive_buffer=1 << 20)
+    )
     good = Sender(port, dev="good")
     try:
         for i in range(200):

@@ -14,7 +14,7 @@ from fleetbeat.collector.config import (
     split_hostport,
 )
 from fleetbeat.config import frozen as dataclasses
-from fleetbeat.config.loader import read_toml
+from fleetbeat.config.loader import parse_toml, read_toml
 from fleetbeat.errors import ConfigError
 from helpers import ROOT, run_cli
 
@@ -44,10 +44,14 @@ def test_example_documents_every_key() -> None:
     config = parse_collector_config(data, str(EXAMPLE))
     assert config.collector.mqtt is not None
     commented = {"notify", "maintenance", "self_check", "kafka", "amqp"}  # off by default
+    mqtt_commented = {"password_file", "tls"}  # unset by default: shown in comments
     for cls, table in ((CollectorSection, {**data["collector"], **dict.fromkeys(commented)}),
-                       (MqttSection, data["collector"]["mqtt"])):  # fmt: skip
+                       (MqttSection, {**data["collector"]["mqtt"],
+                                      **dict.fromkeys(mqtt_commented)})):  # fmt: skip
         assert {f.name for f in dataclasses.fields(cls)} == set(table)
     assert all(f"[collector.{k}]" in EXAMPLE.read_text() for k in commented)
+    assert "# password_file = " in EXAMPLE.read_text()
+    assert "# [collector.mqtt.tls]" in EXAMPLE.read_text()
     lines = EXAMPLE.read_text().splitlines()
     for i, line in enumerate(lines):
         if "=" in line and not line.startswith("#"):
@@ -81,7 +85,7 @@ def test_every_problem_at_once() -> None:
             "late_afterr": 2,
             "down_after": "sometimes",
             "max_devices": 0,
-            "mqtt": {"port": "x", "cert_file": "/c.pem"},
+            "mqtt": {"port": "x", "tls": {"key_file": "/c.key"}},
         }
     }
     with pytest.raises(ConfigError) as err:
@@ -92,7 +96,7 @@ def test_every_problem_at_once() -> None:
     assert 'collector.down_after: expected "auto" or a number of intervals above 1' in text
     assert "collector.max_devices: expected an integer from 1 to 2147483647, got 0" in text
     assert "collector.mqtt.port: expected an integer" in text
-    assert "collector.mqtt: cert_file and key_file go together" in text
+    assert "collector.mqtt.tls.key_file: needs cert_file" in text
 
 
 def test_fixed_down_after_must_exceed_late_after() -> None:
@@ -106,7 +110,9 @@ def test_fixed_down_after_must_exceed_late_after() -> None:
 def test_check_config_handles_a_collector_file(tmp_path: Path) -> None:
     """`fleetbeat check-config` on a collector file prints its effective config, secrets masked."""
     path = tmp_path / "c.toml"
-    path.write_text('[collector]\nlate_after = 2\n[collector.mqtt]\npassword = "hunter2"\n')
+    (tmp_path / "pw").write_text("hunter2\n")
+    path.write_text('[collector]\nlate_after = 2\n[collector.mqtt]\nusername = "c"\n'
+                    f'password_file = "{tmp_path}/pw"\n')  # fmt: skip
     result = run_cli("check-config", str(path))
     assert result.returncode == 0, result.stderr
     assert "[collector]" in result.stdout
@@ -130,3 +136,35 @@ def test_collector_help() -> None:
     result = run_cli("collector", "--help")
     assert result.returncode == 0
     assert "UDP 0.0.0.0:9746" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [('password = "hunter2"', 'collector.mqtt.password: a password is not written in the config: '
+      'put it in a file only the collector can read and set password_file = '),
+     ("tls = true", "collector.mqtt.tls: TLS is a table now: write [collector.mqtt.tls]"),
+     ('ca_file = "/ca.pem"', "collector.mqtt.ca_file: moved into the [collector.mqtt.tls] table"),
+     ('cert_file = "/c.pem"', "collector.mqtt.cert_file: moved into the [collector.mqtt.tls] table")],
+)  # fmt: skip
+def test_retired_mqtt_keys_say_what_to_write(text: str, expected: str) -> None:
+    """The collector's old MQTT keys are refused with the agent's vocabulary to use instead."""
+    with pytest.raises(ConfigError) as err:
+        parse_collector_config(parse_toml(f"[collector.mqtt]\n{text}\n", "c.toml"), "c.toml")
+    assert expected in "\n".join(err.value.problems)
+    assert "hunter2" not in str(err.value)
+
+
+def test_mqtt_takes_the_agents_vocabulary() -> None:
+    """password_file and a [collector.mqtt.tls] table parse as the agent's; TLS moves the port."""
+    doc = ('[collector.mqtt]\nusername = "c"\npassword_file = "/etc/fleetbeat/mqtt-password"\n'
+           '[collector.mqtt.tls]\nca_file = "/etc/fleetbeat/ca.pem"\n')  # fmt: skip
+    mqtt = parse_collector_config(parse_toml(doc, "c.toml"), "c.toml").collector.mqtt
+    assert mqtt is not None and mqtt.tls is not None
+    assert (mqtt.password_file, mqtt.tls.ca_file, mqtt.port) == (
+        "/etc/fleetbeat/mqtt-password", "/etc/fleetbeat/ca.pem", 8883)  # fmt: skip
+
+
+def test_mqtt_password_file_needs_a_username() -> None:
+    """As for the agent: MQTT sends no password without a user name."""
+    with pytest.raises(ConfigError, match=r"collector.mqtt.password_file: needs username"):
+        parse_collector_config({"collector": {"mqtt": {"password_file": "/pw"}}}, "c.toml")

@@ -28,8 +28,8 @@ CONTRACT_KEYS = {
 def udp_fleet() -> Iterator[tuple[Fleet, Sender]]:
     """A fleet fed by a real UDP receiver thread on loopback, and a sender aimed at it."""
     port = free_port()
-    fleet = Fleet(CollectorSection(udp_listen=f"127.0.0.1:{port}"))
-    receivers = start_receivers(fleet, f"127.0.0.1:{port}", 1 << 20, None)
+    fleet = Fleet(CollectorSection(udp_listen=f"127.0.0.1:{port}", udp_receive_buffer=1 << 20))
+    receivers = start_receivers(fleet, fleet.config)
     sender = Sender(port)
     yield fleet, sender
     sender.close()

@@ -66,12 +66,14 @@ def test_crash_datagrams_are_counted_and_a_restart_reloads_the_devices(
 
 def test_kernel_drops_are_counted_under_a_flood() -> None:
     """A flood into a tiny receive buffer: what the kernel drops shows in stats and /metrics."""
-    from fleetbeat.collector.receivers import UdpReceiver, bind_udp
+    from fleetbeat.collector.receivers.udp import UdpReceiver, bind_udp
 
     port = free_port()
     fleet = Fleet(CollectorSection())
     sock = bind_udp(f"127.0.0.1:{port}", 4096)
-    rx = UdpReceiver(fleet, sock)  # not started yet: nobody reads, the buffer fills
+    rx = UdpReceiver(
+        fleet=fleet, config=fleet.config, sock=sock
+    )  # not started yet: nobody reads, the buffer fills
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sent = 2000
     try:
@@ -93,7 +95,7 @@ def test_kernel_drops_are_counted_under_a_flood() -> None:
 
 def test_kernel_drop_counter_reads_the_socket_line(tmp_path: Path) -> None:
     """The drops column is read from the line of the socket's inode, in udp or udp6."""
-    from fleetbeat.collector.receivers import kernel_drops
+    from fleetbeat.collector.receivers.udp import kernel_drops
 
     net = tmp_path / "net"
     net.mkdir()

@@ -16,9 +16,9 @@ from collector_helpers import Sender
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.http_ingest import HttpIngest
 from fleetbeat.collector.httpserver import Limits
 from fleetbeat.collector.metrics import render
+from fleetbeat.collector.receivers.http_ingest import HttpIngest
 from fleetbeat.errors import ConfigError
 from helpers import agent_toml, free_port, wait_until
 
@@ -34,7 +34,7 @@ def ingest():
     """An ingest listener on a free loopback port, feeding a real Fleet."""
     config = CollectorSection(http_ingest_listen="127.0.0.1:0", http_ingest_max_body=4096,
                               max_payload=1024)  # fmt: skip
-    rx = HttpIngest(Fleet(config), config)
+    rx = HttpIngest(fleet=Fleet(config), config=config)
     rx.start()
     yield rx
     rx.close()
@@ -121,7 +121,7 @@ def test_a_busy_worker_pool_answers_429_at_once():
     """One worker busy, the one queue place taken: the next request is answered 429 at once."""
     fleet = StuckFleet()
     config = CollectorSection(http_ingest_listen="127.0.0.1:0")
-    rx = HttpIngest(fleet, config, limits=Limits(workers=1, queue=1, busy_status=429))  # type: ignore[arg-type]
+    rx = HttpIngest(fleet=fleet, config=config, limits=Limits(workers=1, queue=1, busy_status=429))  # type: ignore[arg-type]
     rx.start()
     results = []
     try:

@@ -14,7 +14,7 @@ from collector_helpers import CollectorProcess, Sender
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection, parse_collector_config
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.kafka_consume import (
+from fleetbeat.collector.receivers.kafka_consume import (
     KafkaReceiver,
     KafkaSection,
     consumer_settings,
@@ -127,7 +127,7 @@ def fake_receiver(fail: bool) -> tuple[KafkaReceiver, list[Any], Fleet]:
         real_receive(data, addr, transport, topic_dev)
 
     fleet.receive = receive  # type: ignore[method-assign]
-    rx = KafkaReceiver(fleet, KafkaSection(topic_prefix="t"))
+    rx = KafkaReceiver(fleet=fleet, config=CollectorSection(kafka=KafkaSection(topic_prefix="t")))
     s = Sender(0, dev="pi-1")
     batch = [FakeMessage("t.hb", 2, 10 + i, wire.dumps(s.message(i)), b"pi-1") for i in range(3)]
     batch.append(FakeMessage("t.rd", 2, 7, wire.dumps(s.message(0, "rd")), b"pi-1"))

@@ -15,7 +15,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection, MqttSection
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.receivers import MqttReceiver
+from fleetbeat.collector.receivers.base import ReceiverError
+from fleetbeat.collector.receivers.mqtt_subscribe import MqttReceiver
+from fleetbeat.config.secrets import TlsConfig
+from fleetbeat.errors import ConfigError
 from helpers import free_port, wait_until
 
 RUN = "0123456789abcdef"
@@ -47,10 +50,10 @@ def client() -> Iterator[Callable[..., mqtt.Client]]:
 
 
 def receiver(fleet: Fleet, port: int, **kw: Any) -> MqttReceiver:
-    r = MqttReceiver(fleet, MqttSection(port=port, **kw))
+    r = MqttReceiver(fleet=fleet, config=CollectorSection(mqtt=MqttSection(port=port, **kw)))
     r.start()
     assert r.connected.wait(10), "not connected to the broker"
-    time.sleep(0.2)  # the SUBACK
+    assert r.subscribed.wait(10), "no SUBACK from the broker"
     return r
 
 
@@ -134,14 +137,14 @@ def test_broker_down_at_start_is_not_fatal(start_broker: Callable[..., Broker],
     """A collector whose broker is down keeps running and subscribes once it is up."""
     port = free_port()
     fleet = Fleet(CollectorSection())
-    r = MqttReceiver(fleet, MqttSection(port=port))
+    r = MqttReceiver(fleet=fleet, config=CollectorSection(mqtt=MqttSection(port=port)))
     r.start()
     try:
         time.sleep(0.5)
         assert not r.connected.is_set()
         start_broker(port=port)
         assert r.connected.wait(15)
-        time.sleep(0.2)
+        assert r.subscribed.wait(10)
         client(port).publish("fleetbeat/late-1/hb", hb("late-1", 0)).wait_for_publish(5)
         wait_until(lambda: fleet.device("late-1") is not None)
     finally:
@@ -154,10 +157,41 @@ def test_collector_process_with_mqtt(tmp_path: Path, start_broker: Callable[...,
     """`fleetbeat collector` with a [collector.mqtt] table receives over MQTT and UDP at once."""
     broker = start_broker()
     col = start_collector(extra=f"[collector.mqtt]\nport = {broker.port}\n")
-    wait_until(lambda: "MQTT connected" in col.log(), timeout=10)
-    time.sleep(0.2)
+    wait_until(lambda: "MQTT subscriptions confirmed" in col.log(), timeout=10)
     publisher = client(broker.port)
     for seq in (0, 1):  # confirmed: a device heard once is not stored
         publisher.publish("fleetbeat/both-1/hb", hb("both-1", seq)).wait_for_publish(5)
     wait_until(lambda: "both-1" in stored_devices(col.state_dir))
     assert stored_devices(col.state_dir)["both-1"]["transport"] == "mqtt"
+
+
+def built(tmp_path: Path, environ: dict[str, str], **kw: Any) -> MqttReceiver:
+    """A receiver built (not started) for user "c" with the given environment."""
+    section = MqttSection(username="c", **kw)
+    return MqttReceiver(fleet=Fleet(CollectorSection()), config=CollectorSection(mqtt=section),
+                        environ=environ)  # fmt: skip
+
+
+def test_password_sources_in_the_agents_order(tmp_path: Path) -> None:
+    """password_file wins over FLEETBEAT_MQTT_PASSWORD, which wins over the systemd credential."""
+    (tmp_path / "pw").write_text("from-file\n")
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "mqtt-password").write_text("from-credential\n")
+    env = {"FLEETBEAT_MQTT_PASSWORD": "from-env", "CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
+    assert built(tmp_path, env, password_file=str(tmp_path / "pw")).client.password == "from-file"
+    assert built(tmp_path, env).client.password == "from-env"
+    del env["FLEETBEAT_MQTT_PASSWORD"]
+    assert built(tmp_path, env).client.password == "from-credential"
+    assert built(tmp_path, {}).client.password is None
+
+
+def test_unreadable_password_file_names_its_key(tmp_path: Path) -> None:
+    """A password_file that cannot be read stops the receiver with the key in the message."""
+    with pytest.raises(ConfigError, match=r'collector.mqtt: password_file: cannot read ".*/nope"'):
+        built(tmp_path, {}, password_file=str(tmp_path / "nope"))
+
+
+def test_bad_tls_files_stop_the_receiver(tmp_path: Path) -> None:
+    """A [collector.mqtt.tls] table naming a missing CA file is an error at start, not later."""
+    with pytest.raises(ReceiverError, match=r"collector.mqtt.tls: cannot load the certificates"):
+        built(tmp_path, {}, tls=TlsConfig(ca_file=str(tmp_path / "missing.pem")))

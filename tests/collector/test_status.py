@@ -18,7 +18,7 @@ import pytest
 from collector_helpers import CollectorProcess
 from web import ServedFleet
 
-from fleetbeat.collector import status
+from fleetbeat.commands import status
 from helpers import AgentProcess, agent_toml, fleetbeat_cmd, free_port, run_cli, subprocess_env
 from helpers import wait_until as wait
 

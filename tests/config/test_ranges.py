@@ -146,7 +146,7 @@ def test_collector_keys_that_used_to_fail_later_are_config_errors(toml: str) -> 
 def test_the_largest_receive_buffer_accepted_can_be_set() -> None:
     """udp_receive_buffer at its maximum is a value setsockopt takes (the kernel caps it)."""
     from fleetbeat.collector.config import parse_collector_config
-    from fleetbeat.collector.receivers import bind_udp
+    from fleetbeat.collector.receivers.udp import bind_udp
 
     cfg = parse_collector_config(
         parse_toml(

@@ -270,7 +270,7 @@ class SelfCheckSection:
 
 def _notifier(value: Any, path: str, problems: Problems) -> Any:
     """One `[[collector.notify]]` table, checked against its type's Config record."""
-    from fleetbeat.collector.notifiers import NOTIFIERS, notifier_class
+    from fleetbeat.registry import NOTIFIERS, notifier_class
 
     if not isinstance(value, Mapping):
         return problems.expected(path, "a table", value)

@@ -20,9 +20,9 @@ from fleetbeat.collector.alerts_config import (
     notify_tables,
     required_table,
 )
-from fleetbeat.collector.amqp_consume import AmqpSection
-from fleetbeat.collector.kafka_consume import KafkaSection
 from fleetbeat.collector.notifiers.base import NotifierConfig
+from fleetbeat.collector.receivers.amqp_consume import AmqpSection
+from fleetbeat.collector.receivers.kafka_consume import KafkaSection
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.loader import read_toml
 from fleetbeat.config.schema import (
@@ -40,6 +40,7 @@ from fleetbeat.config.schema import (
     suggest,
     table,
 )
+from fleetbeat.config.secrets import PATH, TlsConfig
 from fleetbeat.errors import ConfigError
 
 _HOSTPORT = re.compile(
@@ -97,14 +98,19 @@ def default_state_dir() -> str:
 
 @dataclass(frozen=True)
 class MqttSection:
+    """`[collector.mqtt]`: the agent's MQTT vocabulary (`outputs.mqtt_publish`), for subscribing.
+
+    The password comes from `password_file`, else `$FLEETBEAT_MQTT_PASSWORD`, else the
+    systemd credential `mqtt-password` (`config.secrets.read_secret`); TLS is the
+    `[collector.mqtt.tls]` table (present, even empty: TLS, checked against the system
+    CAs). See `collector.receivers.mqtt_subscribe` for a sample.
+    """
+
     host: str = option("127.0.0.1", string(what="a host name or IP address"))
-    port: int = option(1883, integer(min=1, max=65535))
-    username: str = option("", string(allow_empty=True))
-    password: str = option("", string(allow_empty=True), secret=True)
-    tls: bool = option(False, boolean())
-    ca_file: str = option("", string(allow_empty=True, what="a file path"))
-    cert_file: str = option("", string(allow_empty=True, what="a file path"))
-    key_file: str = option("", string(allow_empty=True, what="a file path"))
+    port: Optional[int] = option(None, integer(min=1, max=65535))  # 1883, or 8883 with TLS
+    username: str = option("", string(allow_empty=True))  # "": anonymous
+    password_file: Optional[str] = option(None, string(what=PATH))
+    tls: Optional[TlsConfig] = option(None, table(TlsConfig))
     topic_prefix: str = option(
         "fleetbeat", string(pattern=r"[^#+\s]+", what="a topic prefix without + # or spaces")
     )
@@ -117,11 +123,38 @@ class MqttSection:
     client_id: str = option("", string(allow_empty=True))
     keepalive: float = option(30.0, duration(min=5.0, max=65535.0))  # MQTT: 16 bits
 
+    def __post_init__(self) -> None:
+        if self.port is None:  # as the agent's: the default depends on TLS
+            object.__setattr__(self, "port", 8883 if self.tls is not None else 1883)
+
     def check(self, path: str, problems: Problems) -> None:
-        if bool(self.cert_file) != bool(self.key_file):
-            problems.add(path, "cert_file and key_file go together: set both or neither")
-        if (self.ca_file or self.cert_file) and not self.tls:
-            problems.add(path, "ca_file/cert_file are set but tls = false")
+        if self.password_file is not None and not self.username:
+            problems.add(f"{path}.password_file", "needs username (MQTT sends no password alone)")
+
+
+# Keys [collector.mqtt] took before it spoke the agent's vocabulary: what to write instead.
+_RETIRED_MQTT_KEYS = {
+    "password": "a password is not written in the config: put it in a file only the "
+    'collector can read and set password_file = "/etc/fleetbeat/mqtt-password" (or set '
+    "FLEETBEAT_MQTT_PASSWORD, or the systemd credential mqtt-password)",
+    "tls": "TLS is a table now: write [collector.mqtt.tls] (present, even empty: TLS) "
+    "with ca_file, cert_file, key_file and insecure as needed",
+    "ca_file": "moved into the [collector.mqtt.tls] table",
+    "cert_file": "moved into the [collector.mqtt.tls] table",
+    "key_file": "moved into the [collector.mqtt.tls] table",
+}
+
+
+def _mqtt_table(value: Any, path: str, problems: Problems) -> Any:
+    """`[collector.mqtt]`, with a message saying what to write for each retired key."""
+    if isinstance(value, Mapping):
+        rest = dict(value)
+        for key, instead in _RETIRED_MQTT_KEYS.items():
+            if key in rest and not (key == "tls" and isinstance(rest[key], Mapping)):
+                problems.add(f"{path}.{key}", instead)
+                del rest[key]
+        value = rest
+    return load_table(MqttSection, value, path, problems)
 
 
 @dataclass(frozen=True)
@@ -150,7 +183,7 @@ class AuthSection:
 class CollectorSection:
     udp_listen: str = option("0.0.0.0:9746", listen_address())
     http_listen: str = option("127.0.0.1:9747", listen_address())
-    # HTTP ingest (collector/http_ingest.py): off while empty; a listener of its own
+    # HTTP ingest (collector/receivers/http_ingest.py): off while empty; a listener of its own
     http_ingest_listen: str = option("", listen_address(allow_empty=True))
     http_ingest_max_body: int = option(1 << 20, integer(min=256, max=64 << 20))
     state_dir: str = option_factory(default_state_dir, string(what="a directory path"))
@@ -183,7 +216,7 @@ class CollectorSection:
     check_interval: float = option(0.25, duration(min=0.001, max=60.0))
     log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))
     # None unless a [collector.mqtt] table is present: MQTT is off by default.
-    mqtt: Optional[MqttSection] = option(None, table(MqttSection))
+    mqtt: Optional[MqttSection] = option(None, _mqtt_table)
     kafka: Optional[KafkaSection] = option(None, table(KafkaSection))  # [collector.kafka]
     amqp: Optional[AmqpSection] = option(None, table(AmqpSection))  # [collector.amqp]
     alerts: AlertsSection = option(AlertsSection(), table(AlertsSection))

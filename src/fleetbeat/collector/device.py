@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from fleetbeat.collector.liveness import rebooted
 from fleetbeat.collector.loss import MIN_DOWN_AFTER, RecentLoss, SeqTracker
+from fleetbeat.netaddr import hostport
 
 OLD_RUNS = 4  # runs remembered per device: a signed message from one of them is a replay
 
@@ -153,7 +154,7 @@ class Device(RecentLoss):
             "state": self.state,
             "state_since": self.state_since,
             "last_seen": self.last_seen,
-            "addr": _addr_text(self.addr),
+            "addr": addr_text(self.addr),
             "transport": self.transport,
             "run": self.run,
             "boot_time": self.boot_time,
@@ -185,11 +186,10 @@ class Device(RecentLoss):
 _NO_TAGS: dict[str, str] = {}
 
 
-def _addr_text(addr: Any) -> str:
+def addr_text(addr: Any) -> str:
     """ "host:port" from a socket address ("[v6]:port" for IPv6); text as it is."""
     if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+        return hostport(str(addr[0]), addr[1])
     return str(addr)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Iterable
 from typing import Optional
 
 from fleetbeat.collector.device import Device
@@ -56,6 +57,15 @@ class Eviction:
                     self._forgotten.append(dev_id)  # stored: the store may delete it
                     return dev_id
         return None
+
+    def release(self, dev_ids: Iterable[str]) -> list[str]:
+        """Remove devices another collector judges now: no event, never down, and the
+        store deletes them (`take_forgotten`). Returns the ids that were known."""
+        gone = [k for k in dev_ids if self._devices.pop(k, None) is not None]
+        for dev_id in gone:
+            self.unconfirmed.pop(dev_id, None)
+            self._forgotten.append(dev_id)
+        return gone
 
     def take_forgotten(self) -> list[str]:
         """Ids of stored devices evicted since the last call."""

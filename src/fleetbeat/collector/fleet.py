@@ -1,16 +1,11 @@
 """Fleet state: every device's liveness, loss and last report, and the event log.
 
-Receivers feed it (`receive`, `reject`, `mark_offline`), the main loop ticks it
-(`check`), the store persists it (`take_changes`, `requeue`, `take_forgotten`,
-`restore`); everything else reads it through THE CONTRACT, `view.FleetView`
-(`devices`, `device`, `events`, `stats`: thread-safe, JSON-ready; the fields and
-every rejection reason are listed there). `http.start(fleet, config)` takes a
-`CollectorConfig` and binds `config.http_listen`. The parts, one module each,
-held here under one lock: `loss` (seq tracking, the recent-loss window, "auto"),
-`liveness` (states and judging, on the monotonic clock), `eviction` (who goes
-when `max_devices` is full), `budget` (per-device limits, shared name and tag
-sets), `events` (the event log), `intake` (received and rejected), `device` (the
-record) and `rows` (its stored form).
+Receivers feed it (`receive`, `reject`, `mark_offline`, `release`), the main loop
+ticks it (`check`), the store persists it (`take_changes`, `requeue`,
+`take_forgotten`, `restore`); the rest reads THE CONTRACT, `view.FleetView`
+(`devices`, `device`, `events`, `stats`; the fields and every rejection reason
+are listed there). Its parts, one module each, held here under one lock: `loss`,
+`liveness`, `eviction`, `budget`, `events`, `intake`, `device` and `rows`.
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 from fleetbeat import wire
@@ -201,12 +197,19 @@ class Fleet:
         """A device heard a second time is real: it is stored and its events are kept."""
         d.confirmed = True
         self._eviction.unconfirmed.pop(d.id, None)
-        self._event(now, d, None, d.state, "first_seen")
+        self._log.add(d, None, d.state, "first_seen", now=now, mono=self._mono())
 
     def take_forgotten(self) -> list[str]:
-        """Ids of stored devices evicted since the last call (the store may delete them)."""
+        """Ids of stored devices evicted or released since the last call (for the store)."""
         with self._lock:
             return self._eviction.take_forgotten()
+
+    def release(self, dev_ids: Iterable[str]) -> int:
+        """Forget devices another collector judges now (a Kafka rebalance); how many were known."""
+        with self._lock:
+            gone = self._eviction.release(dev_ids)
+            self._dirty.difference_update(gone)
+        return len(gone)
 
     def _new_run(
         self, d: Device, msg: dict[str, Any], now: float, mono: float, transport: str
@@ -218,7 +221,7 @@ class Fleet:
         reason = d.start_run(msg["run"], msg.get("bt"))
         if not d.confirmed:  # a second message, whatever its run
             self._confirm(d, now)
-        self._event(now, d, d.state, "up", reason)
+        self._log.add(d, d.state, "up", reason, now=now, mono=mono)
         if d.state != "up":
             d.state = "up"
             d.state_since = now
@@ -258,13 +261,10 @@ class Fleet:
         return 0 if to is None else 1
 
     def _transition(self, d: Device, to: str, reason: str, now: float) -> None:
-        self._event(now, d, d.state, to, reason)
+        self._log.add(d, d.state, to, reason, now=now, mono=self._mono())
         d.state = to
         d.state_since = now
         self._dirty.add(d.id)
-
-    def _event(self, now: float, d: Device, from_: Optional[str], to: str, reason: str) -> None:
-        self._log.add(d, from_, to, reason, now=now, mono=self._mono())
 
     # --- reads (the contract) ---------------------------------------------------
 

@@ -27,7 +27,6 @@ Answers of 1,400 bytes or more are gzip-compressed when the client accepts it.
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import json
 import logging
 import math
@@ -47,11 +46,12 @@ from fleetbeat.collector.httpserver import (
     Request,
     Response,
 )
-from fleetbeat.collector.liveness import STATES
+from fleetbeat.collector.liveness import STATES, count_by_state
 from fleetbeat.collector.metrics import CONTENT_TYPE, Exposition, render_alerting
 from fleetbeat.collector.view import FleetView
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
+from fleetbeat.netaddr import is_loopback
 
 if TYPE_CHECKING:
     from fleetbeat.collector.alerting import Alerting
@@ -135,14 +135,6 @@ def filter_devices(
     return [d for d in devices if keep(d)]
 
 
-def count_states(devices: list[dict[str, Any]]) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
-    for dev in devices:
-        state = str(dev.get("state"))
-        counts[state] = counts.get(state, 0) + 1
-    return counts
-
-
 class _App:
     """The routes: turns one Request into one Response; runs on the server's workers."""
 
@@ -212,7 +204,7 @@ class _App:
                 {
                     "time": time.time(),
                     "count": len(devices),
-                    "counts": count_states(devices),
+                    "counts": count_by_state(str(d.get("state")) for d in devices),
                     "devices": devices,
                 },
             )
@@ -269,18 +261,10 @@ _DASHBOARD_HEADERS = {
 
 
 def _loopback_host(host_header: str) -> bool:
-    """True for `localhost`, `127.0.0.1:9747`, `[::1]:9747` and the like."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """True for `localhost`, `127.0.0.1:9747`, `[::1]:9747` and the like (port or not)."""
+    host = host_header.strip()
+    parsed = split_hostport(host)
+    return is_loopback(parsed[0] if parsed is not None else host)
 
 
 def _json(status: int, obj: Any) -> tuple[int, bytes, dict[str, str]]:

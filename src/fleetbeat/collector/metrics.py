@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import psutil
 
-from fleetbeat.collector.liveness import STATES
+from fleetbeat.collector.liveness import STATES, count_by_state
 from fleetbeat.collector.view import FleetView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -107,10 +107,7 @@ def render(devices: list[dict[str, Any]], stats: Mapping[str, Any]) -> str:
     """
     out: list[str] = []
     done: list[str] = []
-    counts = dict.fromkeys(STATES, 0)
-    for dev in devices:
-        state = str(dev.get("state"))
-        counts[state] = counts.get(state, 0) + 1
+    counts = count_by_state(str(dev.get("state")) for dev in devices)
     _head(out, "fleetbeat_devices", "Known devices by state.", "gauge")
     out.extend(f'fleetbeat_devices{{state="{label_value(s)}"}} {n}' for s, n in counts.items())
 

@@ -7,7 +7,7 @@ import math
 from typing import Any, Optional
 
 from fleetbeat import wire
-from fleetbeat.collector.device import OLD_RUNS, Device, _addr_text
+from fleetbeat.collector.device import OLD_RUNS, Device, addr_text
 from fleetbeat.collector.intake import TRANSPORTS
 from fleetbeat.collector.liveness import STATES
 from fleetbeat.collector.loss import SEQ_WINDOW, SeqTracker
@@ -34,7 +34,7 @@ def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
         *((rd.highest, rd.received, rd.expected) if rd else ()),
     ]
     return (
-        d.id, d.state, d.state_since, d.last_seen, _addr_text(d.addr), d.transport, d.run,
+        d.id, d.state, d.state_since, d.last_seen, addr_text(d.addr), d.transport, d.run,
         d.old_runs or d.prev_run, d.boot_time, d.interval, d.version, tags,
         json.dumps(dict(zip(d.metric_names, d.metric_values))), d.clock_skew, d.restarts,
         d.reboots, d.agent_drops, d.down_k,

@@ -38,6 +38,7 @@ from fleetbeat.collector.auth import ApiToken, Keyring
 from fleetbeat.collector.config import AuthSection, CollectorConfig, api_token_path
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
+from fleetbeat.collector.receivers.base import Receiver
 from fleetbeat.collector.store import Store, StoreError
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.sdnotify import Notifier, Supervision
@@ -68,7 +69,7 @@ class Collector:
         self._clock = clock
         self.fleet = Fleet(config.collector, clock=clock)
         self.store: Optional[Store] = None
-        self.receivers: list[Any] = []
+        self.receivers: list[Receiver] = []
         self.http: Any = None
         self._stop = threading.Event()
         self._reload_requested = False
@@ -116,11 +117,9 @@ class Collector:
             raise
         self.flush()  # devices judged down at reload are stored (and alerted) as such at once
         try:
-            self.receivers = start_receivers(self.fleet, c.udp_listen, c.udp_receive_buffer, c.mqtt)
-            udp = self.receivers[0]
-            log.info("listening for wire v1 on UDP %s", _sockname(udp.address))
-            if c.mqtt is not None:
-                log.info("subscribing on MQTT broker %s:%d", c.mqtt.host, c.mqtt.port)
+            self.receivers = start_receivers(self.fleet, c)
+            for r in self.receivers:
+                log.info("listening for wire v1 on %s", r.name)
             self.http = _start_http(self.fleet, self.config, self.health, self.alerting, token)
         except BaseException:
             self.close()
@@ -334,8 +333,3 @@ def _start_http(fleet: Fleet, config: CollectorConfig, health: Callable[[], Opti
         log.warning("HTTP is unavailable (%s): no dashboard, API or /metrics", exc)
         return None
     return http.start(fleet, config, health=health, alerting=alerting, token=token)
-
-
-def _sockname(addr: tuple[Any, ...]) -> str:
-    host = str(addr[0])
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"

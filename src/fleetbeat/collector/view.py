@@ -1,6 +1,8 @@
 """The fleet's read side: the one contract the HTTP API, `/metrics` and the alerts read.
 
-`collector.fleet.Fleet` provides it (checked in tests/collector/test_fleet.py).
+`collector.fleet.Fleet` provides it (checked in tests/collector/test_fleet.py);
+`collector.http.start(fleet, config)` serves it, with a `CollectorConfig` whose
+`http_listen` is the "host:port" to bind.
 Every method is thread-safe and returns plain JSON-ready data (dicts, lists, str,
 int, float, bool, None) that the caller may keep or mutate.
 """

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Optional, TextIO
 from urllib.parse import quote, urlsplit
 
-from fleetbeat.collector.status import CollectorUnreachable, ago, normalise_url
+from fleetbeat.commands.status import CollectorUnreachable, ago, normalise_url
 from fleetbeat.errors import FleetbeatError
 
 EXIT_OK = 0

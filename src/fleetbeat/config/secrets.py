@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Optional
+from typing import Any, Optional
 
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import Problems, boolean, option, string
 from fleetbeat.errors import ConfigError
 
 PATH = "a file path"
+# Where an MQTT password comes from besides password_file: the agent's and the collector's
+MQTT_PASSWORD_ENV = "FLEETBEAT_MQTT_PASSWORD"  # noqa: S105 - a variable name
+MQTT_CREDENTIAL = "mqtt-password"  # systemd LoadCredential= name, see systemd/
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,25 @@ class TlsConfig:
     def check_files(self, path: str, problems: Problems) -> None:
         for key in ("ca_file", "cert_file", "key_file"):
             check_readable(getattr(self, key), f"{path}.{key}", problems)
+
+
+def set_tls(client: Any, tls: TlsConfig) -> None:
+    """TLS on a paho MQTT client, the one way every fleetbeat connection uses it.
+
+    The peer's certificate is checked (against `ca_file`, else the system CAs), and
+    its host name unless `insecure`. OSError or ValueError for files that cannot be
+    loaded: the caller names its key in the error.
+    """
+    import ssl  # only for a TLS connection: it costs memory on a Pi Zero
+
+    client.tls_set(
+        ca_certs=tls.ca_file,
+        certfile=tls.cert_file,
+        keyfile=tls.key_file,
+        cert_reqs=ssl.CERT_REQUIRED,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    client.tls_insecure_set(tls.insecure)
 
 
 def check_readable(file: Optional[str], path: str, problems: Problems) -> None:

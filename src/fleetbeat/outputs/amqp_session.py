@@ -3,7 +3,7 @@
 `connect` does what may wait (name lookup, TCP connect, TLS handshake,
 Connection.Start/Tune/Open, Channel.Open) on a blocking socket with a timeout.
 Only background threads call it: the agent output's (`amqp_link`) and the
-collector's consumer (`fleetbeat.collector.amqp_consume`).
+collector's consumer (`fleetbeat.collector.receivers.amqp_consume`).
 """
 
 from __future__ import annotations

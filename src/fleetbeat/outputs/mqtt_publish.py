@@ -66,7 +66,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import Problems, duration, integer, option, string, table
-from fleetbeat.config.secrets import PATH, TlsConfig, check_readable, read_secret
+from fleetbeat.config.secrets import (
+    MQTT_CREDENTIAL,
+    MQTT_PASSWORD_ENV,
+    PATH,
+    TlsConfig,
+    check_readable,
+    read_secret,
+    set_tls,
+)
 from fleetbeat.errors import ConfigError
 from fleetbeat.netaddr import hostport
 from fleetbeat.outputs.base import Identity, Outgoing, Tally
@@ -83,8 +91,8 @@ if TYPE_CHECKING:  # paho is imported at run time only when an MQTT output is bu
 
 log = logging.getLogger(__name__)
 
-PASSWORD_ENV = "FLEETBEAT_MQTT_PASSWORD"  # noqa: S105 - a variable name
-CREDENTIAL_NAME = "mqtt-password"  # systemd LoadCredential= name, see systemd/
+PASSWORD_ENV = MQTT_PASSWORD_ENV  # shared with the collector (config.secrets)
+CREDENTIAL_NAME = MQTT_CREDENTIAL
 TOPIC_PREFIX = r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*"
 CLIENT_ID = r"[A-Za-z0-9_.:-]{1,128}"
 
@@ -217,18 +225,11 @@ class MqttOutput(MqttLink):
         import ssl
 
         try:
-            client.tls_set(
-                ca_certs=tls.ca_file,
-                certfile=tls.cert_file,
-                keyfile=tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            set_tls(client, tls)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError(
                 [f"{self.name}: tls: cannot load the certificates: {describe_os_error(exc)}"]
             ) from None
-        client.tls_insecure_set(tls.insecure)
         # a TLS socket that cannot write says so with this; the record must be retried whole
         self._want_write = (BlockingIOError, ssl.SSLWantWriteError)
 

@@ -11,7 +11,7 @@ Keys common to every notifier:
 
 ```toml
 [[collector.notify]]
-type = "webhook"            # see the registry in fleetbeat.collector.notifiers
+type = "webhook"            # see fleetbeat.registry.NOTIFIERS
 name = "ops-webhook"        # default: the type; two notifiers of one type need names
 match = { tag = "site:barn" }  # only alerts of these devices (default: every device)
 severity = "warning"        # only alerts this severe or more: "info" (all), "warning", "critical"

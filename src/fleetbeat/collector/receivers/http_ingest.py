@@ -23,6 +23,12 @@ the same validation and counters as a UDP datagram (`fleet.receive`, with
 Reasons that only the fleet's state can tell (a seq jump, an old run, a full
 fleet) are counted in `/metrics` as for UDP, and answered 204: the message was
 well-formed, and telling the sender changes nothing it does.
+
+```toml
+[collector]
+http_ingest_listen = "0.0.0.0:9748"  # off while empty (the default)
+http_ingest_max_body = 1048576       # bytes of one POST: a batch of messages
+```
 """
 
 from __future__ import annotations
@@ -54,13 +60,12 @@ class HttpIngest:
         limits: the server's bounds; by default the dashboard's, answering 429 when busy.
     """
 
-    log_name = "HTTP ingest"
-
     def __init__(
-        self, fleet: Fleet, config: CollectorSection, *, limits: Optional[Limits] = None
+        self, *, fleet: Fleet, config: CollectorSection, limits: Optional[Limits] = None
     ) -> None:
         self.fleet = fleet
         self.config = config
+        self.name = f"HTTP {config.http_ingest_listen} (POST {PATH})"  # the port once bound
         self.limits = limits or Limits(
             busy_status=HTTPStatus.TOO_MANY_REQUESTS, max_body_bytes=config.http_ingest_max_body
         )
@@ -77,10 +82,13 @@ class HttpIngest:
         self._server = BoundedServer(self.handle, host=host, port=port, limits=self.limits,
                                      name="http-ingest")  # fmt: skip
         self.address = (host, self._server.port)
-        log.info("listening for wire v1 on HTTP %s (POST %s)",
-                 hostport(host, self._server.port), PATH)  # fmt: skip
+        self.name = f"HTTP {hostport(host, self._server.port)} (POST {PATH})"
 
-    def close(self, timeout: float = 2.0) -> None:
+    @staticmethod
+    def enabled(config: CollectorSection) -> bool:
+        return bool(config.http_ingest_listen)  # off while empty
+
+    def close(self, *, timeout: float = 2.0) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -51,9 +51,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from fleetbeat.collector.receivers.base import ReceiverError
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import boolean, duration, integer, option, string
 from fleetbeat.logutil import RateLimitedLog
+from fleetbeat.netaddr import hostport
 from fleetbeat.outputs import amqp_frames as f
 from fleetbeat.outputs.amqp_session import (
     NAME,
@@ -68,6 +70,7 @@ from fleetbeat.outputs.amqp_session import (
 )
 
 if TYPE_CHECKING:
+    from fleetbeat.collector.config import CollectorSection
     from fleetbeat.collector.fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -107,13 +110,15 @@ def device_of(routing_key: str, prefix: str) -> Optional[str]:
 class AmqpConsumer:
     """Consumes `[collector.amqp]` with no-ack in its own thread; hands each body to the fleet."""
 
-    log_name = "amqp"
-
-    def __init__(self, fleet: Fleet, config: AmqpSection) -> None:
+    def __init__(self, *, fleet: Fleet, config: CollectorSection) -> None:
+        section = config.amqp
+        if section is None:
+            raise ReceiverError("collector.amqp: not configured")
         self.fleet = fleet
-        self.config = config
-        self.endpoint = parse_url(config.url)
-        self._password = read_password(config.password_file, self.endpoint.user,
+        self.config = section
+        self.endpoint = parse_url(section.url)
+        self.name = f"amqp {hostport(self.endpoint.host, self.endpoint.port)}"
+        self._password = read_password(section.password_file, self.endpoint.user,
                                        name="collector.amqp", environ=os.environ)  # fmt: skip
         self.connected = threading.Event()
         self.queue = ""  # the queue consumed now (the server's name for a server-named one)
@@ -124,6 +129,10 @@ class AmqpConsumer:
         self._thread = threading.Thread(target=self._run, name="amqp-consumer", daemon=True)
         self._news = RateLimitedLog(log, every=60.0)
 
+    @staticmethod
+    def enabled(config: CollectorSection) -> bool:
+        return config.amqp is not None
+
     def start(self) -> None:
         self._thread.start()
 
@@ -132,7 +141,7 @@ class AmqpConsumer:
         return {"connected": int(self.connected.is_set()), "connects": self.connects,
                 "delivered": self.delivered}  # fmt: skip
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, *, timeout: float = 2.0) -> None:
         self._stop.set()
         sock = self._sock
         if sock is not None:
@@ -140,7 +149,8 @@ class AmqpConsumer:
                 sock.sendall(f.connection_close(200, "collector stopping"))
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the blocking recv
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # closing a receiver that never started is fine
+            self._thread.join(timeout)
 
     # --- the thread ------------------------------------------------------------------------
 

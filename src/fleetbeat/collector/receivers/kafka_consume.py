@@ -47,12 +47,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from fleetbeat.collector.receivers.base import ReceiverError
 from fleetbeat.config import kafka
 from fleetbeat.config.frozen import dataclass
 from fleetbeat.config.schema import Problems, duration, integer, option, string, table
 from fleetbeat.logutil import RateLimitedLog
 
 if TYPE_CHECKING:  # the fleet imports the collector's config, which imports this module
+    from fleetbeat.collector.config import CollectorSection
     from fleetbeat.collector.fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -77,20 +79,10 @@ class KafkaSection:
 def release(fleet: Fleet, dev_ids: Iterable[str]) -> int:
     """Forget devices another collector judges now: no event, never down; the store drops them.
 
-    Meant as `Fleet.release(dev_ids) -> int` over an `Eviction.release(dev_id) -> bool`
-    (the lead moves it there); written here, on their private state, until then.
-    Returns how many were known.
+    `Fleet.release`; a parameter of the receiver so tests can watch it. Returns how
+    many were known.
     """
-    n = 0
-    with fleet._lock:
-        eviction = fleet._eviction
-        for dev_id in dev_ids:
-            if fleet._devices.pop(dev_id, None) is not None:
-                eviction.unconfirmed.pop(dev_id, None)
-                eviction._forgotten.append(dev_id)  # the store deletes it: no revival
-                fleet._dirty.discard(dev_id)
-                n += 1
-    return n
+    return fleet.release(dev_ids)
 
 
 def consumer_settings(config: KafkaSection, *, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -119,21 +111,24 @@ class KafkaReceiver:
 
     def __init__(
         self,
-        fleet: Fleet,
-        config: KafkaSection,
         *,
+        fleet: Fleet,
+        config: CollectorSection,
         environ: Mapping[str, str] = os.environ,
         release: Callable[[Fleet, Iterable[str]], int] = release,
     ) -> None:
+        section = config.kafka
+        if section is None:
+            raise ReceiverError("collector.kafka: not configured")
         client = kafka.load_client("collector.kafka")
         self.fleet = fleet
-        self.config = config
-        self.name = f"kafka {','.join(config.brokers)} group {config.group_id}"
-        self.topics = [f"{config.topic_prefix}.hb", f"{config.topic_prefix}.rd"]
+        self.config = section
+        self.name = f"kafka {','.join(section.brokers)} group {section.group_id}"
+        self.topics = [f"{section.topic_prefix}.hb", f"{section.topic_prefix}.rd"]
         self._release = release
         self._client = client
         self._settings = {
-            **consumer_settings(config, environ=environ),
+            **consumer_settings(section, environ=environ),
             "error_cb": self._client_error,
             "logger": kafka.DebugLog(log),
         }
@@ -145,13 +140,15 @@ class KafkaReceiver:
         self._heard: dict[int, set[str]] = {}  # .hb partition -> device ids heard on it
         self._counts = {"received": 0, "commit_failed": 0, "rebalances": 0, "released": 0}
 
+    @staticmethod
+    def enabled(config: CollectorSection) -> bool:
+        return config.kafka is not None
+
     def start(self) -> None:
         """Create the consumer and join the group in the background; never waits for a broker."""
         try:
             self._consumer = self._client.Consumer(self._settings)
         except self._client.KafkaException as exc:
-            from fleetbeat.collector.receivers import ReceiverError
-
             raise ReceiverError(f"collector.kafka: {exc}") from exc
         self._consumer.subscribe(self.topics, on_assign=self._assign, on_revoke=self._revoke,
                                  on_lost=self._revoke)  # fmt: skip
@@ -242,7 +239,7 @@ class KafkaReceiver:
     def _client_error(self, err: Any) -> None:
         _limited.log(logging.WARNING, str(err.code()), "%s: %s", self.name, err.str())
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, *, timeout: float = 2.0) -> None:
         """Leave the group (the others take the partitions at once) and stop the thread."""
         self._stop.set()
         if self._thread.is_alive():

@@ -10,7 +10,6 @@ convention, so it also works as a monitoring check):
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
@@ -21,7 +20,9 @@ from collections.abc import Sequence
 from typing import Any, Optional, TextIO
 from urllib.parse import urlencode, urlsplit
 
+from fleetbeat.collector.liveness import count_by_state
 from fleetbeat.errors import FleetbeatError
+from fleetbeat.netaddr import is_loopback
 
 DEFAULT_URL = "http://127.0.0.1:9747"
 EXIT_OK = 0
@@ -48,15 +49,6 @@ def normalise_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def fetch_devices(
     url: str, *, states: Sequence[str] = (), tags: Sequence[str] = (), timeout: float = 5.0
 ) -> dict[str, Any]:
@@ -67,7 +59,7 @@ def fetch_devices(
     target = f"{base}/api/devices" + (f"?{urlencode(query)}" if query else "")
     host = urlsplit(base).hostname or ""
     # A proxy from the environment is for reaching other machines, not this one.
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
+    handlers = [urllib.request.ProxyHandler({})] if is_loopback(host) else []
     opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(target, timeout=timeout) as resp:
@@ -148,10 +140,7 @@ def _row(dev: dict[str, Any], now: float) -> list[str]:
 def summary(data: dict[str, Any]) -> str:
     """`5 devices: 3 up, 1 late, 1 down` (states with no device left out)."""
     devices = data["devices"]
-    counts: dict[str, int] = {}
-    for dev in devices:
-        state = str(dev.get("state"))
-        counts[state] = counts.get(state, 0) + 1
+    counts = count_by_state(str(dev.get("state")) for dev in devices)
     states = [s for s in ORDER if counts.get(s)] + sorted(set(counts) - set(ORDER))
     parts = ", ".join(f"{counts[s]} {s}" for s in states)
     noun = "device" if len(devices) == 1 else "devices"
