@@ -127,6 +127,16 @@ port = {port}
         rx.close()
 
 
+def drain_socket(rx: socket.socket) -> None:
+    """Read and drop whatever a receiving socket holds."""
+    rx.setblocking(False)
+    try:
+        while True:
+            rx.recv(65535)
+    except BlockingIOError:
+        pass
+
+
 def best_of(fn, repeat: int = 7) -> float:
     times = []
     for _ in range(repeat):
@@ -206,12 +216,7 @@ def bench_heartbeat_send() -> None:
     raw.connect(("127.0.0.1", port))
 
     def drain() -> None:
-        rx.setblocking(False)
-        try:
-            while True:
-                rx.recv(65535)
-        except BlockingIOError:
-            pass
+        drain_socket(rx)
 
     n = 2000
     emitter = agent.emitters[0]

@@ -13,7 +13,7 @@ import socket
 import tempfile
 import time
 
-from agent_core import best_of, rss_mb, start_agent
+from agent_core import best_of, drain_socket, rss_mb, start_agent
 from fleetbeat import keys
 
 
@@ -71,14 +71,6 @@ def bench_send(key_file: str) -> None:
                        interval=cfg.agent.heartbeat_interval)  # fmt: skip
         emitters.append((agent.emitters[0], msg))
 
-    def drain() -> None:
-        rx.setblocking(False)
-        try:
-            while True:
-                rx.recv(65535)
-        except BlockingIOError:
-            pass
-
     n = 2000
 
     def run(i: int) -> float:
@@ -87,7 +79,7 @@ def bench_send(key_file: str) -> None:
         def loop() -> None:
             for _ in range(n):
                 emitter.emit(msg)
-            drain()
+            drain_socket(rx)
 
         return best_of(loop) / n
 
