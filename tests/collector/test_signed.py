@@ -207,3 +207,44 @@ def test_require_signed_rejects_every_unsigned_message(
     s.send(1)
     wait_until(lambda: _rejected(col).get("unsigned", 0) == 2)
     assert _device(col, "stranger") is None
+
+
+def test_signed_over_mqtt_and_a_forgery_through_the_broker_is_refused(
+    tmp_path: Path, start_collector: Callable[..., CollectorProcess],
+    start_agent: Callable[..., AgentProcess], start_broker: Callable[..., Any],
+    make_sender: Callable[..., Sender],
+) -> None:  # fmt: skip
+    """An agent signing over MQTT is up; an unsigned heartbeat published in its name on its
+    own topic (an anonymous broker: no ACL) is rejected as unsigned."""
+    import paho.mqtt.client as mqtt
+
+    broker = start_broker()
+    keydir = tmp_path / "keys"
+    keydir.mkdir()
+    key = _newkey(keydir / "pi-m")
+    (tmp_path / "agent-key").write_text(key.hex() + "\n")
+    col = start_collector(extra=f"{_auth(keydir)}\n[collector.mqtt]\nport = {broker.port}\n")
+    start_agent(f"""
+[agent]
+device_id = "pi-m"
+heartbeat_interval = "0.1s"
+jitter = 0
+key_file = "{tmp_path / "agent-key"}"
+[sensors.system]
+enabled = false
+[[outputs.mqtt]]
+host = "127.0.0.1"
+port = {broker.port}
+""")
+    wait_until(lambda: (_device(col, "pi-m") or {}).get("transport") == "mqtt", timeout=15)
+    assert _device(col, "pi-m")["state"] == "up"
+    forger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    forger.connect("127.0.0.1", broker.port)
+    forger.loop_start()
+    try:
+        msg = make_sender(col.udp_port, dev="pi-m", run=_device(col, "pi-m")["run"]).message(10**6)
+        forger.publish("fleetbeat/pi-m/hb", wire.dumps(msg), qos=0).wait_for_publish(5)
+        wait_until(lambda: _rejected(col).get("unsigned", 0) >= 1)
+    finally:
+        forger.loop_stop()
+        forger.disconnect()
