@@ -10,29 +10,30 @@ from fleetbeat.collector.liveness import rebooted
 from fleetbeat.collector.loss import MIN_DOWN_AFTER, RecentLoss, SeqTracker
 from fleetbeat.netaddr import hostport
 
-OLD_RUNS = 4  # runs remembered per device: a signed message from one of them is a replay
+OLD_RUNS = 8  # runs remembered per device: a signed message from one of them is a replay
 
 
-RUN_CLOCK_SLACK = 86400.0  # s a new run's clock may be behind the last run's (no RTC)
+STRANGER_SLACK = 3600.0  # s a signed message from a device not known may be behind our clock
 
 
-def replayed(d: Device, msg: dict[str, Any]) -> bool:
-    """For a verified (signed) message: was it accepted before, or is it from an old run?
+def replayed(d: Optional[Device], msg: dict[str, Any], now: float) -> bool:
+    """For a verified (signed) message: could it be a captured one sent again?
 
-    A signature proves who wrote a message, not when: a captured one stays valid. Its
-    (run, seq) gives it away: a seq of the current run already seen (or too old to tell),
-    a run among the device's last OLD_RUNS (`run in old_runs` matches a whole 16-hex
-    token only: hex has no space), or a "new" run whose clock is more than a day behind
-    the device's last message (a run captured long ago; a Pi without a real-time clock
-    is behind by hours at most before NTP).
+    A signature proves who wrote a message, not when. So, for a signed device: a seq of
+    its current run that is not newer than the newest accepted (a late arrival is
+    refused too: rare on these links, and a replay looks just like one); a run among
+    its last OLD_RUNS; a "new" run whose clock is not past the device's last heartbeat
+    (a real restart comes later; a device needs a clock that moves forward, from NTP or
+    an RTC); and, for a device not known (new, or evicted), a message more than an hour
+    behind the collector's clock. `run in old_runs` matches a whole 16-hex token only.
     """
-    run = msg["run"]
+    run, ts = msg["run"], msg["ts"]
+    if d is None:
+        return bool(ts < now - STRANGER_SLACK)
     if run == d.run:
         tracker = d.rd if msg["k"] == "rd" else d.hb
-        return tracker is not None and tracker.replayed(msg["seq"])
-    if run in d.old_runs:
-        return True
-    return bool(msg["ts"] < d.last_seen + d.clock_skew - RUN_CLOCK_SLACK)
+        return tracker is not None and msg["seq"] <= tracker.highest
+    return run in d.old_runs or bool(ts <= d.last_seen + d.clock_skew)
 
 
 class Device(RecentLoss):

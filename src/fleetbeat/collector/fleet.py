@@ -135,6 +135,9 @@ class Fleet:
             if over:
                 self._intake.reject(over, transport)
                 return
+        if signed and replayed(d, msg, now):
+            self._intake.reject("replay", transport)
+            return
         if d is None:
             if kind != "hb":  # a device is known by its heartbeats; a reading or bye proves little
                 self._intake.reject("unknown_device" if kind == "rd" else "unknown_run", transport)
@@ -149,9 +152,6 @@ class Fleet:
             self._devices[dev_id] = d
             self._eviction.unconfirmed[dev_id] = None
             d.run = msg["run"]
-        elif signed and replayed(d, msg):
-            self._intake.reject("replay", transport)
-            return
         elif msg["run"] != d.run:
             if kind != "hb":  # only a heartbeat starts a run: a forged bye cannot end one
                 self._intake.reject(

@@ -66,17 +66,6 @@ class SeqTracker:
         self.probe = seq
         return False
 
-    def replayed(self, seq: int) -> bool:
-        """For a signed stream: `seq` was accepted already, or is too old to tell (a replay).
-
-        Within the window the bitmap says; behind it a genuine late arrival is all but
-        impossible (128 intervals late), so it is taken for a captured message.
-        """
-        off = self.highest - seq
-        if off < 0:
-            return False
-        return off >= SEQ_WINDOW or bool(self.seen >> off & 1)
-
     def add(self, seq: int) -> int:
         """Count one arrival; return the number of newly expected seqs (0 for old ones).
 

@@ -10,9 +10,7 @@ from fleetbeat import wire
 from fleetbeat.collector.device import OLD_RUNS, Device, addr_text
 from fleetbeat.collector.intake import TRANSPORTS
 from fleetbeat.collector.liveness import STATES
-from fleetbeat.collector.loss import SEQ_WINDOW, SeqTracker
-
-_U64 = (1 << 64) - 1
+from fleetbeat.collector.loss import SeqTracker
 
 ROW_COLUMNS = (
     "id", "state", "state_since", "last_seen", "addr", "transport", "run", "prev_run",
@@ -20,8 +18,7 @@ ROW_COLUMNS = (
     "agent_drops", "down_k", "counters",
 )  # fmt: skip
 """The columns of a stored device row, in order (see `store`). `prev_run` holds the last
-OLD_RUNS runs, newest first, space-separated; `counters` ends with the heartbeat stream's
-seen window (two 64-bit halves) so replay protection survives a restart."""
+OLD_RUNS runs, newest first, space-separated, so replay protection survives a restart."""
 
 
 def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
@@ -39,8 +36,7 @@ def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
         json.dumps(dict(zip(d.metric_names, d.metric_values))), d.clock_skew, d.restarts,
         d.reboots, d.agent_drops, d.down_k,
         json.dumps([int(hb is not None), int(rd is not None), *counters, *d.prior, *d.rd_prior,
-                    d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp,
-                    *((hb.seen & _U64, hb.seen >> 64) if hb else ())]),
+                    d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp]),
     )  # fmt: skip
 
 
@@ -124,8 +120,6 @@ def revive(row: tuple[Any, ...], *, wall: float, mono: float) -> Optional[Device
         d.prior = (c[0], c[1], c[2], c[3])
         d.rd_prior = (c[4], c[5])
         d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp = c[6:10]
-        if d.hb is not None and len(c) >= 12:  # the seen window (rows written since signing)
-            d.hb.seen = (c[10] | c[11] << 64) & ((1 << SEQ_WINDOW) - 1)
         if d.state in ("up", "late"):
             d.deadline = -math.inf  # judged at once
         # wall time converted once: how long ago, on the monotonic clock
