@@ -10,6 +10,7 @@ from fleetbeat.collector.liveness import rebooted
 from fleetbeat.collector.loss import MIN_DOWN_AFTER, RecentLoss, SeqTracker
 from fleetbeat.netaddr import hostport
 
+RUN_CHARS = 16  # a run id: 16 hex digits (wire.RUN_ID)
 OLD_RUNS = 8  # runs remembered per device: a signed message from one of them is a replay
 
 
@@ -42,8 +43,7 @@ class Device(RecentLoss):
     __slots__ = (
         "addr", "agent_drops", "boot_time", "clock_skew", "confirmed", "deadline", "down_k",
         "ev_count", "ev_start", "hb", "id", "interval", "last_seen", "metric_names",
-        "metric_values", "old_runs", "prev_run", "prior", "rd", "rd_prior", "reboots",
-        "restarts", "run",
+        "metric_values", "old_runs", "prior", "rd", "rd_prior", "reboots", "restarts", "run",
         "seen", "state", "state_since", "tags", "transport", "version",
     )  # fmt: skip
 
@@ -58,7 +58,6 @@ class Device(RecentLoss):
         self.addr: Any = ""  # the socket address tuple as received (formatted when read)
         self.transport = "udp"
         self.run = ""
-        self.prev_run = ""
         self.old_runs = ""  # the last OLD_RUNS runs before this one, newest first, space-separated
         self.boot_time: Optional[float] = None
         self.interval = 10.0
@@ -103,11 +102,16 @@ class Device(RecentLoss):
         if drop is not None:
             self.agent_drops = drop
 
+    @property
+    def prev_run(self) -> str:
+        """The run before this one ("" if none): the first of `old_runs`."""
+        return self.old_runs[:RUN_CHARS]
+
     def start_run(self, run: str, boot_time: Optional[float]) -> str:
         """A new run: "reboot" or "restart" (counted); the finished run joins the lifetime."""
-        self.prev_run = self.run
-        # one short string, not a tuple of runs: ~120 bytes a device that ever restarted
-        self.old_runs = " ".join([self.run, *self.old_runs.split()][:OLD_RUNS])
+        # one short string, not a tuple of runs: ~150 bytes a device that ever restarted
+        runs = [r for r in (self.run, *self.old_runs.split()) if r]
+        self.old_runs = " ".join(runs[:OLD_RUNS])
         if self.hb is not None:
             p, f = self.prior, self.hb.figures()
             self.prior = (p[0] + f[0], p[1] + f[1], p[2] + f[2], p[3] + f[3])

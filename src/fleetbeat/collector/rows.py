@@ -32,7 +32,7 @@ def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
     ]
     return (
         d.id, d.state, d.state_since, d.last_seen, addr_text(d.addr), d.transport, d.run,
-        d.old_runs or d.prev_run, d.boot_time, d.interval, d.version, tags,
+        d.old_runs, d.boot_time, d.interval, d.version, tags,
         json.dumps(dict(zip(d.metric_names, d.metric_values))), d.clock_skew, d.restarts,
         d.reboots, d.agent_drops, d.down_k,
         json.dumps([int(hb is not None), int(rd is not None), *counters, *d.prior, *d.rd_prior,
@@ -84,7 +84,6 @@ def revive(row: tuple[Any, ...], *, wall: float, mono: float) -> Optional[Device
         runs = _text(prev_run).split()  # the previous runs, newest first
         if not all(wire.RUN_ID.fullmatch(r) for r in runs):
             raise ValueError("prev_run")
-        d.prev_run = runs[0] if runs else ""
         d.old_runs = " ".join(runs[:OLD_RUNS])
         d.boot_time = None if boot_time is None else _finite(boot_time)
         d.interval = _finite(interval)
