@@ -194,11 +194,19 @@ def test_agent_to_collector_over_http_ingest(start_collector, start_agent, tmp_p
     collector.proc.send_signal(signal.SIGTERM)
     assert collector.proc.wait(10) == 0
     wait_until(lambda: "(refused)" in agent.log())  # it posts on with nobody listening
+    # a second of silence: 20 messages at 10/s each for heartbeats and readings, so at
+    # least 5 drops whatever the speed of the machine (a fast one restarts in 0.3 s)
+    time.sleep(1.0)
     collector = start_collector(extra=extra, state_dir=collector.state_dir, name="collector2")
     # The agent cannot post while nobody listens: it drops those messages itself (refused)
     # and says so in its next heartbeats; the collector resyncs its seq count after its
     # own restart (fleet.SeqTracker.resync), so they show as agent drops, not as loss.
-    back = wait_until(lambda: (d := device(collector)) and d["agent_drops"] >= 5 and d, timeout=15)
+    try:
+        back = wait_until(lambda: (d := device(collector)) and d["agent_drops"] >= 5 and d,
+                          timeout=15)  # fmt: skip
+    except AssertionError:
+        raise AssertionError(f"{device(collector)}\n{agent.log()[-3000:]}\n"
+                             f"{collector.log()[-3000:]}") from None
     before = back["received"]
     after = wait_until(lambda: (d := device(collector)) and d["received"] >= before + 10 and d)
     # a loaded machine may make the new collector answer 429 while it starts: such a
