@@ -30,6 +30,7 @@ import gzip
 import json
 import logging
 import math
+import re
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -69,6 +70,16 @@ Health = Callable[[], Optional[str]]  # None while healthy, else why not
 
 class BadRequest(Exception):
     """A query parameter is invalid; the message goes back to the client with a 400."""
+
+
+def dashboard_page() -> bytes:
+    """dashboard.html with its .css and .js files put in place of their `/* inline: NAME */`
+    comments: one self-contained page (its CSP allows no other file)."""
+    page = DASHBOARD.read_text(encoding="utf-8")
+    for name in re.findall(r"/\* inline: ([\w.]+) \*/", page):
+        text = DASHBOARD.with_name(name).read_text(encoding="utf-8")
+        page = page.replace(f"/* inline: {name} */", text.replace("</", "<\\/"))
+    return page.encode()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -151,7 +162,7 @@ class _App:
         self.guard = WriteGuard(token)
         self.fleet = fleet
         self.exposition = Exposition(fleet)
-        self.dashboard = DASHBOARD.read_bytes()
+        self.dashboard = dashboard_page()
         self.loopback_only = loopback_only  # bound to loopback: only loopback Host names served
         self.health = health
         self.errors = RateLimitedLog(log)
