@@ -71,6 +71,21 @@ def _text(x: Any, pattern: Any = None) -> str:
     return x
 
 
+def lifetime_totals(counters: Any) -> Optional[tuple[int, int]]:
+    """The heartbeat stream's lifetime (received, expected) from a stored `counters`
+    (for a version-1 row, which has no totals of its own); None when it cannot be read."""
+    try:
+        c = [_count(x) for x in json.loads(counters)]
+        has_hb, has_rd = c[0], c[1]
+        at = 2 + 5 * has_hb + 3 * has_rd  # `prior` follows the two trackers' figures
+        received, expected = c[at], c[at + 1]
+        if has_hb:
+            received, expected = received + c[3], expected + c[4]
+    except (TypeError, ValueError, IndexError, RecursionError, MemoryError):
+        return None
+    return received, expected
+
+
 def revive(row: tuple[Any, ...], *, wall: float, mono: float) -> Optional[Device]:
     """A device from a stored row; None when any part of the row cannot be read.
 

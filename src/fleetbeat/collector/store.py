@@ -16,10 +16,10 @@ Tables (schema version 2): `devices` (one row per device, `rows.ROW_COLUMNS`), `
 device and hour (its start, epoch s) the device's LIFETIME heartbeats received and
 expected as of the last flush in that hour, upserted by every `write` from the device
 rows, in the same transaction. An hour's own counts are the difference with the
-device's previous stored hour (`collector.history.hourly`). `meta` holds
-`hours_since` when the table was added to an older database: the first hour of a device
-there has no base to subtract. A version-1 database (before history) is migrated in place
-when opened: its devices and events are kept. The HTTP threads read through
+device's previous stored hour (`collector.history.hourly`). A version-1 database
+(before history) is migrated in place when opened: its devices and events are kept,
+each device gets a base row an hour before (its totals then: not an hour of its own),
+and `meta` holds `hours_since`, when that happened. The HTTP threads read through
 `collector.store_reader.StoreReader`, never through this connection.
 """
 
@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional
 
 from fleetbeat.collector.events import MAX_EVENTS_IN_MEMORY
 from fleetbeat.collector.history import HOUR
-from fleetbeat.collector.rows import HB_EXPECTED, HB_RECEIVED, ROW_COLUMNS
+from fleetbeat.collector.rows import HB_EXPECTED, HB_RECEIVED, ROW_COLUMNS, lifetime_totals
 from fleetbeat.errors import FleetbeatError
 
 log = logging.getLogger(__name__)
@@ -141,14 +141,27 @@ class Store:
             for col in ROW_COLUMNS:  # version 1 had neither lifetime total
                 if col not in have:
                     self._db.execute(f"ALTER TABLE devices ADD COLUMN {col} {_TYPES[col]}")
-            if version == 1:  # its devices' first hours have no base to subtract
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('hours_since', ?)",
-                                 (self._clock(),))  # fmt: skip
+            if version == 1:
+                self._base_hours()
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _base_hours(self) -> None:
+        """Migrating a version-1 database: each device's lifetime totals now, as a base row
+        an hour before this one, so its next hour counts only that hour (its totals come
+        from `counters`); `meta.hours_since` tells readers such a first row is a base."""
+        now = self._clock()
+        base = self.hour_of(now) - HOUR
+        rows = []
+        for dev_id, counters in self._db.execute("SELECT id, counters FROM devices"):
+            totals = lifetime_totals(counters)
+            if totals is not None and isinstance(dev_id, str):
+                rows.append((dev_id, base, *totals))
+        self._db.executemany(_UPSERT_HOUR, rows)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('hours_since', ?)", (now,))
 
     def load(self, now: float) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
         """Every stored device row, and the newest events within the retention."""

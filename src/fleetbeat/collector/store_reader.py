@@ -87,10 +87,11 @@ class StoreReader:
         return (tuple(before[0]) if before else None), [tuple(r) for r in rows]
 
     def no_base_before(self) -> Optional[float]:
-        """The end of the hour the hours table was added to an older database (or None)."""
+        """The hour the hours table was added to an older database (or None): a device's
+        first row before it is the base the migration wrote, not an hour of its own."""
         rows = self._all("SELECT value FROM meta WHERE key = 'hours_since'", ())
         value = rows[0][0] if rows else None
-        return (value // HOUR + 1) * HOUR if isinstance(value, float) else None
+        return value // HOUR * HOUR if isinstance(value, float) else None
 
     def priors(self, since: float) -> dict[str, Event]:
         """For every stored device, its last event at or before `since` (one index seek each)."""
