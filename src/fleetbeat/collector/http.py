@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from fleetbeat.collector.config import split_hostport
 from fleetbeat.collector.http_alerts import AlertsApi
+from fleetbeat.collector.http_devices import with_devices
 from fleetbeat.collector.http_write import BadBody, Reply, WriteGuard
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
@@ -148,6 +149,7 @@ class _App:
         token: Optional[ApiToken] = None,
     ) -> None:
         self.alerts = AlertsApi(alerting) if alerting is not None else None
+        self.alerts = with_devices(self.alerts, fleet)  # DELETE /api/devices/{id}: http_devices
         self.guard = WriteGuard(token)
         self.fleet = fleet
         self.exposition = Exposition(fleet)
