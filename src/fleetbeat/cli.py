@@ -138,6 +138,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from fleetbeat.commands.alerts_args import add_parsers as alert_parsers
+    from fleetbeat.commands.forget import add_parser as forget_parser
     from fleetbeat.commands.simulate import add_arguments as simulate_arguments
 
     parser = argparse.ArgumentParser(
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "http://127.0.0.1:9747)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     p.add_argument("--state", action="append", default=[], metavar="STATE",
-                   choices=("up", "late", "down", "offline"),
+                   choices=("up", "late", "down", "offline", "missing"),
                    help="only devices in this state (repeatable)")  # fmt: skip
     p.add_argument("--tag", action="append", default=[], metavar="KEY:VALUE",
                    help="only devices with this tag (repeatable; all must match)")  # fmt: skip
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     alert_parsers(sub, cmd_alerts)  # fleetbeat alerts, fleetbeat silence add|list|rm
+    forget_parser(sub)  # fleetbeat forget ID...
     return parser
 
 

@@ -84,7 +84,7 @@ def test_device_dict_is_the_contract(udp_fleet: tuple[Fleet, Sender]) -> None:
     assert dev["boot_time"] == 1764150000
     assert fleet.device("nobody") is None
     stats = fleet.stats()
-    assert stats["devices"] == {"up": 1, "late": 0, "down": 0, "offline": 0}
+    assert stats["devices"] == {"up": 1, "late": 0, "down": 0, "offline": 0, "missing": 0}
     assert stats["received"] == {"udp": 1, "mqtt": 0, "http": 0, "amqp": 0, "kafka": 0}
     assert stats["devices_known"] == 1
     assert stats["max_devices"] == 40_000

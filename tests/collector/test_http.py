@@ -45,7 +45,7 @@ def test_devices_lists_every_device_with_the_contract_fields(served: ServedFleet
         "attic-1": "offline", "garage-1": "down", "kitchen-1": "up",
     }  # fmt: skip
     assert body["count"] == 3
-    assert body["counts"] == {"up": 1, "late": 0, "down": 1, "offline": 1}
+    assert body["counts"] == {"up": 1, "late": 0, "down": 1, "offline": 1, "missing": 0}
     for dev in body["devices"]:
         assert set(dev) >= CONTRACT_FIELDS, CONTRACT_FIELDS - set(dev)
     assert body["time"] > 0

@@ -82,9 +82,10 @@ def test_device_state_is_one_hot_and_devices_are_counted_by_state(served: Served
     assert states == {
         ("quiet", "up"): 0, ("quiet", "late"): 0, ("quiet", "down"): 1, ("quiet", "offline"): 0,
         ("talky", "up"): 1, ("talky", "late"): 0, ("talky", "down"): 0, ("talky", "offline"): 0,
+        ("quiet", "missing"): 0, ("talky", "missing"): 0,
     }  # fmt: skip
     counts = {s.labels["state"]: s.value for s in m["fleetbeat_devices"]}
-    assert counts == {"up": 1, "late": 0, "down": 1, "offline": 0}
+    assert counts == {"up": 1, "late": 0, "down": 1, "offline": 0, "missing": 0}
 
 
 def test_rejected_payloads_are_counted_by_reason(served: ServedFleet) -> None:

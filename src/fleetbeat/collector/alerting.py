@@ -73,7 +73,8 @@ class Alerting:
         self.outbox = Outbox(section.state_dir)
         try:
             self.alerts = Alerts(section.alerts, maintenance=section.maintenance,
-                                 silences=self.outbox.silences())  # fmt: skip
+                                 silences=self.outbox.silences(),
+                                 missing_after=section.missing_after)  # fmt: skip
             restored = self.alerts.restore(self.outbox.alerts(), clock())
             self.dispatcher = Dispatcher([(n, build(n)) for n in section.notify], self.outbox,
                                          clock=clock)  # fmt: skip
@@ -156,7 +157,7 @@ class Alerting:
 
     def apply(self, section: CollectorSection) -> None:
         """A reload's `[collector.alerts]` and maintenance windows, at once."""
-        self.alerts.apply_config(section.alerts, section.maintenance)
+        self.alerts.apply_config(section.alerts, section.maintenance, section.missing_after)
         self._check_interval = section.check_interval
 
     def stats(self) -> dict[str, Any]:

@@ -20,10 +20,14 @@ The main loop drives it; the HTTP side reads it. All of it is thread-safe.
 
 `observe` reacts to transitions at once: `down` (missed heartbeats), `missing` (down
 because it stayed silent through a collector restart), `offline`, and the one-off `reboot`
-and `restart`; each resolves when the device is back up. More than `flapping` up/down
-changes, restarts and reboots within `flapping_window` raise one `flapping` alert, which
-holds back the device's down/offline/reboot/restart alerts until it has been stable for a
-whole window (a restart loop is one alert, not one a restart). The fleet's own "flapping"
+and `restart`; each resolves when the device is back up. `missing` is also an expected
+device never heard from (`collector.lifecycle`), once it has been so for `missing_after`
+(judged by `evaluate`; it resolves when the device speaks). A device forgotten (its event
+goes to "forgotten") takes its alerts with it, untold: it did not come back up. More than
+`flapping` up/down changes, restarts and reboots within `flapping_window` raise one
+`flapping` alert, which holds back the device's down/offline/reboot/restart alerts until
+it has been stable for a whole window (a restart loop is one alert, not one a restart).
+The fleet's own "flapping"
 event (a device past `max_events_per_minute`) raises it at once. `evaluate` reads the
 devices' tags (for grouping and parents), reconciles state alerts with the fleet (so a
 device that was down across a collector restart still resolves), and judges the rules and
@@ -42,6 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 from fleetbeat.collector.alerts_config import SEVERITIES, AlertsSection, MaintenanceSection
+from fleetbeat.collector.events import FORGOTTEN
 from fleetbeat.collector.grouping import Alert, AlertKey, Grouper, Notification
 from fleetbeat.collector.suppress import Maintenance, Silences
 
@@ -72,6 +77,7 @@ class Alerts:
         config: `[collector.alerts]`.
         maintenance: the `[[collector.maintenance]]` windows.
         silences: the silences (the outbox reloads them); a new empty set by default.
+        missing_after: s an expected device must have been missing before it alerts.
     """
 
     def __init__(
@@ -80,9 +86,11 @@ class Alerts:
         *,
         maintenance: Iterable[MaintenanceSection] = (),
         silences: Optional[Silences] = None,
+        missing_after: float = 600.0,
     ) -> None:
         self._lock = threading.Lock()
         self.config = config
+        self.missing_after = missing_after
         self.silences = silences if silences is not None else Silences()
         self._maintenance = Maintenance(maintenance)
         self._grouper = Grouper(config)
@@ -96,11 +104,16 @@ class Alerts:
         self._breached: dict[AlertKey, float] = {}  # rule/loss breached since (not yet held)
 
     def apply_config(
-        self, config: AlertsSection, maintenance: Iterable[MaintenanceSection] = ()
+        self,
+        config: AlertsSection,
+        maintenance: Iterable[MaintenanceSection] = (),
+        missing_after: Optional[float] = None,
     ) -> None:
         """New settings from a reload; alerts and group timers carry on."""
         with self._lock:
             self.config = config
+            if missing_after is not None:
+                self.missing_after = missing_after
             self._grouper.config = config
             self._maintenance = Maintenance(maintenance)
 
@@ -109,8 +122,21 @@ class Alerts:
     def observe(self, events: Iterable[Mapping[str, Any]], now: float) -> None:
         """Take the fleet's new events (transitions, restarts, reboots), oldest first."""
         with self._lock:
+            gone: set[str] = set()  # forgotten, and not heard again since
             for ev in events:
                 self._event(ev, now)
+                (gone.add if ev["to"] == FORGOTTEN else gone.discard)(ev["device"])
+            if gone:
+                self._drop(gone)
+
+    def _drop(self, gone: set[str]) -> None:
+        """Forgotten devices: their alerts go untold (no "back up"), their history too."""
+        for dev in gone:
+            self._unreachable.discard(dev)
+            self._changes.pop(dev, None)
+        for key in [k for k in self._breached if k[1] in gone]:
+            del self._breached[key]
+        self._grouper.forget(lambda dev: dev not in gone)
 
     def _event(self, ev: Mapping[str, Any], now: float) -> None:
         dev: str = ev["device"]
@@ -123,7 +149,9 @@ class Alerts:
         else:
             self._unreachable.discard(dev)
         self._since[dev] = t
-        if reason == "first_seen":
+        if reason == "first_seen" or to == FORGOTTEN:
+            if frm == "missing":  # an expected device speaks at last
+                self._end(dev, ("missing",), t)
             return
         restarted = reason in ("reboot", "restart")
         if restarted:
@@ -208,6 +236,12 @@ class Alerts:
         elif state == "offline":
             if not self._firing(alerts.get(("offline", dev, ""))):
                 self._start("offline", dev, since, now)
+        elif state == "missing":  # expected, never heard: alerts once missing_after is over
+            self._end(dev, ("down", "offline"), since)
+            if now - since >= self.missing_after and not self._firing(
+                alerts.get(("missing", dev, ""))
+            ):
+                self._start("missing", dev, since, now)
         else:
             self._end(dev, STATE_KINDS, since)
 

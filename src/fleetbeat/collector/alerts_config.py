@@ -32,8 +32,9 @@ severity = "warning"         # "critical", "warning" or "info"
 match = { tag = "site:barn" }
 ```
 
-Kinds: `down` (missed heartbeats), `missing` (down because it stayed silent through a
-collector restart), `offline` (a `bye` or the MQTT Last Will), `flapping`, `reboot` and
+Kinds: `down` (missed heartbeats), `missing` (an `expected_devices` id never heard from
+for `missing_after`, or a device down because it stayed silent through a collector
+restart), `offline` (a `bye` or the MQTT Last Will), `flapping`, `reboot` and
 `restart` (one-off: notified once, never resolved), `loss`, and `rule`. Rules alert whenever
 `[[collector.alerts.rule]]` tables exist (writing one is the intent); "rule" in `on` is allowed.
 

@@ -209,6 +209,12 @@ class CollectorSection:
     max_tag_bytes: int = option(512, integer(min=0, max=1 << 24))
     max_events_per_minute: int = option(10, integer(min=1, max=100_000))
     evict_after: float = option(7 * 86400.0, duration(min=60.0, max=10 * 365 * 86400.0))
+    # The lifecycle (collector/lifecycle.py): a file of the ids expected, one a line with
+    # optional tags ("" none), never heard ones shown "missing", alerted on after
+    # missing_after; devices down or offline for forget_after are forgotten ("0": never).
+    expected_devices: str = option("", string(allow_empty=True, what="a file path"))
+    missing_after: float = option(600.0, duration(allow_zero=True, max=10 * 365 * 86400.0))
+    forget_after: float = option(30 * 86400.0, duration(allow_zero=True, max=10 * 365 * 86400.0))
     max_payload: int = option(65507, integer(min=256, max=65507))
     udp_receive_buffer: int = option(4 << 20, integer(min=0))
     # 31 days: the 30-day availability needs the state before its window
@@ -231,6 +237,8 @@ class CollectorSection:
     def check(self, path: str, problems: Problems) -> None:
         if isinstance(self.down_after, float) and self.down_after <= self.late_after:
             problems.add(f"{path}.down_after", f"must be above late_after ({self.late_after:g})")
+        if 0 < self.forget_after < 60:  # the scan for them runs once a minute
+            problems.add(f"{path}.forget_after", '"0" (never) or a duration of at least 1m')
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The fleet's event log: transitions and restarts, bounded, with a per-device flood guard.
 
-Not thread-safe by itself: `collector.fleet.Fleet` calls it under its lock.
+An event's `to` is a state, or "forgotten": the device was removed (`forget`), and has
+no state from then on. Not thread-safe by itself: `collector.fleet.Fleet` calls it
+under its lock.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from fleetbeat.collector.device import Device
 from fleetbeat.collector.liveness import STATES
 
 MAX_EVENTS_IN_MEMORY = 10_000
+FORGOTTEN = "forgotten"  # an event's `to` when the device was removed: no state after it
+MAX_GONE = 10_000  # forgotten ids remembered, so a requeued write cannot bring back their events
 
 
 class EventLog:
@@ -26,6 +30,8 @@ class EventLog:
         self._new: list[dict[str, Any]] = []  # not yet handed to the store
         self.suppressed = 0  # past max_per_minute
         self.unsaved = 0  # dropped by `requeue` while the store could not write
+        self.takes = 0  # calls of `take`: what the store was handed, in order
+        self._gone: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     def add(self, d: Device, from_: Any, to: str, reason: str, *, now: float, mono: float) -> None:
         """Log a device's event at wall time `now`; past the per-minute cap it is only counted."""
@@ -52,10 +58,34 @@ class EventLog:
     def take(self) -> list[dict[str, Any]]:
         """The events added since the last call (for the store)."""
         new, self._new = self._new, []
+        self.takes += 1
         return new
+
+    def forget(self, devices: list[Device], reason: str, now: float) -> None:
+        """Devices removed from the fleet: their events leave memory (the store deletes its
+        own), and one event each records it, past any per-minute cap (none for a device
+        heard once: it left no trace)."""
+        gone = {d.id for d in devices}
+        self._events = collections.deque((e for e in self._events if e["device"] not in gone),
+                                         maxlen=MAX_EVENTS_IN_MEMORY)  # fmt: skip
+        self._new = [e for e in self._new if e["device"] not in gone]
+        for d in devices:
+            self._gone[d.id] = now
+            self._gone.move_to_end(d.id)
+            if d.confirmed:
+                ev = {"time": now, "device": d.id, "from": d.state, "to": FORGOTTEN,
+                      "reason": reason}  # fmt: skip
+                self._events.append(ev)
+                self._new.append(ev)
+        while len(self._gone) > MAX_GONE:
+            self._gone.popitem(last=False)
 
     def requeue(self, events: list[dict[str, Any]]) -> int:
         """Give back what a failed write took, the newest MAX_EVENTS_IN_MEMORY kept; dropped."""
+        if self._gone:  # a device forgotten while this write failed: its old events are gone
+            gone = self._gone
+            events = [e for e in events if e["to"] == FORGOTTEN
+                      or e["time"] > gone.get(e["device"], -math.inf)]  # fmt: skip
         pending = events + self._new
         dropped = max(0, len(pending) - MAX_EVENTS_IN_MEMORY)
         self._new = pending[dropped:]
@@ -73,13 +103,16 @@ class EventLog:
         return skipped
 
 
+_TO = (*STATES, FORGOTTEN)
+
+
 def event_ok(ev: Any) -> bool:
     """True for a stored event whose every field can be served again."""
     try:
         return (
             type(ev) is dict and type(ev["time"]) is float and math.isfinite(ev["time"])
             and type(ev["device"]) is str and ev["from"] in (None, *STATES)
-            and ev["to"] in STATES and type(ev["reason"]) is str
+            and ev["to"] in _TO and type(ev["reason"]) is str
         )  # fmt: skip
     except (KeyError, TypeError):
         return False

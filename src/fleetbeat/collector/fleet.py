@@ -1,11 +1,12 @@
 """Fleet state: every device's liveness, loss and last report, and the event log.
 
 Receivers feed it (`receive`, `reject`, `mark_offline`, `release`), the main loop
-ticks it (`check`), the store persists it (`take_changes`, `requeue`,
-`take_forgotten`, `restore`); the rest reads THE CONTRACT, `view.FleetView`
-(`devices`, `device`, `events`, `stats`; the fields and every rejection reason
-are listed there). Its parts, one module each, held here under one lock: `loss`,
-`liveness`, `eviction`, `budget`, `events`, `intake`, `device` and `rows`.
+ticks it (`check`) and hands it the expected ids (`expect`), the API forgets devices
+(`forget`), the store persists it (`take_changes`, `requeue`, `take_forgotten`,
+`restore`); the rest reads THE CONTRACT, `view.FleetView` (`devices`, `device`,
+`events`, `stats`; the fields and every rejection reason are listed there). Its parts,
+one module each, held here under one lock: `loss`, `liveness`, `eviction`, `budget`,
+`events`, `intake`, `device`, `rows` and `lifecycle` (expected, missing, forgotten).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from fleetbeat.collector.device import Device, replayed
 from fleetbeat.collector.events import EventLog
 from fleetbeat.collector.eviction import Eviction
 from fleetbeat.collector.intake import Intake
+from fleetbeat.collector.lifecycle import Expected, Lifecycle, merge
 from fleetbeat.collector.loss import MAX_PLAIN_JUMP
-from fleetbeat.collector.rows import revive, row_of
+from fleetbeat.collector.rows import row_of
 
 LOCK_CHUNK = 500  # devices read per lock hold (~10 ms), so receivers never wait long
 
@@ -62,6 +64,7 @@ class Fleet:
         self._eviction = Eviction(self._devices, config.evict_after)
         self._log = EventLog(config.max_events_per_minute)
         self._budget = Budget(config, shared_pool)
+        self._life = Lifecycle(self._devices, self._eviction, self._log)
         self._keyring: Optional[Keyring] = None  # see use_keyring
         self.rows_skipped = 0  # stored devices and events `restore` could not read
         self._kernel_drops: dict[str, Callable[[], int]] = {}
@@ -170,7 +173,7 @@ class Fleet:
             self._intake.reject("seq_jump", transport)
             return
         if not d.confirmed and tracker is not None:  # a second message: a real device
-            self._confirm(d, now)
+            self._life.confirm(d, now, self._mono())
         self._dirty.add(dev_id)
         d.heard(now, mono, addr, transport)
         gap = d.count_seq(kind, seq, tracker)
@@ -193,16 +196,21 @@ class Fleet:
             self._transition(d, "up", "heartbeat", now)
         d.deadline = mono + self._late_after * d.interval
 
-    def _confirm(self, d: Device, now: float) -> None:
-        """A device heard a second time is real: it is stored and its events are kept."""
-        d.confirmed = True
-        self._eviction.unconfirmed.pop(d.id, None)
-        self._log.add(d, None, d.state, "first_seen", now=now, mono=self._mono())
-
     def take_forgotten(self) -> list[str]:
-        """Ids of stored devices evicted or released since the last call (for the store)."""
+        """Ids of stored devices evicted, released or forgotten, for the store (`lifecycle`)."""
         with self._lock:
-            return self._eviction.take_forgotten()
+            return self._eviction.take_forgotten() + self._life.take_forgotten()
+
+    def forget(self, dev_id: str, reason: str = "forgotten") -> bool:
+        """Remove a device, and from the store its row, events and history; an event
+        records it. False when the fleet tracks no such device (a missing one is not)."""
+        with self._lock:
+            return self._life.forget_one(dev_id, reason, self._clock(), self._dirty)
+
+    def expect(self, expected: Expected) -> tuple[int, int]:
+        """The ids of the expected_devices file (`lifecycle`); (added, removed)."""
+        with self._lock:
+            return self._life.expect(expected, self._clock())
 
     def release(self, dev_ids: Iterable[str]) -> int:
         """Forget devices another collector judges now (a Kafka rebalance); how many were known."""
@@ -220,7 +228,7 @@ class Fleet:
             return False
         reason = d.start_run(msg["run"], msg.get("bt"))
         if not d.confirmed:  # a second message, whatever its run
-            self._confirm(d, now)
+            self._life.confirm(d, now, self._mono())
         self._log.add(d, d.state, "up", reason, now=now, mono=mono)
         if d.state != "up":
             d.state = "up"
@@ -243,6 +251,7 @@ class Fleet:
             for d in self._devices.values():
                 if d.deadline <= mono:
                     changed += self._judge(d, mono, wall, "missed_heartbeats")
+            self._life.scan(mono, wall, self._dirty)  # forget_after: once a minute at most
         return changed
 
     def _down_after(self, d: Device) -> float:
@@ -273,7 +282,8 @@ class Fleet:
         lock between them: each dict is consistent, and receivers never wait for long."""
         with self._lock:
             ids = sorted(self._devices)
-        return self._each(ids, LOCK_CHUNK, self._snapshot)
+            missing = self._life.missing()
+        return merge(self._each(ids, LOCK_CHUNK, self._snapshot), missing)
 
     def _each(self, ids: list[str], chunk: int, read: Callable[[Device], Any]) -> list[Any]:
         """`read` of each device still known, `chunk` devices per lock hold; None is left out."""
@@ -290,11 +300,11 @@ class Fleet:
         """One device as a JSON-ready dict, or None when unknown."""
         with self._lock:
             d = self._devices.get(dev_id)
-            return self._snapshot(d) if d is not None else None
+            return self._snapshot(d) if d is not None else self._life.missing_one(dev_id)
 
     def _snapshot(self, d: Device) -> dict[str, Any]:
         self._down_after(d)
-        return d.snapshot()
+        return self._life.dress(d.snapshot())
 
     def events(self, since: float = 0.0, limit: int = 1000) -> list[dict[str, Any]]:
         """Events with time > since, oldest first; the newest `limit` when more match."""
@@ -313,6 +323,7 @@ class Fleet:
             self._budget.apply(config)
             self._log.max_per_minute = config.max_events_per_minute
             self._eviction.evict_after = config.evict_after
+            self._life.forget_after = config.forget_after
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics and the dashboard header."""
@@ -320,7 +331,7 @@ class Fleet:
             readers = list(self._kernel_drops.items())
             out = {
                 **self._intake.stats(),
-                "devices": liveness.count_by_state(d.state for d in self._devices.values()),
+                **self._life.stats(),  # devices by state (the missing too), expected, forgotten
                 "devices_known": len(self._devices),
                 "devices_unconfirmed": len(self._eviction.unconfirmed),
                 "max_devices": self._max_devices,
@@ -376,24 +387,10 @@ class Fleet:
         with self._lock:
             wall, mono = self._clock(), self._mono()
             skipped = self._log.restore(events)
-            revived = []
-            for row in rows:
-                d = revive(row, wall=wall, mono=mono)
-                if d is None or d.id in self._devices:
-                    skipped += 1
-                    continue
-                self._budget.share_sets(d)
-                self._devices[d.id] = d
-                revived.append(d)
-            over = len(self._devices) - self._max_devices
-            if over > 0:
-                revived.sort(key=lambda x: x.last_seen)
-                for d in revived[:over]:
-                    del self._devices[d.id]
-                skipped += over
-                revived = revived[over:]
+            revived, bad = self._life.restore(rows, wall, mono, self._max_devices,
+                                              self._budget.share_sets)  # fmt: skip
             for d in revived:
                 if d.state in ("up", "late"):
                     self._judge(d, mono, wall, "silent_through_restart")
-            self.rows_skipped += skipped
+            self.rows_skipped += skipped + bad
             return len(self._devices)

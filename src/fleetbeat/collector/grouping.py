@@ -28,7 +28,7 @@ MAX_NAMES = 10  # devices named in the one-line summary; the JSON lists them all
 # kind -> (what a firing one did, what a resolved one did)
 _VERBS = {
     "down": ("down", "back up"),
-    "missing": ("missing since the collector restarted", "back"),
+    "missing": ("missing", "back"),  # never heard (expected), or silent through a restart
     "offline": ("offline", "back online"),
     "flapping": ("flapping", "stable again"),
     "reboot": ("rebooted", "rebooted"),

@@ -44,6 +44,7 @@ from fleetbeat.collector.config import split_hostport
 from fleetbeat.collector.http_alerts import AlertsApi
 from fleetbeat.collector.http_history import HistoryApi
 from fleetbeat.collector.http_params import BadRequest
+from fleetbeat.collector.http_devices import with_devices
 from fleetbeat.collector.http_write import BadBody, Reply, WriteGuard
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
@@ -129,6 +130,7 @@ class _App:
         store_path: Optional[str] = None,
     ) -> None:
         self.alerts = AlertsApi(alerting) if alerting is not None else None
+        self.alerts = with_devices(self.alerts, fleet)  # DELETE /api/devices/{id}: http_devices
         self.guard = WriteGuard(token)
         self.fleet = fleet
         self.history = HistoryApi(fleet, StoreReader(store_path) if store_path else None)

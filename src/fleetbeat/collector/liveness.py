@@ -2,9 +2,11 @@
 
 `up` -> `late` once `late_after` intervals pass without a heartbeat, -> `down`
 after `down_after` intervals (a number, or per device the loss-aware value of
-`loss.auto_down_after`); `offline` after a `bye` or the MQTT Last Will. Silence is
-measured on the monotonic clock by the caller (`collector.fleet`), so a wall-clock
-step (NTP) neither calls the fleet down nor keeps a dead device up.
+`loss.auto_down_after`); `offline` after a `bye` or the MQTT Last Will. `missing` is
+an id of the `expected_devices` file never heard from (`collector.lifecycle`): no
+device is judged into it here. Silence is measured on the monotonic clock by the
+caller (`collector.fleet`), so a wall-clock step (NTP) neither calls the fleet down
+nor keeps a dead device up.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Optional
 
 from fleetbeat.collector.loss import auto_down_after
 
-STATES = ("up", "late", "down", "offline")
+STATES = ("up", "late", "down", "offline", "missing")
 REBOOT_TOLERANCE = 5.0  # s: boot_time jitter (clock steps) that is not a reboot
 
 

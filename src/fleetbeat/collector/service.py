@@ -7,8 +7,10 @@ and under systemd it sends the watchdog pings and STATUS= from there (a stuck
 loop stops the pings). SIGTERM or SIGINT stops it cleanly with a last flush.
 SIGHUP re-reads the config file: an invalid one is logged and ignored; a valid
 one's judgement settings (late_after, down_after, max_down_after, max_devices,
-max_payload, intervals, retention) apply at once, and the listen addresses,
-state_dir, receive buffer and MQTT settings need a restart (logged).
+max_payload, intervals, retention, missing_after, forget_after) apply at once, and the
+listen addresses, state_dir, receive buffer and MQTT settings need a restart (logged).
+The `expected_devices` file is read at start (a bad line is a config error) and again
+on SIGHUP (a bad file is logged, and the list read before stays), as the signing keys.
 
 Alerts (`collector.alerting`) are built after the store and hear the events the store
 is handed, each once; they turn with the loop, and a device judged late or down is
@@ -33,13 +35,20 @@ import time
 from types import FrameType
 from typing import Any, Callable, Optional
 
+from fleetbeat.collector import lifecycle
 from fleetbeat.collector.alerting import Alerting
 from fleetbeat.collector.auth import ApiToken, Keyring
-from fleetbeat.collector.config import AuthSection, CollectorConfig, api_token_path
+from fleetbeat.collector.config import (
+    AuthSection,
+    CollectorConfig,
+    CollectorSection,
+    api_token_path,
+)
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
 from fleetbeat.collector.receivers.base import Receiver
 from fleetbeat.collector.store import Store, StoreError
+from fleetbeat.errors import ConfigError
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.sdnotify import Notifier, Supervision
 
@@ -103,6 +112,13 @@ class Collector:
     def start(self) -> None:
         """Reload stored state, then start receiving and serving."""
         c = self.config.collector
+        try:  # before anything starts: a bad line is a config error (exit status 78)
+            expected = lifecycle.load_expected(c)
+        except lifecycle.ExpectedError as err:
+            raise ConfigError([f"collector.expected_devices: {p}" for p in err.problems]) from None
+        self.fleet.expect(expected)
+        if c.expected_devices:
+            log.info("expected devices: %d in %s", len(expected), c.expected_devices)
         self.keyring = load_keyring(c.auth)
         self.fleet.use_keyring(self.keyring)  # before anything is received
         self.store = Store(c.state_dir, retention=c.event_retention,
@@ -198,11 +214,25 @@ class Collector:
         if self.store is not None:  # what prune deletes
             self.store.retention = new.collector.event_retention
             self.store.loss_history = new.collector.loss_history
+        self._expect(new.collector)
         self.fleet.use_keyring(ring)
         self.keyring = ring
         if self.alerting is not None:
             self.alerting.apply(new.collector)  # [collector.alerts], maintenance windows
         self.config = new
+
+    def _expect(self, c: CollectorSection) -> None:
+        """Re-read expected_devices (SIGHUP): a bad file is logged, the old list stays."""
+        try:
+            expected = lifecycle.load_expected(c)
+        except lifecycle.ExpectedError as err:
+            log.error("reload: expected_devices: %s; keeping the expected devices read before",
+                      err)  # fmt: skip
+            return
+        added, removed = self.fleet.expect(expected)
+        if added or removed or c.expected_devices != self.config.collector.expected_devices:
+            log.info("reload: expected devices: %d in %s (+%d, -%d)", len(expected),
+                     c.expected_devices or '""', added, removed)  # fmt: skip
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)

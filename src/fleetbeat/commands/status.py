@@ -30,8 +30,8 @@ EXIT_DOWN = 2
 EXIT_UNREACHABLE = 3
 
 # Most serious first: the rows a person must act on come at the top.
-ORDER = ("down", "late", "up", "offline")
-_COLOURS = {"up": "32", "late": "33", "down": "1;31", "offline": "2"}  # SGR codes
+ORDER = ("down", "missing", "late", "up", "offline")
+_COLOURS = {"up": "32", "late": "33", "down": "1;31", "offline": "2", "missing": "34"}  # SGR codes
 HEADERS = ("DEVICE", "STATE", "LAST SEEN", "LOSS", "RECENT", "RESTARTS", "REBOOTS", "ADDRESS",
            "TAGS")  # fmt: skip
 _RIGHT = {"LAST SEEN", "LOSS", "RECENT", "RESTARTS", "REBOOTS"}

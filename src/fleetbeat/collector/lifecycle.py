@@ -1,0 +1,323 @@
+"""A device's life beyond liveness: expected before it speaks (`missing`), restored from
+the store at start (`Lifecycle.restore`), and forgotten.
+
+**Expected devices.** `expected_devices` names a file, one device id a line with
+optional tags after it, `#` comments and blank lines allowed:
+
+    # the barn
+    pi-barn-01 site=barn room=loft
+    pi-barn-02 site=barn
+
+Ids follow the wire's rule (`wire.DEVICE_ID`); a tag is KEY=VALUE (the first `=`
+splits; no spaces, no control characters; keys and values at most 128 characters, as
+on the wire), at most `max_tags` of them in `max_tag_bytes` a line, at most
+`max_devices` lines with an id, `MAX_FILE_BYTES` in all, each id once. A bad file at
+start is a config error naming the file, each bad line's number and what is wrong
+(`ExpectedError`); on SIGHUP it is logged and the list read before stays.
+
+An expected id the fleet does not know (never heard from, or forgotten) is a device in
+state `missing` to every reader (`Fleet.devices()`, `device()`, `stats()`), since the
+collector started or the id was added to the file (or it was forgotten), with the
+file's tags and nothing else known (last_seen, interval, boot_time, version null). It
+is not in `Fleet._devices`: it takes no place among `max_devices`, junk ids cannot evict
+it, and it blocks no real device. The alerts call it `missing` once it has been so for
+`missing_after` (`alerts.Alerts`). When it speaks it is an ordinary new device, and its
+`first_seen` event says `from: "missing"`. A device that speaks has its heartbeat's
+tags; the file's tags fill in the keys its heartbeat lacks, wherever it is read (the
+API, `/metrics`, the alerts' grouping), while the store keeps the heartbeat's own. An
+expected device known to the fleet is simply a device (`listed: true`), never
+forgotten by `forget_after`.
+
+**Forgetting.** `Fleet.forget` (`DELETE /api/devices/{id}`, `fleetbeat forget`) and,
+once a minute at most, `forget_after` (devices `down` or `offline` that long, by both
+clocks, unless expected; `MAX_FORGET_PER_SCAN` a scan) remove a device from the fleet
+and its events from memory, and log one event (`to` "forgotten", reason "forgotten" or
+"forget_after"). The store deletes its row, events and history (`Store.forget`, through
+`Fleet.take_forgotten`) at the first flush after one whose batch was taken after the
+forget: so that delete comes after any write of the device's old row, and before the
+write of the event that records it. A forgotten device that speaks again is new.
+Not thread-safe by itself: the fleet calls `Lifecycle` under its lock.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from fleetbeat.collector.budget import tags_cost
+from fleetbeat.collector.device import Device
+from fleetbeat.collector.events import EventLog
+from fleetbeat.collector.eviction import Eviction
+from fleetbeat.collector.liveness import count_by_state
+from fleetbeat.collector.rows import revive
+from fleetbeat.errors import FleetbeatError
+from fleetbeat.wire import DEVICE_ID, MAX_TEXT
+
+if TYPE_CHECKING:
+    from fleetbeat.collector.config import CollectorSection
+
+MAX_FILE_BYTES = 32 << 20  # the expected_devices file, read whole at start and on SIGHUP
+MAX_LINE_BYTES = 64 << 10  # one line: an id and its tags fit in far less
+MAX_PROBLEMS = 20  # bad lines named in one error; the count says how many more
+SCAN_EVERY = 60.0  # s between forget_after scans (O(devices) each, under the lock)
+MAX_FORGET_PER_SCAN = 1000  # the rest wait for the next scan: each flush stays small
+UNHEARD = ("down", "offline")  # the states forget_after applies to
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+Expected = dict[str, Mapping[str, str]]  # id -> the file's tags for it, in file order
+
+
+class ExpectedError(FleetbeatError):
+    """The expected_devices file cannot be used; `problems` names each bad line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def load_expected(section: CollectorSection) -> Expected:
+    """The `expected_devices` file of `section` ({} when the key is ""); ExpectedError."""
+    if not section.expected_devices:
+        return {}
+    return read_expected(section.expected_devices, max_devices=section.max_devices,
+                         max_tags=section.max_tags,
+                         max_tag_bytes=section.max_tag_bytes)  # fmt: skip
+
+
+def read_expected(path: str, *, max_devices: int, max_tags: int, max_tag_bytes: int) -> Expected:
+    """Every id of the file at `path` with its tags; ExpectedError naming what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ExpectedError([f"{path}: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ExpectedError([f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB"])
+    if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark some editors write
+        data = data[3:]
+    found: dict[str, Mapping[str, str]] = {}
+    lines: dict[str, int] = {}
+    shared: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}  # a fleet has few tag sets
+    problems: list[str] = []
+    bad = 0
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            dev, tags = _line(raw, max_tags, max_tag_bytes)
+            if dev in lines:
+                raise ValueError(f"{dev} is already on line {lines[dev]}")
+        except ValueError as err:
+            bad += 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(f"{path} line {n}: {err}")
+            continue
+        if not dev:
+            continue
+        if len(found) >= max_devices:
+            bad += 1
+            problems.append(f"{path} line {n}: more than max_devices ({max_devices}) devices")
+            break
+        found[dev] = shared.setdefault(tuple(tags.items()), tags)
+        lines[dev] = n
+    if bad:
+        if bad > len(problems):
+            problems.append(f"{path}: {bad - len(problems)} more bad lines")
+        raise ExpectedError(problems)
+    return found
+
+
+def _line(raw: bytes, max_tags: int, max_tag_bytes: int) -> tuple[str, dict[str, str]]:
+    """(id, tags) of one line, ("", {}) for a blank or comment one; ValueError what is wrong."""
+    if len(raw) > MAX_LINE_BYTES:
+        raise ValueError(f"longer than {MAX_LINE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    words = text.split("#", 1)[0].split()
+    if not words:
+        return "", {}
+    if any(_CONTROL.search(word) for word in words):
+        raise ValueError("a control character")
+    dev, *pairs = words
+    if not DEVICE_ID.fullmatch(dev):
+        raise ValueError(f"{_show(dev)} is not a device id (1 to 64 of A-Z a-z 0-9 . _ -)")
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"tag {_show(pair)}: expected KEY=VALUE")
+        if len(key) > MAX_TEXT or len(value) > MAX_TEXT:
+            raise ValueError(f"tag {_show(pair)}: keys and values are at most {MAX_TEXT} "
+                             "characters")  # fmt: skip
+        if key in tags:
+            raise ValueError(f"tag {_show(key)} twice")
+        tags[key] = value
+    if len(tags) > max_tags:
+        raise ValueError(f"{len(tags)} tags, more than max_tags ({max_tags})")
+    if tags and tags_cost(tags) > max_tag_bytes:
+        raise ValueError(f"the tags take {tags_cost(tags)} bytes, more than max_tag_bytes "
+                         f"({max_tag_bytes})")  # fmt: skip
+    return dev, tags
+
+
+def _show(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _missing_template() -> dict[str, Any]:
+    """A device dict with every key a tracked device's has, nothing known yet."""
+    t = Device("-", 0.0, 0.0).snapshot()
+    t.update(state="missing", last_seen=None, addr="", transport="", run="", boot_time=None,
+             interval=None, version=None, clock_skew=None, down_after_effective=None,
+             confirmed=False, listed=True)  # fmt: skip
+    return t
+
+
+_MISSING = _missing_template()
+Missing = tuple[str, Mapping[str, str], float]  # id, tags, missing since (epoch s)
+
+
+def missing_snapshot(m: Missing) -> dict[str, Any]:
+    """The JSON-ready dict of a missing device (`view.FleetView.devices`)."""
+    dev_id, tags, since = m
+    return {**_MISSING, "id": dev_id, "state_since": since, "tags": dict(tags), "metrics": {}}
+
+
+def merge(known: list[dict[str, Any]], missing: list[Missing]) -> list[dict[str, Any]]:
+    """The tracked devices' dicts (sorted by id) and the missing ones', sorted by id."""
+    if not missing:
+        return known
+    # two sorted runs: Timsort merges them in linear time
+    return sorted(known + [missing_snapshot(m) for m in missing], key=lambda d: str(d["id"]))
+
+
+class Lifecycle:
+    """The expected ids and the forgetting, over the fleet's devices, eviction and log."""
+
+    def __init__(self, devices: dict[str, Device], eviction: Eviction, log: EventLog) -> None:
+        self._devices = devices
+        self._eviction = eviction
+        self._log = log
+        self._expected: dict[str, tuple[Mapping[str, str], float]] = {}  # id -> tags, since
+        self._pending: list[tuple[str, int]] = []  # forgotten, stored: id, log takes then
+        self._scan_at = -math.inf
+        self.forget_after = 0.0  # s; 0: never
+        self.forgotten = {"forgotten": 0, "forget_after": 0}
+
+    def expect(self, expected: Expected, now: float) -> tuple[int, int]:
+        """A new list of expected ids (sorted here); (how many were added, removed)."""
+        old = self._expected
+        self._expected = {k: (expected[k], old[k][1] if k in old else now)
+                          for k in sorted(expected)}  # fmt: skip
+        return len(self._expected.keys() - old.keys()), len(old.keys() - self._expected.keys())
+
+    def __len__(self) -> int:
+        return len(self._expected)
+
+    def missing(self) -> list[Missing]:
+        """The expected ids the fleet does not know, sorted."""
+        known = self._devices
+        return [(k, e[0], e[1]) for k, e in self._expected.items() if k not in known]
+
+    def missing_one(self, dev_id: str) -> Optional[dict[str, Any]]:
+        e = self._expected.get(dev_id)
+        if e is None or dev_id in self._devices:
+            return None
+        return missing_snapshot((dev_id, e[0], e[1]))
+
+    def dress(self, snap: dict[str, Any]) -> dict[str, Any]:
+        """A tracked device's dict: `listed` (expected), the file's tags its heartbeat lacks."""
+        e = self._expected.get(snap["id"])
+        snap["listed"] = e is not None
+        if e is not None:
+            tags = snap["tags"]
+            for k, v in e[0].items():
+                tags.setdefault(k, v)
+        return snap
+
+    def confirm(self, d: Device, now: float, mono: float) -> None:
+        """A device heard a second time is real: it is stored and its events are kept (the
+        first, `first_seen`, from "missing" for an expected id)."""
+        d.confirmed = True
+        self._eviction.unconfirmed.pop(d.id, None)
+        was = "missing" if d.id in self._expected else None
+        self._log.add(d, was, d.state, "first_seen", now=now, mono=mono)
+
+    def forget_one(self, dev_id: str, reason: str, now: float, dirty: set[str]) -> bool:
+        """`forget` the device `dev_id`; False when the fleet tracks none of that id."""
+        d = self._devices.get(dev_id)
+        if d is not None:
+            self.forget([d], reason, now, dirty)
+        return d is not None
+
+    def forget(self, gone: list[Device], reason: str, now: float, dirty: set[str]) -> None:
+        """Remove `gone` from the fleet: the event, the store's delete to come, and an
+        expected one missing again from `now`."""
+        for d in gone:
+            del self._devices[d.id]
+            self._eviction.unconfirmed.pop(d.id, None)
+            dirty.discard(d.id)
+            e = self._expected.get(d.id)
+            if e is not None:
+                self._expected[d.id] = (e[0], now)
+            if d.confirmed:  # stored (a device heard once never was)
+                self._pending.append((d.id, self._log.takes))
+        self._log.forget(gone, reason, now)
+        self.forgotten[reason] += len(gone)
+
+    def scan(self, mono: float, wall: float, dirty: set[str]) -> int:
+        """Forget the devices down or offline for `forget_after`, once a minute at most."""
+        if self.forget_after <= 0 or mono < self._scan_at:
+            return 0
+        self._scan_at = mono + SCAN_EVERY
+        wall_by, mono_by = wall - self.forget_after, mono - self.forget_after
+        old = [d for d in self._devices.values()
+               if d.state in UNHEARD and d.state_since <= wall_by and d.seen <= mono_by
+               and d.id not in self._expected]  # fmt: skip
+        if len(old) > MAX_FORGET_PER_SCAN:
+            old.sort(key=lambda d: d.state_since)  # the oldest first
+            del old[MAX_FORGET_PER_SCAN:]
+        if old:
+            self.forget(old, "forget_after", wall, dirty)
+        return len(old)
+
+    def stats(self) -> dict[str, Any]:
+        """For `Fleet.stats`: devices by state, the missing ones too; expected; forgotten."""
+        states = count_by_state(d.state for d in self._devices.values())
+        states["missing"] += len(self.missing())
+        return {"devices": states, "devices_expected": len(self._expected),
+                "forgotten": dict(self.forgotten)}  # fmt: skip
+
+    def restore(self, rows: list[tuple[Any, ...]], wall: float, mono: float, max_devices: int,
+                share: Callable[[Device], None]) -> tuple[list[Device], int]:  # fmt: skip
+        """Devices from the store's rows at start, each taking the fleet's shared sets:
+        (those kept, how many were skipped: unreadable, twice, or past max_devices, where
+        the least recently seen go)."""
+        revived, skipped = [], 0
+        for row in rows:
+            d = revive(row, wall=wall, mono=mono)
+            if d is None or d.id in self._devices:
+                skipped += 1
+                continue
+            share(d)
+            self._devices[d.id] = d
+            revived.append(d)
+        over = len(self._devices) - max_devices
+        if over > 0:
+            revived.sort(key=lambda x: x.last_seen)
+            for d in revived[:over]:
+                del self._devices[d.id]
+            skipped += over
+            revived = revived[over:]
+        return revived, skipped
+
+    def take_forgotten(self) -> list[str]:
+        """Forgotten ids the store may delete now: those forgotten before the last batch
+        the store was handed (`EventLog.take`), so no row of theirs can follow the delete."""
+        takes = self._log.takes
+        ready = [k for k, at in self._pending if at < takes]
+        if ready:
+            self._pending = [(k, at) for k, at in self._pending if at >= takes]
+        return ready
