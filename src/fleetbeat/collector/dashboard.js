@@ -139,8 +139,10 @@ function renderRows() {
     const seen = el("td", "num", d.last_seen ? ago(now - d.last_seen) : "never");
     if (d.last_seen) seen.title = new Date(d.last_seen * 1000).toLocaleString();
     tr.append(seen);
-    tr.append(el("td", "num" + ((d.recent_loss_pct || 0) >= 5 ? " bad" : ""), pct(d.recent_loss_pct)));
-    const run = el("td", "num", pct(d.loss_pct));
+    const counted = d.expected > 0;  // a missing device has expected nothing: no loss to show
+    tr.append(el("td", "num" + ((d.recent_loss_pct || 0) >= 5 ? " bad" : ""),
+                 counted ? pct(d.recent_loss_pct) : "–"));
+    const run = el("td", "num", counted ? pct(d.loss_pct) : "–");
     run.title = (d.lost ?? 0) + " lost of " + (d.expected ?? 0) + " expected, " +
       (d.duplicates ?? 0) + " duplicates, " + (d.reordered ?? 0) + " reordered";
     tr.append(run);

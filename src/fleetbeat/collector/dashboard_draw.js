@@ -74,18 +74,20 @@ function drawStrip(segs, since, until, width, height, withDay) {
       continue;
     }
     if (cur && cur.x1 - cur.x0 < 1 && x0 - cur.x1 < 0.5) {
-      cur.x1 = x1; cur.to = b; cur.n += 1;
-      if ((RANK[state] ?? 9) < (RANK[cur.state] ?? 9)) { cur.state = state; cur.reason = reason; }
+      cur.x1 = x1; cur.to = b; cur.parts.push([a, state, reason]);
+      if ((RANK[state] ?? 9) < (RANK[cur.state] ?? 9)) cur.state = state;
       continue;
     }
-    cur = {x0, x1, from: a, to: b, state, reason, n: 1};
+    cur = {x0, x1, from: a, to: b, state, reason, parts: [[a, state, reason]]};
     runs.push(cur);
   }
   for (const r of runs) {
     const w = Math.max(1, r.x1 - r.x0);
     const when = clock(r.from, withDay) + " – " + clock(r.to, withDay) + " (" + span(r.to - r.from) + ")";
-    const what = r.n > 1 ? r.n + " changes, worst " + r.state
-      : r.state + (r.reason ? ": " + reasonText(r.reason) : "");
+    const said = (p) => p[1] + (p[2] ? ": " + reasonText(p[2]) : "");
+    const what = r.parts.length === 1 ? said(r.parts[0])
+      : r.parts.slice(0, 6).map((p) => clock(p[0], withDay) + " " + said(p)).join("\n") +
+        (r.parts.length > 6 ? "\n… " + (r.parts.length - 6) + " more changes" : "");
     const rect = svg("rect", {class: stateClass(r.state), x: r.x0.toFixed(2), y: 0,
                               width: w.toFixed(2), height}, when + "\n" + what);
     rect.dataset.state = r.state;
