@@ -22,6 +22,7 @@ from dashboard_fleet import (
     PastFleet,
     dead_for,
     demo_fleet,
+    flaky,
     dump_dom,
     screenshot,
     steady,
@@ -77,16 +78,15 @@ def test_fleet_in_every_state_strips_counts_and_the_fleet_panel(
     )
     assert counts == {"all": 50, "down": 4, "missing": 3, "late": 2, "up": 39, "offline": 2}
     # strips: up for most of the day, then down 5 h ago; never heard; bye 3 h ago
-    assert strip_of(dom, "pi-barn-09") == ["up", "down"]
+    assert strip_of(dom, "pi-barn-09") == ["up", "late", "down"]
     assert strip_of(dom, "pi-shed-16") == ["missing"]
     assert strip_of(dom, "pi-house-05")[-2:] == ["up", "offline"]
-    assert strip_of(dom, "pi-barn-01") == ["up"]
+    assert set(strip_of(dom, "pi-barn-01")) <= {"up", "late"}  # a lost heartbeat: late at worst
     assert "down" in strip_of(dom, "pi-shed-02")  # the shed's hour in the dark
     row = dom[dom.index('data-id="pi-barn-09"') :]
     assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d+ h( \d+ min)?\)\nup: ", row)
-    # late for 450 s (under a pixel) then down: one rect in the worst state, both in its title
-    assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d h( \d+ min)?\)\n"
-                     r"\d\d:\d\d late: late\n\d\d:\d\d down: missed heartbeats</title>", row)
+    assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d+ min\)\nlate: late</title>", row)
+    assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d h( \d+ min)?\)\ndown: missed heartbeats", row)
     # the fleet panel: ~96 bars of 15 min, each stacking 50 devices; red where the shed was
     panel = dom[dom.index('id="fleet-svg"') : dom.index('id="worst"')]
     bars = re.findall(r'<g class="bar" data-time="[\d.]+">(.*?)</g>', panel, re.S)
@@ -178,7 +178,7 @@ def test_device_page_shows_its_alerts_and_silences(tmp_path: Path) -> None:
     assert re.search(r'<tr class="quiet" data-alert="[^"]+"><td><span class="sev critical">', box)
     assert "rewiring the barn" in box
     assert "rewiring the barn" not in other[other.index('id="dev-alerts"') :]  # not its site
-    assert "cannot be read" in dom or "No history on this collector" in dom
+    assert "No history to show (HTTP 503" in dom
 
 
 def test_ten_thousand_devices_in_pages_of_100(tmp_path: Path) -> None:
@@ -186,17 +186,18 @@ def test_ten_thousand_devices_in_pages_of_100(tmp_path: Path) -> None:
     from the address; the table asked only for its fields. The first render's time (in the
     page's virtual time here; benchmarks/dashboard_render.py measures real time) is set."""
     now = time.time()
-    past = PastFleet(tmp_path / "store", start=now - 1800)
-    devices = {f"dev-{i:05d}": (dead_for(700) if i % 10 == 0 else steady(), {"site": f"s{i % 7}"})
+    past = PastFleet(tmp_path / "store", start=now - 3 * 3600)
+    devices = {f"dev-{i:05d}": (dead_for(3600) if i % 10 == 0 else flaky(5400, 1800) if i % 10 == 5
+                                else steady(0.02), {"site": f"s{i % 7}"})
                for i in range(10_000)}  # fmt: skip
     try:
-        past.play(devices, interval=300.0, until=now)
+        past.play(devices, interval=600.0, until=now)
         dom = dump_dom(past.url + "/", tmp_path, budget_ms=10_000)
         assert "showing 1–100 of 10,000" in dom
         rows = re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom)
         assert len(rows) == 100 and rows[0] == ("down", "dev-00000")  # down first, then by id
         assert all(strip_of(dom, dev) for _, dev in rows[:100:9])
-        assert strip_of(dom, "dev-00000") == ["up", "down"]  # late for under a pixel: merged
+        assert strip_of(dom, "dev-00000") == ["up", "late", "down"]
         assert re.search(r'data-first-render="[\d.]+"', dom)
         second = dump_dom(past.url + "/#page=2", tmp_path, budget_ms=10_000)
         assert "showing 101–200 of 10,000" in second

@@ -7,9 +7,13 @@ const WINDOWS = [["24h", 86400], ["7d", 7 * 86400], ["30d", 30 * 86400]];
 const dev = {id: null, device: null, time: 0, status: 0, hist: null, histAt: 0, histStatus: 0,
              events: null, alerts: null, silences: null};
 
+let lastError = "";  // the collector's own words for the last answer that was not 200
 async function getJson(path) {  // [status, body or null]
   const r = await fetch(path, {cache: "no-store"});
-  if (!r.ok) return [r.status, null];
+  if (!r.ok) {
+    lastError = await r.json().then((b) => String(b.error || ""), () => "");
+    return [r.status, null];
+  }
   return [r.status, await r.json()];
 }
 
@@ -24,7 +28,7 @@ async function refreshDevice(id) {
   dev.time = body ? body.time : Date.now() / 1000;
   if (Date.now() - dev.histAt > HISTORY_MS && status === 200) {
     const [hs, hist] = await getJson(base + "/history");
-    dev.histStatus = hs; dev.hist = hist; dev.histAt = Date.now();
+    dev.histStatus = hs; dev.hist = hist; dev.histAt = Date.now(); dev.histError = hist ? "" : lastError;
     if (!hist) {  // no history API (no store): the collector's recent events, this device's
       const [, ev] = await getJson("api/events?limit=10000");
       dev.events = ev ? ev.events.filter((e) => e.device === id) : [];
@@ -134,7 +138,8 @@ function eventList(now) {
     const segs = dev.hist.segments;
     segs.forEach((s, i) => {
       if (s.from <= dev.hist.since) return;  // the window's start, not a change
-      const prev = i > 0 && segs[i - 1].to >= s.from ? segs[i - 1].state : null;
+      const prev = i > 0 && segs[i - 1].to >= s.from && segs[i - 1].state !== s.state
+        ? segs[i - 1].state : null;  // the same state again (a restart, say): no arrow
       items.push([s.from, prev, s.state, s.reason]);
     });
   } else if (dev.events) {
@@ -214,8 +219,8 @@ function renderDevice() {
       : el("p", "muted", "no heartbeats counted in these 7 days");
     parts.push(card("Heartbeat loss per hour (lost = expected − received)", lossCard));
   } else {
-    parts.push(card("History", el("p", "muted", dev.histStatus === 503
-      ? "The store cannot be read just now." : "No history on this collector (it keeps none without a state_dir).")));
+    parts.push(card("History", el("p", "muted", "No history to show (HTTP " + dev.histStatus +
+      (dev.histError ? ": " + dev.histError : "") + "); the events below are the collector's recent ones.")));
   }
   const cols = el("div", "cols");
   cols.append(card("Last metrics and counters", detailList(d, now)), card("Alerts", alertBox(d, now)));

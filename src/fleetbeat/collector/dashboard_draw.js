@@ -30,9 +30,10 @@ function span(seconds) {  // a duration: "3 h 20 min"
   const s = Math.max(0, Math.round(seconds));
   if (s < 90) return s + " s";
   if (s < 5400) return Math.round(s / 60) + " min";
-  const h = Math.floor(s / 3600), m = Math.round((s % 3600) / 60);
+  const min = Math.round(s / 60), h = Math.floor(min / 60), m = min % 60;
   if (s < 172800) return h + " h" + (m ? " " + m + " min" : "");
-  return Math.floor(s / 86400) + " d " + Math.round((s % 86400) / 3600) + " h";
+  const hours = Math.round(s / 3600);
+  return Math.floor(hours / 24) + " d " + (hours % 24) + " h";
 }
 function pct(v) {
   if (v === null || v === undefined) return "–";
