@@ -70,8 +70,8 @@ def test_fleet_in_every_state_strips_counts_and_the_fleet_panel(
     colours of its known past, the stacked bars of the fleet panel (the shed's dark hour
     red) and the worst 10 by 7 d availability, as the API ranks them."""
     dom = dump_dom(demo.url + "/", tmp_path)
-    states = dict(re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom))
-    assert set(states) == {"down", "missing", "late", "up", "offline"}
+    state_of = {dev: state for state, dev in re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom)}
+    assert set(state_of.values()) == {"down", "missing", "late", "up", "offline"}
     counts = dict(
         (label, int(n.replace(",", "")))
         for n, label in re.findall(r'<span class="n">([\d,]+)</span><span class="label">(\w+)<', dom)
@@ -82,6 +82,8 @@ def test_fleet_in_every_state_strips_counts_and_the_fleet_panel(
     assert strip_of(dom, "pi-shed-16") == ["missing"]
     assert strip_of(dom, "pi-house-05")[-2:] == ["up", "offline"]
     assert set(strip_of(dom, "pi-barn-01")) <= {"up", "late"}  # a lost heartbeat: late at worst
+    # every strip ends in the row's state (the last few minutes are a pixel of their own)
+    assert {dev: strip_of(dom, dev)[-1] for dev in state_of} == state_of
     assert "down" in strip_of(dom, "pi-shed-02")  # the shed's hour in the dark
     row = dom[dom.index('data-id="pi-barn-09"') :]
     assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d+ h( \d+ min)?\)\nup: ", row)
@@ -147,7 +149,7 @@ def test_device_page_of_a_dead_device_and_an_unknown_one(demo: PastFleet, tmp_pa
     says it is not on this collector."""
     dom = dump_dom(demo.url + "/#device=pi-barn-09", tmp_path)
     week = dom[dom.index('id="week-strip"') :]
-    assert re.findall(r'data-state="(\w+)"', week[: week.index("</svg>")]) == ["up", "down"]
+    assert re.findall(r'data-state="(\w+)"', week[: week.index("</svg>")]) == ["up", "late", "down"]
     assert re.search(r'<span class="state late">late</span> → <span class="state down">down</span>'
                      r'<span class="muted"> missed heartbeats', dom)  # fmt: skip
     gone = dump_dom(demo.url + "/#device=pi-nowhere", tmp_path)

@@ -94,7 +94,7 @@ function renderCounts() {
     c.onclick = () => { $("f-state").value = value; page = 0; update(); };
     box.append(c);
   }
-  const parts = STATES.filter((s) => counts[s]).map((s) => counts[s] + " " + s);
+  const parts = STATES.filter((s) => counts[s]).map((s) => counts[s].toLocaleString("en-US") + " " + s);
   $("summary").textContent = data.count.toLocaleString("en-US") + " device" + (data.count === 1 ? "" : "s") +
     (parts.length ? ": " + parts.join(", ") : "");
   if (deviceId === null) document.title = (counts.down ? counts.down + " down · " : "") + "fleetbeat";

@@ -74,7 +74,7 @@ function drawStrip(segs, since, until, width, height, withDay) {
       cur.x1 = x1; cur.to = b;
       continue;
     }
-    if (cur && cur.x1 - cur.x0 < 1 && x0 - cur.x1 < 0.5) {
+    if (cur && cur.x1 - cur.x0 < 1 && x1 - x0 < 1 && x0 - cur.x1 < 0.5) {  // both under a pixel
       cur.x1 = x1; cur.to = b; cur.parts.push([a, state, reason]);
       if ((RANK[state] ?? 9) < (RANK[cur.state] ?? 9)) cur.state = state;
       continue;
