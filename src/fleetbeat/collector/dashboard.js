@@ -294,6 +294,8 @@ async function refresh() {
       const al = await fetch("api/alerts?limit=" + MAX_ALERTS, {cache: "no-store"});  // 404: alerting is off
       if (al.ok) renderAlerts(await al.json()); else $("alerts-panel").hidden = true;
       await refreshStrips(data.time);
+      const root = document.documentElement;  // ...and when the rows' strips were drawn
+      if (!root.dataset.stripsRender) root.dataset.stripsRender = performance.now().toFixed(1);
       await refreshFleet();
     }
     $("error").style.display = "none";
