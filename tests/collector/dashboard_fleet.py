@@ -61,7 +61,7 @@ class PastFleet:
                        m={"cpu": round(1 + seq % 7 * 0.3, 1), "temp_c": 41.5})  # fmt: skip
             if tags:
                 msg["tags"] = dict(tags)
-        self.fleet.receive(wire.dumps(msg), ("10.0.0.%d" % (1 + sum(dev.encode()) % 250), 40000))
+        self.fleet.receive(wire.dumps(msg), (f"10.0.0.{1 + sum(dev.encode()) % 250}", 40000))
         self.sent += 1
 
     def flush(self) -> None:

@@ -22,8 +22,8 @@ from dashboard_fleet import (
     PastFleet,
     dead_for,
     demo_fleet,
-    flaky,
     dump_dom,
+    flaky,
     screenshot,
     steady,
     strip_of,
@@ -31,6 +31,8 @@ from dashboard_fleet import (
 from web import Served, get
 
 from fleetbeat.collector.suppress import parse_silence
+
+DASH = "\N{EN DASH}"  # the page writes ranges with it: 1\N{EN DASH}100
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
@@ -70,11 +72,15 @@ def test_fleet_in_every_state_strips_counts_and_the_fleet_panel(
     colours of its known past, the stacked bars of the fleet panel (the shed's dark hour
     red) and the worst 10 by 7 d availability, as the API ranks them."""
     dom = dump_dom(demo.url + "/", tmp_path)
-    state_of = {dev: state for state, dev in re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom)}
+    state_of = {
+        dev: state for state, dev in re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom)
+    }
     assert set(state_of.values()) == {"down", "missing", "late", "up", "offline"}
     counts = dict(
         (label, int(n.replace(",", "")))
-        for n, label in re.findall(r'<span class="n">([\d,]+)</span><span class="label">(\w+)<', dom)
+        for n, label in re.findall(
+            r'<span class="n">([\d,]+)</span><span class="label">(\w+)<', dom
+        )
     )
     assert counts == {"all": 50, "down": 4, "missing": 3, "late": 2, "up": 39, "offline": 2}
     # strips: up for most of the day, then down 5 h ago; never heard; bye 3 h ago
@@ -86,9 +92,11 @@ def test_fleet_in_every_state_strips_counts_and_the_fleet_panel(
     assert {dev: strip_of(dom, dev)[-1] for dev in state_of} == state_of
     assert "down" in strip_of(dom, "pi-shed-02")  # the shed's hour in the dark
     row = dom[dom.index('data-id="pi-barn-09"') :]
-    assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d+ h( \d+ min)?\)\nup: ", row)
-    assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d+ min\)\nlate: late</title>", row)
-    assert re.search(r"<title>\d\d:\d\d – \d\d:\d\d \(\d h( \d+ min)?\)\ndown: missed heartbeats", row)
+    assert re.search(rf"<title>\d\d:\d\d {DASH} \d\d:\d\d \(\d+ h( \d+ min)?\)\nup: ", row)
+    assert re.search(rf"<title>\d\d:\d\d {DASH} \d\d:\d\d \(\d+ min\)\nlate: late</title>", row)
+    assert re.search(
+        rf"<title>\d\d:\d\d {DASH} \d\d:\d\d \(\d h( \d+ min)?\)\ndown: missed heartbeats", row
+    )
     # the fleet panel: ~96 bars of 15 min, each stacking 50 devices; red where the shed was
     panel = dom[dom.index('id="fleet-svg"') : dom.index('id="worst"')]
     bars = re.findall(r'<g class="bar" data-time="[\d.]+">(.*?)</g>', panel, re.S)
@@ -140,7 +148,9 @@ def test_device_page_strip_loss_bars_figures_and_events(demo: PastFleet, tmp_pat
     assert re.search(r"<dt>temp_c</dt><dd>41.5</dd>", dom)
     assert '<a class="back" href="#state=up">' in dom
     events = dom[dom.index('id="dev-events"') :]
-    assert re.search(r'<span class="state up">up</span> → <span class="state late">late</span>', events)
+    assert re.search(
+        r'<span class="state up">up</span> → <span class="state late">late</span>', events
+    )
     keep(screenshot(url, tmp_path / "device-page.png", tmp_path))
 
 
@@ -184,7 +194,7 @@ def test_device_page_shows_its_alerts_and_silences(tmp_path: Path) -> None:
 
 
 def test_ten_thousand_devices_in_pages_of_100(tmp_path: Path) -> None:
-    """10,000 devices: 100 rows drawn, each with its strip, 'showing 1–100 of 10,000', page 2
+    """10,000 devices: 100 rows drawn, each with its strip, 'showing 1-100 of 10,000', page 2
     from the address; the table asked only for its fields. The first render's time (in the
     page's virtual time here; benchmarks/dashboard_render.py measures real time) is set."""
     now = time.time()
@@ -195,14 +205,14 @@ def test_ten_thousand_devices_in_pages_of_100(tmp_path: Path) -> None:
     try:
         past.play(devices, interval=600.0, until=now)
         dom = dump_dom(past.url + "/", tmp_path, budget_ms=10_000)
-        assert "showing 1–100 of 10,000" in dom
+        assert f"showing 1{DASH}100 of 10,000" in dom
         rows = re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom)
         assert len(rows) == 100 and rows[0] == ("down", "dev-00000")  # down first, then by id
         assert all(strip_of(dom, dev) for _, dev in rows[:100:9])
         assert strip_of(dom, "dev-00000") == ["up", "late", "down"]
         assert re.search(r'data-first-render="[\d.]+"', dom)
         second = dump_dom(past.url + "/#page=2", tmp_path, budget_ms=10_000)
-        assert "showing 101–200 of 10,000" in second
+        assert f"showing 101{DASH}200 of 10,000" in second
         assert len(re.findall(r'<tr class="\w+" data-id=', second)) == 100
         keep(screenshot(past.url + "/", tmp_path / "fleet-10000.png", tmp_path, budget_ms=10_000))
     finally:

@@ -198,7 +198,7 @@ function renderFleetPanel() {
   if (!a || !(a.buckets || []).length) {
     box.replaceChildren(el("span", "muted", fleet.at ? "no history kept on this collector" : "loading…"));
   } else {
-    box.replaceChildren(drawFleetBars(a, 960, 170));
+    box.replaceChildren(drawFleetBars(a, 960, 250));
   }
   legend($("fleet-legend"), data ? data.counts : null);
 }

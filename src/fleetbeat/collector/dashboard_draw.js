@@ -120,7 +120,7 @@ const STACK = ["up", "late", "down", "missing", "offline"];
 function drawFleetBars(answer, width, height) {
   const root = svg("svg", {class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img",
                            id: "fleet-svg"});
-  const left = 44, right = 6, top = 6, bottom = 20;
+  const left = 54, right = 6, top = 8, bottom = 22;
   const buckets = answer.buckets || [];
   const step = answer.step || 900;
   const since = answer.since, until = answer.until;
@@ -163,7 +163,7 @@ function drawFleetBars(answer, width, height) {
 function drawLossBars(hours, since, until, width, height) {
   const root = svg("svg", {class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img",
                            id: "loss-svg"});
-  const left = 44, right = 6, top = 8, bottom = 20;
+  const left = 54, right = 6, top = 8, bottom = 22;
   const plotW = width - left - right, plotH = height - top - bottom;
   const loss = hours.map((h) => {
     const lost = Math.max(0, (h.expected || 0) - (h.received || 0));

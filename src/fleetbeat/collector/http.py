@@ -42,9 +42,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from fleetbeat.collector.config import split_hostport
 from fleetbeat.collector.http_alerts import AlertsApi
+from fleetbeat.collector.http_devices import with_devices
 from fleetbeat.collector.http_history import HistoryApi
 from fleetbeat.collector.http_params import BadRequest
-from fleetbeat.collector.http_devices import with_devices
 from fleetbeat.collector.http_write import BadBody, Reply, WriteGuard
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
