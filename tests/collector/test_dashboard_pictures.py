@@ -116,13 +116,26 @@ def test_fleet_in_every_state_strips_counts_and_the_fleet_panel(
 def test_the_table_filters_sorts_by_availability_and_missing(
     demo: PastFleet, tmp_path: Path
 ) -> None:
-    """#state=missing shows the three never heard; sorting by 7 d availability puts the
-    least available first (the unknown last)."""
+    """#state=missing shows the three never heard; #sort=avail (the sort kept in the address,
+    as a click on the column's head sets it) puts the least available first, as the API
+    ranks them, and the devices with no availability (missing) last."""
     dom = dump_dom(demo.url + "/#state=missing", tmp_path)
     assert re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom) == [
         ("missing", "pi-house-16"), ("missing", "pi-shed-16"), ("missing", "pi-shed-17"),
     ]  # fmt: skip
     assert "3 of 50 shown" in dom
+    dom = dump_dom(demo.url + "/#sort=avail", tmp_path)
+    order = [dev for _, dev in re.findall(r'<tr class="(\w+)" data-id="([^"]+)"', dom)]
+    devices = api(demo.url + "/api/devices?fields=id,availability")["devices"]
+    week = {d["id"]: d["availability"]["7d"] for d in devices}
+    known = sorted((v, dev) for dev, v in week.items() if v is not None)
+    assert order[: len(known)] == [dev for _, dev in known]
+    assert sorted(order[len(known) :]) == ["pi-house-16", "pi-shed-16", "pi-shed-17"]
+    assert week[order[0]] < 95  # pi-barn-09, down these 5 hours
+    dom = dump_dom(demo.url + "/#sort=-avail", tmp_path)
+    assert re.findall(r'<tr class="\w+" data-id="([^"]+)"', dom)[-3:] == [
+        "pi-house-16", "pi-shed-16", "pi-shed-17",
+    ]  # fmt: skip
 
 
 def test_device_page_strip_loss_bars_figures_and_events(demo: PastFleet, tmp_path: Path) -> None:
@@ -195,7 +208,7 @@ def test_device_page_shows_its_alerts_and_silences(tmp_path: Path) -> None:
 
 def test_ten_thousand_devices_in_pages_of_100(tmp_path: Path) -> None:
     """10,000 devices: 100 rows drawn, each with its strip, 'showing 1-100 of 10,000', page 2
-    from the address; the table asked only for its fields. The first render's time (in the
+    from the address. The first render's time (in the
     page's virtual time here; benchmarks/dashboard_render.py measures real time) is set."""
     now = time.time()
     past = PastFleet(tmp_path / "store", start=now - 3 * 3600)

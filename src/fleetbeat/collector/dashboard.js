@@ -24,6 +24,11 @@ function readHash() {
   $("f-tag").value = p.get("tag") || "";
   $("f-id").value = p.get("q") || "";
   page = Math.max(0, (parseInt(p.get("page") || "1", 10) || 1) - 1);
+  const sort = p.get("sort") || "state";  // "avail", "-last_seen": a column, "-" descending
+  const key = sort.replace(/^-/, "");
+  if (document.querySelector(`th[data-key="${CSS.escape(key)}"]`)) {
+    sortKey = key; sortDir = sort.startsWith("-") ? -1 : 1;
+  }
   deviceId = p.get("device");
 }
 function fleetHash() {  // the fleet's filters, as the address keeps them
@@ -31,6 +36,7 @@ function fleetHash() {  // the fleet's filters, as the address keeps them
   if ($("f-state").value) p.set("state", $("f-state").value);
   if ($("f-tag").value) p.set("tag", $("f-tag").value);
   if ($("f-id").value) p.set("q", $("f-id").value);
+  if (sortKey !== "state" || sortDir !== 1) p.set("sort", (sortDir < 0 ? "-" : "") + sortKey);
   if (page > 0) p.set("page", String(page + 1));
   return p.toString();
 }
@@ -219,8 +225,9 @@ function renderAlerts(body) {
     const tr = el("tr", a.suppressed ? "quiet" : "");
     tr.dataset.device = a.device;
     const sev = el("td"); sev.append(el("span", "sev " + a.severity, a.severity));
+    const dev = el("td"); dev.append(deviceLink(a.device, a.device));
     tr.append(sev, el("td", "", a.name + (a.value !== null ? " (" + a.value + ")" : "")),
-              el("td", "", a.device), el("td", "num", ago(now - a.started)),
+              dev, el("td", "num", ago(now - a.started)),
               el("td", "", a.notified ? "yes" : "not yet"));
     const st = el("td"); suppressedCell(st, a.suppressed); tr.append(st);
     tbody.append(tr);

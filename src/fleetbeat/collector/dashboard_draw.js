@@ -83,7 +83,7 @@ function drawStrip(segs, since, until, width, height, withDay) {
     runs.push(cur);
   }
   for (const r of runs) {
-    const w = Math.max(1, r.x1 - r.x0);
+    const w = Math.min(width - r.x0, Math.max(1, r.x1 - r.x0) + 0.5);  // overlap: no seams
     const when = clock(r.from, withDay) + " – " + clock(r.to, withDay) + " (" + span(r.to - r.from) + ")";
     const said = (p) => p[1] + (p[2] ? ": " + reasonText(p[2]) : "");
     const what = r.parts.length === 1 ? said(r.parts[0])
