@@ -47,6 +47,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import unquote
 
 from fleetbeat.collector import history as h
+from fleetbeat.collector.availability import fleet_tallies
 from fleetbeat.collector.http_params import (
     BadRequest,
     by_keys,
@@ -161,10 +162,10 @@ class HistoryApi:
     def _compute_tallies(self) -> dict[str, h.Tally]:
         now = self._clock()
         current = {d["id"]: (d["state"], d["state_since"]) for d in self.fleet.devices()}
-        out: dict[str, h.Tally] = {}
-        for dev, segs in self._each_device(current, now - h.LONGEST, now, now):
-            out[dev] = h.tally(segs, now)
-        return out
+        reader = self._reader()
+        since = now - h.LONGEST
+        priors = reader.priors(since)
+        return reader.fold(since, lambda rows: dict(fleet_tallies(rows, priors, current, now)))
 
     def _each_device(self, current: dict[str, tuple[str, float]], since: float, until: float,
                      now: float) -> Any:  # fmt: skip

@@ -19,12 +19,14 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import quote
 
 from fleetbeat.collector.history import HOUR, Event
 from fleetbeat.errors import FleetbeatError
 
+T = TypeVar("T")
+Row = tuple[str, float, Optional[str], str]  # an event row: device, time, from, to
 BUSY_TIMEOUT = 2.0  # s a read waits for a lock (a checkpoint) before giving up
 FETCH = 2000  # rows per fetch in a scan
 
@@ -97,6 +99,16 @@ class StoreReader:
         """For every stored device, its last event at or before `since` (one index seek each)."""
         return {row[0]: _event(row[1:]) for row in self._all(_PRIORS, (since,))}
 
+    def fold(self, since: float, fold: Callable[[Iterator[Row]], T]) -> T:
+        """`fold` of the rows (device, time, from, to) of every event after `since`, ordered
+        by device and time: one pass over the (device, time) index, streamed from the
+        cursor itself (no Python frame per row)."""
+        try:
+            return fold(self._db().execute(_ROWS, (since,)))
+        except sqlite3.Error as exc:
+            self._drop()
+            raise StoreUnavailable(f"cannot read the state database: {exc}") from exc
+
     def scan(self, since: float) -> Iterator[tuple[str, list[Event]]]:
         """(device, its events after `since`, oldest first) for every device that has some,
         in one pass over the (device, time) index; one device's list in memory at a time."""
@@ -141,6 +153,10 @@ _PRIORS = (
     "SELECT e.device, e.time, e.from_state, e.to_state, e.reason FROM devices AS d"
     " JOIN events AS e ON e.rowid = (SELECT rowid FROM events WHERE device = d.id"
     " AND time <= ?1 ORDER BY time DESC, rowid DESC LIMIT 1)"
+)
+_ROWS = (
+    "SELECT device, time, from_state, to_state FROM events INDEXED BY events_device"
+    " WHERE time > ? ORDER BY device, time, rowid"
 )
 _SCAN = (
     "SELECT device, time, from_state, to_state, reason FROM events INDEXED BY events_device"
