@@ -74,11 +74,18 @@ class StoreReader:
             self._drop()  # opened again at the next read: the file may have been replaced
             raise StoreUnavailable(f"cannot read the state database: {exc}") from exc
 
-    def events(self, device: str, since: float) -> tuple[Optional[Event], list[Event]]:
-        """The device's last event at or before `since` (or None) and every later one."""
+    def events(
+        self, device: str, since: float, limit: int = 10_000
+    ) -> tuple[Optional[Event], list[Event], bool]:
+        """The device's last event at or before `since` (or None), the later ones (the
+        newest `limit` of them, oldest first) and whether some were left out (then the
+        prior is None: the oldest one read stands for what came before, as if pruned)."""
+        after = self._all(_AFTER, (device, since, limit + 1))
+        after.reverse()
+        if len(after) > limit:
+            return None, [_event(r) for r in after[1:]], True
         before = self._all(_BEFORE, (device, since))
-        after = self._all(_AFTER, (device, since))
-        return (_event(before[0]) if before else None), [_event(r) for r in after]
+        return (_event(before[0]) if before else None), [_event(r) for r in after], False
 
     def hours(
         self, device: str, since: float, until: float
@@ -144,7 +151,8 @@ def _event(row: Any) -> Event:
 _COLS = "time, from_state, to_state, reason"
 _BEFORE = (f"SELECT {_COLS} FROM events WHERE device = ? AND time <= ?"  # noqa: S608
            " ORDER BY time DESC, rowid DESC LIMIT 1")  # fmt: skip
-_AFTER = f"SELECT {_COLS} FROM events WHERE device = ? AND time > ? ORDER BY time, rowid"  # noqa: S608
+_AFTER = (f"SELECT {_COLS} FROM events WHERE device = ? AND time > ?"  # noqa: S608
+          " ORDER BY time DESC, rowid DESC LIMIT ?")  # fmt: skip
 _HOUR_BEFORE = ("SELECT hour, received, expected FROM hours WHERE device = ? AND hour < ?"
                 " ORDER BY hour DESC LIMIT 1")  # fmt: skip
 _HOURS = ("SELECT hour, received, expected FROM hours WHERE device = ? AND hour >= ?"
