@@ -7,7 +7,6 @@ import random
 import pytest
 
 from fleetbeat.collector import history as h
-from fleetbeat.collector.availability import fleet_tallies
 from helpers import FakeClock
 
 DAY = 86400.0
@@ -179,44 +178,3 @@ def test_group_availability_is_time_weighted() -> None:
                                                                   "30d": 87.5}},
     ]  # fmt: skip
     assert [w["id"] for w in out["worst"]] == ["b", "c", "a"]
-
-
-def test_the_fleet_pass_equals_the_general_path_on_random_sequences() -> None:
-    """`fleet_tallies` (one pass over rows) gives each device exactly the tally of its
-    segments: priors or none, unknown and forgotten states, unstored changes, young devices."""
-    rng = random.Random(7)
-    now = NOW
-    rows: list[tuple[str, float, str | None, str]] = []
-    priors: dict[str, h.Event] = {}
-    current: dict[str, tuple[str, float]] = {}
-    expected: dict[str, h.Tally] = {}
-    names = [*h.STATES, "forgotten", "weird"]
-    for i in range(300):
-        dev = f"d{i:03d}"
-        start = now - rng.choice([1, 3, 10, 29, 40]) * DAY
-        t, state, events = start, rng.choice([None, "up"]), []
-        while True:
-            t += rng.expovariate(1 / (rng.choice([0.2, 1, 5]) * DAY))
-            if t >= now - 60:
-                break
-            new = rng.choice(names)
-            events.append((t, state, new, "x"))
-            state = new
-        prior = [e for e in events if e[0] <= now - h.LONGEST]
-        after = [e for e in events if e[0] > now - h.LONGEST]
-        last_t = events[-1][0] if events else start
-        current[dev] = (rng.choice(h.STATES), rng.choice([last_t - 5, last_t + 30, start]))
-        if rng.random() < 0.1:
-            del current[dev]  # no longer known: left out
-        if prior and rng.random() < 0.9:  # else pruned: the oldest kept `from` is used
-            priors[dev] = prior[-1]
-        rows.extend((dev, e[0], e[1], e[2]) for e in after)
-        if dev in current:
-            segs = h.segments(after, now - h.LONGEST, now, now, prior=priors.get(dev),
-                              current=current[dev])  # fmt: skip
-            expected[dev] = h.tally(segs, now)
-    got = dict(fleet_tallies(rows, priors, current, now))
-    assert got.keys() == expected.keys()
-    for dev, want in expected.items():
-        assert got[dev][0] == want[0], dev
-        assert got[dev][1:] == pytest.approx(want[1:], abs=1e-6), dev

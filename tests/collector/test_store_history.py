@@ -90,6 +90,8 @@ def v1_database(tmp_path: Path, clock: FakeClock) -> tuple[list[dict[str, Any]],
     fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, "old-1", range(0, 6))
     feed(fleet, clock, "old-2", (0, 1, 3))
+    clock.now += 100  # both silent: down, a second event each
+    fleet.check()
     rows, events = fleet.take_changes()
     cols = ", ".join(V1_COLUMNS)
     with sqlite3.connect(tmp_path / "fleetbeat.db") as db:
@@ -119,6 +121,14 @@ def test_a_version_1_database_is_migrated_and_keeps_its_devices(tmp_path: Path) 
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         assert {"hb_received", "hb_expected"} <= {r[1] for r in db.execute(
             "PRAGMA table_info(devices)")}  # fmt: skip
+        # each old event ends where its device's next one starts; the latest stays open
+        spans = db.execute("SELECT device, time, ends FROM events ORDER BY device, time")
+        by_dev: dict[str, list[tuple[float, Any]]] = {}
+        for dev, t, ends in spans:
+            by_dev.setdefault(dev, []).append((t, ends))
+        assert [len(found) for found in by_dev.values()] == [2, 2]
+        for found in by_dev.values():
+            assert [e for _, e in found] == [t for t, _ in found[1:]] + [None]
     rows, stored_events = store.load(clock.now)
     fleet = Fleet(CollectorSection(), clock=lambda: 0.0, monotonic=lambda: 0.0)
     fleet.restore(rows, stored_events)

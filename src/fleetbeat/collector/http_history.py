@@ -170,8 +170,10 @@ class HistoryApi:
         current = {d["id"]: (d["state"], d["state_since"]) for d in self.fleet.devices()}
         reader = self._reader()
         since = now - h.LONGEST
-        priors = reader.priors(since)
-        return reader.fold(since, lambda rows: dict(fleet_tallies(rows, priors, current, now)))
+        spans = reader.spans(now)
+        opened = reader.open_events()
+        first = reader.first_counted_from(since)
+        return dict(fleet_tallies(spans, opened, first, current, now))
 
     def _each_device(self, current: dict[str, tuple[str, float]], since: float, until: float,
                      now: float) -> Any:  # fmt: skip

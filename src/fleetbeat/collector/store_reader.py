@@ -19,14 +19,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 from urllib.parse import quote
 
-from fleetbeat.collector.history import HOUR, Event
+from fleetbeat.collector.history import HOUR, WINDOWS, Event
 from fleetbeat.errors import FleetbeatError
 
-T = TypeVar("T")
-Row = tuple[str, float, Optional[str], str]  # an event row: device, time, from, to
 BUSY_TIMEOUT = 2.0  # s a read waits for a lock (a checkpoint) before giving up
 FETCH = 2000  # rows per fetch in a scan
 
@@ -67,7 +65,7 @@ class StoreReader:
             self._local.db = None
             db.close()
 
-    def _all(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    def _all(self, sql: str, args: Any) -> list[Any]:
         try:
             return self._db().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
@@ -106,15 +104,24 @@ class StoreReader:
         """For every stored device, its last event at or before `since` (one index seek each)."""
         return {row[0]: _event(row[1:]) for row in self._all(_PRIORS, (since,))}
 
-    def fold(self, since: float, fold: Callable[[Iterator[Row]], T]) -> T:
-        """`fold` of the rows (device, time, from, to) of every event after `since`, ordered
-        by device and time: one pass over the (device, time) index, streamed from the
-        cursor itself (no Python frame per row)."""
-        try:
-            return fold(self._db().execute(_ROWS, (since,)))
-        except sqlite3.Error as exc:
-            self._drop()
-            raise StoreUnavailable(f"cannot read the state database: {exc}") from exc
+    def spans(self, now: float) -> list[tuple[Any, ...]]:
+        """Per device with closed spans in the last 30 days: (device, good 24 h, counted
+        24 h, good 7 d, counted 7 d, good 30 d, counted 30 d, start of its first counted
+        span): the seconds of its stored events that have ended (`ends`), each clipped to
+        each window, summed by SQLite in one pass over a covering index."""
+        w = {"now": now, "w24": now - WINDOWS[0][1], "w7": now - WINDOWS[1][1],
+             "w30": now - WINDOWS[2][1]}  # fmt: skip
+        return self._all(_SPANS, w)
+
+    def open_events(self) -> dict[str, tuple[float, str]]:
+        """Every device's open (latest) stored event: (time, to state)."""
+        return {d: (t, to) for d, t, to in self._all(_OPEN, ())}
+
+    def first_counted_from(self, since: float) -> dict[str, tuple[float, str]]:
+        """For the devices whose oldest stored event is after `since` and came from a
+        counted state: (its time, that state); the time before it was in that state
+        (older history pruned)."""
+        return {d: (t, f) for d, t, f in self._all(_FIRST, (since,))}
 
     def scan(self, since: float) -> Iterator[tuple[str, list[Event]]]:
         """(device, its events after `since`, oldest first) for every device that has some,
@@ -162,9 +169,21 @@ _PRIORS = (
     " JOIN events AS e ON e.rowid = (SELECT rowid FROM events WHERE device = d.id"
     " AND time <= ?1 ORDER BY time DESC, rowid DESC LIMIT 1)"
 )
-_ROWS = (
-    "SELECT device, time, from_state, to_state FROM events INDEXED BY events_device"
-    " WHERE time > ? ORDER BY device, time, rowid"
+_SPAN = "MAX(0, MIN(ends, :now) - MAX(time, :{w}))"
+_SPANS = (  # built from constants only
+    "SELECT device, "  # noqa: S608
+    + ", ".join(
+        f"SUM(CASE WHEN to_state <> 'down' THEN {_SPAN.format(w=w)} END), SUM({_SPAN.format(w=w)})"
+        for w in ("w24", "w7", "w30")
+    )
+    + ", MIN(MAX(time, :w30)) FROM events INDEXED BY events_spans WHERE ends > :w30"
+    " AND time < :now AND to_state IN ('up', 'late', 'down') GROUP BY device"
+)
+_OPEN = "SELECT device, time, to_state FROM events INDEXED BY events_open WHERE ends IS NULL"
+_FIRST = (
+    "SELECT e.device, e.time, e.from_state FROM devices AS d JOIN events AS e ON e.rowid ="
+    " (SELECT rowid FROM events WHERE device = d.id ORDER BY time, rowid LIMIT 1)"
+    " WHERE e.time > ? AND e.from_state IN ('up', 'late', 'down')"
 )
 _SCAN = (
     "SELECT device, time, from_state, to_state, reason FROM events INDEXED BY events_device"
