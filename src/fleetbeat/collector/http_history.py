@@ -34,8 +34,9 @@ The fleet-wide answers (the availability of every device, used by `/api/devices`
 `/metrics`; the fleet buckets; the groups) are cached for CACHE_TTL seconds and
 computed by one thread at a time, so a burst of requests never rescans SQLite per
 request: the others get the previous answer meanwhile, or wait for the first (BUSY_WAIT
-seconds at most, then 503). Kept in memory: per device one tally (`history.Tally`,
-seven numbers), for CACHE_TTL.
+seconds at most, then 503). Kept in memory: per device one tally (`history.Tally`:
+since, and the seconds good and counted in each window, which the groups need to
+weigh their devices), seven doubles in one array (`availability.TallyTable`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import unquote
 
 from fleetbeat.collector import history as h
-from fleetbeat.collector.availability import fleet_tallies
+from fleetbeat.collector.availability import TallyTable, fleet_tallies
 from fleetbeat.collector.http_params import (
     BadRequest,
     by_keys,
@@ -165,7 +166,7 @@ class HistoryApi:
         except (StoreUnavailable, Busy):
             return {}
 
-    def _compute_tallies(self) -> dict[str, h.Tally]:
+    def _compute_tallies(self) -> TallyTable:
         now = self._clock()
         current = {d["id"]: (d["state"], d["state_since"]) for d in self.fleet.devices()}
         reader = self._reader()
@@ -173,7 +174,7 @@ class HistoryApi:
         spans = reader.spans(now)
         opened = reader.open_events()
         first = reader.first_counted_from(since)
-        return dict(fleet_tallies(spans, opened, first, current, now))
+        return TallyTable(fleet_tallies(spans, opened, first, current, now))
 
     def _each_device(self, current: dict[str, tuple[str, float]], since: float, until: float,
                      now: float) -> Any:  # fmt: skip

@@ -151,7 +151,8 @@ class Store:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite ends it itself on some errors (a full disk)
+                self._db.execute("ROLLBACK")
             raise
 
     def _base_hours(self) -> None:
@@ -308,12 +309,12 @@ _INSERT_EVENT = (
     "INSERT INTO events (time, device, from_state, to_state, reason, ends)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
-# by time (load, prune); by device and time (one device's history); each device's open
-# event (closing it at the next); covering the fleet-wide sums of `store_reader.spans`
+# by time (load, prune); by device and time (one device's history); by device and end,
+# covering the fleet-wide sums of `store_reader.spans` (and finding a device's open
+# event, `ends IS NULL`, to close it)
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
     "CREATE INDEX IF NOT EXISTS events_device ON events (device, time)",
-    "CREATE INDEX IF NOT EXISTS events_open ON events (device) WHERE ends IS NULL",
     "CREATE INDEX IF NOT EXISTS events_spans ON events (device, ends, time, to_state)",
 )
 # the device's open event (its latest) ends where the next one starts

@@ -179,7 +179,10 @@ _SPANS = (  # built from constants only
     + ", MIN(MAX(time, :w30)) FROM events INDEXED BY events_spans WHERE ends > :w30"
     " AND time < :now AND to_state IN ('up', 'late', 'down') GROUP BY device"
 )
-_OPEN = "SELECT device, time, to_state FROM events INDEXED BY events_open WHERE ends IS NULL"
+_OPEN = (
+    "SELECT e.device, e.time, e.to_state FROM devices AS d JOIN events AS e INDEXED BY"
+    " events_spans ON e.device = d.id AND e.ends IS NULL"
+)
 _FIRST = (
     "SELECT e.device, e.time, e.from_state FROM devices AS d JOIN events AS e ON e.rowid ="
     " (SELECT rowid FROM events WHERE device = d.id ORDER BY time, rowid LIMIT 1)"
