@@ -178,3 +178,12 @@ def test_group_availability_is_time_weighted() -> None:
                                                                   "30d": 87.5}},
     ]  # fmt: skip
     assert [w["id"] for w in out["worst"]] == ["b", "c", "a"]
+
+
+def test_the_cached_table_gives_back_each_tally() -> None:
+    """The compact table of the cache returns every tally as it was given, None included."""
+    from fleetbeat.collector.availability import TallyTable
+
+    tallies = {"a": (5.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0), "b": h.NO_TALLY}
+    table = TallyTable(tallies.items())
+    assert dict(table) == tallies and len(table) == 2 and table.get("c") is None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from fleetbeat import wire
 from fleetbeat.collector import history as h
@@ -16,6 +20,7 @@ from fleetbeat.collector.store_reader import StoreReader
 from helpers import FakeClock
 
 RUN = "0" * 15 + "1"
+DAY = 86400.0
 
 
 def test_a_burst_computes_once_and_a_stale_answer_is_served_while_recomputing() -> None:
@@ -97,4 +102,69 @@ def test_the_fleet_pass_gives_each_device_the_availability_of_its_own_history(
     page = api.devices_page({"limit": ["2"], "offset": ["1"], "fields": ["id,availability"]})
     assert page["total"] == 4 and [d["id"] for d in page["devices"]] == ["a2", "b1"]
     assert page["devices"][0] == {"id": "a2", "availability": h.availability(tallies["a2"])}
+    store.close()
+
+
+class Current:
+    """The fleet's read side reduced to what the availability pass reads: states now."""
+
+    def __init__(self, states: dict[str, tuple[str, float]]) -> None:
+        self.states = states
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [{"id": d, "state": s, "state_since": t} for d, (s, t) in self.states.items()]
+
+
+def test_the_fleet_pass_equals_each_devices_segments_on_random_histories(
+    tmp_path: Path,
+) -> None:
+    """SQLite's span sums plus each device's open segment give exactly the tally of the
+    device's own segments: windows cut mid-state, pruned older history, forgotten and
+    unknown states, changes not stored yet, devices with no events, young devices."""
+    rng = random.Random(16)
+    now = 1_800_000_000.0
+    clock = FakeClock(now - 40 * DAY)
+    store = Store(str(tmp_path), retention=31 * DAY, clock=clock)
+    fleet = Fleet(CollectorSection(max_devices=1000), clock=clock, monotonic=clock)
+    names = [f"r{i:03d}" for i in range(150)]
+    for dev in names:
+        fleet.receive(hb(dev, 0), ("10.0.0.1", 1))
+        fleet.receive(hb(dev, 1), ("10.0.0.1", 1))
+    rows, _ = fleet.take_changes()
+    store.write(rows, [])
+    states = [*h.STATES, "forgotten", "weird"]
+    timeline: list[dict[str, Any]] = []
+    last: dict[str, tuple[float, str]] = {}
+    for dev in names[:140]:  # the last 10 have no events at all
+        t = now - rng.choice([1, 5, 20, 35, 40]) * DAY
+        state: str | None = None if rng.random() < 0.5 else "up"
+        while True:
+            t += rng.expovariate(1 / (rng.choice([0.1, 1, 4]) * DAY))
+            if t >= now - 60:
+                break
+            new = rng.choice(states)
+            timeline.append({"time": t, "device": dev, "from": state, "to": new, "reason": "x"})
+            state = new
+            last[dev] = (t, new)
+    timeline.sort(key=lambda e: e["time"])
+    for i in range(0, len(timeline), 97):  # flushes of interleaved devices
+        store.write([], timeline[i : i + 97])
+    store.prune(now)  # older than 31 d: gone, so some windows start with the oldest `from`
+    current = {}
+    for dev in names:
+        t_last = last.get(dev, (now - 3 * DAY, "up"))[0]
+        since = rng.choice([t_last - 10, t_last + 600, now - 50 * DAY])
+        current[dev] = (rng.choice(h.STATES), since)
+    reader = StoreReader(store.path)
+    api = HistoryApi(Current(current), reader, clock=lambda: now)  # type: ignore[arg-type]
+    got = api._compute_tallies()
+    w30 = now - h.LONGEST
+    assert sorted(got) == names
+    for dev in names:
+        prior, events, _ = reader.events(dev, w30)
+        want = h.tally(h.segments(events, w30, now, now, prior=prior, current=current[dev]), now)
+        assert (got[dev][0] is None) == (want[0] is None), dev
+        assert got[dev][0] == pytest.approx(want[0]), dev
+        assert got[dev][1:] == pytest.approx(want[1:], abs=1e-3), dev
+    reader.close()
     store.close()

@@ -90,6 +90,8 @@ def v1_database(tmp_path: Path, clock: FakeClock) -> tuple[list[dict[str, Any]],
     fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(fleet, clock, "old-1", range(0, 6))
     feed(fleet, clock, "old-2", (0, 1, 3))
+    clock.now += 100  # both silent: down, a second event each
+    fleet.check()
     rows, events = fleet.take_changes()
     cols = ", ".join(V1_COLUMNS)
     with sqlite3.connect(tmp_path / "fleetbeat.db") as db:
@@ -119,6 +121,14 @@ def test_a_version_1_database_is_migrated_and_keeps_its_devices(tmp_path: Path) 
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         assert {"hb_received", "hb_expected"} <= {r[1] for r in db.execute(
             "PRAGMA table_info(devices)")}  # fmt: skip
+        # each old event ends where its device's next one starts; the latest stays open
+        spans = db.execute("SELECT device, time, ends FROM events ORDER BY device, time")
+        by_dev: dict[str, list[tuple[float, Any]]] = {}
+        for dev, t, ends in spans:
+            by_dev.setdefault(dev, []).append((t, ends))
+        assert [len(found) for found in by_dev.values()] == [2, 2]
+        for found in by_dev.values():
+            assert [e for _, e in found] == [t for t, _ in found[1:]] + [None]
     rows, stored_events = store.load(clock.now)
     fleet = Fleet(CollectorSection(), clock=lambda: 0.0, monotonic=lambda: 0.0)
     fleet.restore(rows, stored_events)
@@ -168,7 +178,7 @@ def test_the_reader_has_a_connection_per_thread_and_survives_a_recreated_file(
         t.start()
     for t in threads:
         t.join()
-    assert [len(found[1]) for found in seen] == [1, 1, 1]
+    assert [(found[0], len(found[1]), found[2]) for found in seen] == [(None, 1, False)] * 3
     store.close()
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(store.path + suffix):
@@ -176,12 +186,28 @@ def test_the_reader_has_a_connection_per_thread_and_survives_a_recreated_file(
     with pytest.raises(StoreUnavailable):
         reader.events("a", 0.0)
     store.reopen()
-    assert reader.events("a", 0.0) == (None, [])
+    assert reader.events("a", 0.0) == (None, [], False)
     flush_all = Fleet(CollectorSection(), clock=clock, monotonic=clock)
     feed(flush_all, clock, "b", range(2))
     flush(flush_all, store)
     assert [e[2] for e in reader.events("b", 0.0)[1]] == ["up"]
     assert reader.priors(clock.now)["b"][3] == "first_seen"
     assert [(dev, len(evs)) for dev, evs in reader.scan(0.0)] == [("b", 1)]
+    reader.close()
+    store.close()
+
+
+def test_a_flapping_device_is_read_up_to_a_limit_newest_first(tmp_path: Path) -> None:
+    """Past `limit` events only the newest are read, oldest first, with no prior: the oldest
+    read one's `from` then stands for what came before, and the caller is told."""
+    store = Store(str(tmp_path), retention=31 * 86400.0, clock=FakeClock(T0))
+    flaps = [{"time": T0 + i, "device": "f", "from": "up" if i % 2 else "down",
+              "to": "down" if i % 2 else "up", "reason": "x"} for i in range(30)]  # fmt: skip
+    store.write([], flaps)
+    reader = StoreReader(store.path)
+    prior, events, cut = reader.events("f", T0 + 5, limit=10)
+    assert (prior, [e[0] for e in events], cut) == (None, [T0 + i for i in range(20, 30)], True)
+    prior, events, cut = reader.events("f", T0 + 19, limit=10)
+    assert (prior, len(events), cut) == ((T0 + 19, "up", "down", "x"), 10, False)
     reader.close()
     store.close()

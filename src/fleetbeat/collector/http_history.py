@@ -7,7 +7,9 @@ routes read from the store. Times are epoch seconds; every answer is JSON.
                                     each device has "availability" (below)
     GET /api/devices/{id}/history   ?since= ?until= (default: the 7 days up to now) ->
                                     segments [{from, to, state, reason}], hours
-                                    [{hour, received, expected}], availability; 404 unknown
+                                    [{hour, received, expected}], availability, truncated
+                                    (true: only the newest MAX_EVENTS events were read);
+                                    404 unknown
     GET /api/timelines              ?since= ?until= (default 24 h) ?id=a&id=b (or id=a,b;
                                     at most 500) -> {"devices": {id: [[from, to, state,
                                     reason], ...]}} (ids not known are left out)
@@ -32,8 +34,9 @@ The fleet-wide answers (the availability of every device, used by `/api/devices`
 `/metrics`; the fleet buckets; the groups) are cached for CACHE_TTL seconds and
 computed by one thread at a time, so a burst of requests never rescans SQLite per
 request: the others get the previous answer meanwhile, or wait for the first (BUSY_WAIT
-seconds at most, then 503). Kept in memory: per device one tally (`history.Tally`,
-seven numbers), for CACHE_TTL.
+seconds at most, then 503). Kept in memory: per device one tally (`history.Tally`:
+since, and the seconds good and counted in each window, which the groups need to
+weigh their devices), seven doubles in one array (`availability.TallyTable`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import unquote
 
 from fleetbeat.collector import history as h
+from fleetbeat.collector.availability import TallyTable, fleet_tallies
 from fleetbeat.collector.http_params import (
     BadRequest,
     by_keys,
@@ -67,6 +71,10 @@ DAY = 86400.0
 MIN_STEP, MAX_STEP, MAX_BUCKETS = 60.0, 86400.0, 2000
 MAX_LIMIT = 1_000_000
 CACHED_KEYS = 32  # distinct fleet-history or group requests remembered
+# Events read per device: a device flapping at max_events_per_minute (10) for 31 days
+# leaves 446,400; the newest this many are read (a strip has ~1,000 pixels to show them)
+MAX_EVENTS = 10_000  # for one device's history ("truncated": true when there were more)
+MAX_STRIP = 1_000  # per device of /api/timelines
 
 Answer = tuple[int, Any]  # HTTP status, JSON-ready body
 
@@ -158,13 +166,15 @@ class HistoryApi:
         except (StoreUnavailable, Busy):
             return {}
 
-    def _compute_tallies(self) -> dict[str, h.Tally]:
+    def _compute_tallies(self) -> TallyTable:
         now = self._clock()
         current = {d["id"]: (d["state"], d["state_since"]) for d in self.fleet.devices()}
-        out: dict[str, h.Tally] = {}
-        for dev, segs in self._each_device(current, now - h.LONGEST, now, now):
-            out[dev] = h.tally(segs, now)
-        return out
+        reader = self._reader()
+        since = now - h.LONGEST
+        spans = reader.spans(now)
+        opened = reader.open_events()
+        first = reader.first_counted_from(since)
+        return TallyTable(fleet_tallies(spans, opened, first, current, now))
 
     def _each_device(self, current: dict[str, tuple[str, float]], since: float, until: float,
                      now: float) -> Any:  # fmt: skip
@@ -216,7 +226,7 @@ class HistoryApi:
         now = self._clock()
         current = (dev["state"], dev["state_since"])
         start = min(since, now - h.LONGEST)
-        prior, events = reader.events(dev_id, start)
+        prior, events, cut_short = reader.events(dev_id, start, MAX_EVENTS)
         # the window's own prior: the last of these at or before `since`
         cut = next((i for i, e in enumerate(events) if e[0] > since), len(events))
         w_prior = events[cut - 1] if cut else prior
@@ -230,6 +240,7 @@ class HistoryApi:
             "segments": [{"from": a, "to": b, "state": s, "reason": r} for a, b, s, r in segs],
             "hours": hours,
             "availability": h.availability(h.tally(whole, now)),
+            "truncated": cut_short,
         }  # fmt: skip
 
     def timelines(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
@@ -242,7 +253,7 @@ class HistoryApi:
             dev = self.fleet.device(dev_id)
             if dev is None:
                 continue
-            prior, events = reader.events(dev_id, since)
+            prior, events, _ = reader.events(dev_id, since, MAX_STRIP)
             segs = h.segments(events, since, until, now, prior=prior,
                               current=(dev["state"], dev["state_since"]))  # fmt: skip
             out[dev_id] = [list(s) for s in segs]

@@ -12,7 +12,9 @@ deleted or swapped under the running collector, so the caller can `reopen()` it 
 write everything again.
 
 Tables (schema version 2): `devices` (one row per device, `rows.ROW_COLUMNS`), `events`
-(indexed by time and by device and time) and `hours`, the heartbeat loss over time: per
+(indexed by time and by device and time; `ends` is the time of the device's next event,
+set when that one is written, NULL for its latest: the fleet-wide availability is then
+one SQL sum, see `collector.availability`) and `hours`, the heartbeat loss over time: per
 device and hour (its start, epoch s) the device's LIFETIME heartbeats received and
 expected as of the last flush in that hour, upserted by every `write` from the device
 rows, in the same transaction. An hour's own counts are the difference with the
@@ -127,9 +129,7 @@ class Store:
             CREATE TABLE IF NOT EXISTS devices ({cols});
             CREATE TABLE IF NOT EXISTS events (
                 time REAL NOT NULL, device TEXT NOT NULL, from_state TEXT,
-                to_state TEXT NOT NULL, reason TEXT NOT NULL);
-            CREATE INDEX IF NOT EXISTS events_time ON events (time);
-            CREATE INDEX IF NOT EXISTS events_device ON events (device, time);
+                to_state TEXT NOT NULL, reason TEXT NOT NULL, ends REAL);
             CREATE TABLE IF NOT EXISTS hours (
                 device TEXT NOT NULL, hour REAL NOT NULL, received INTEGER NOT NULL,
                 expected INTEGER NOT NULL, PRIMARY KEY (device, hour)) WITHOUT ROWID;
@@ -141,12 +141,18 @@ class Store:
             for col in ROW_COLUMNS:  # version 1 had neither lifetime total
                 if col not in have:
                     self._db.execute(f"ALTER TABLE devices ADD COLUMN {col} {_TYPES[col]}")
+            if "ends" not in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
+                self._db.execute("ALTER TABLE events ADD COLUMN ends REAL")
+                self._db.execute(_BACKFILL_ENDS)
+            for sql in _INDEXES:
+                self._db.execute(sql)
             if version == 1:
                 self._base_hours()
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite ends it itself on some errors (a full disk)
+                self._db.execute("ROLLBACK")
             raise
 
     def _base_hours(self) -> None:
@@ -192,7 +198,7 @@ class Store:
         """
         if not rows and not events:
             return 0
-        event_rows = [(e["time"], e["device"], e["from"], e["to"], e["reason"]) for e in events]
+        event_rows, closes = _chain(events)
         hour = self.hour_of(self._clock())
         hour_rows = [
             (r[0], hour, r[HB_RECEIVED], r[HB_EXPECTED])
@@ -200,7 +206,7 @@ class Store:
             if len(r) > HB_EXPECTED and r[HB_RECEIVED] is not None
         ]
         try:
-            self._transaction(rows, event_rows, hour_rows)
+            self._transaction(rows, closes, event_rows, hour_rows)
             return 0
         except (*_ROW_ERRORS, sqlite3.IntegrityError):
             pass  # one bad value spoils executemany: find it, keep the rest
@@ -214,6 +220,7 @@ class Store:
                 self._db.execute("BEGIN")
                 for sql, batch, name_at in (
                     (self._upsert, rows, 0),
+                    (_CLOSE_EVENT, closes, 1),
                     (_INSERT_EVENT, event_rows, 1),
                     (_UPSERT_HOUR, hour_rows, 0),
                 ):
@@ -237,12 +244,14 @@ class Store:
     def _transaction(
         self,
         rows: Sequence[tuple[Any, ...]],
+        closes: Sequence[tuple[Any, ...]],
         events: Sequence[tuple[Any, ...]],
         hours: Sequence[tuple[Any, ...]],
     ) -> None:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(self._upsert, rows)
+            self._db.executemany(_CLOSE_EVENT, closes)  # before the new open ones exist
             self._db.executemany(_INSERT_EVENT, events)
             self._db.executemany(_UPSERT_HOUR, hours)
 
@@ -297,8 +306,48 @@ class Store:
 
 
 _INSERT_EVENT = (
-    "INSERT INTO events (time, device, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO events (time, device, from_state, to_state, reason, ends)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
+# by time (load, prune); by device and time (one device's history); by device and end,
+# covering the fleet-wide sums of `store_reader.spans` (and finding a device's open
+# event, `ends IS NULL`, to close it)
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+    "CREATE INDEX IF NOT EXISTS events_device ON events (device, time)",
+    "CREATE INDEX IF NOT EXISTS events_spans ON events (device, ends, time, to_state)",
+)
+# the device's open event (its latest) ends where the next one starts
+_CLOSE_EVENT = "UPDATE events SET ends = ? WHERE device = ? AND ends IS NULL"
+# a version-1 database: each event ends where the device's next one starts
+_BACKFILL_ENDS = (
+    "UPDATE events SET ends = n.next FROM (SELECT rowid AS r, LEAD(time) OVER"
+    " (PARTITION BY device ORDER BY time, rowid) AS next FROM events) AS n"
+    " WHERE events.rowid = n.r"
+)
+
+
+def _chain(
+    events: Sequence[dict[str, Any]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The event rows to insert, each with its `ends` (the time of the same device's next
+    event in the batch; None for its last), and per device (its first time in the batch,
+    id): where the device's open stored event ends."""
+    rows: list[tuple[Any, ...]] = []
+    last: dict[Any, int] = {}  # device -> index in rows of its latest event so far
+    closes = []
+    for e in events:
+        dev = e["device"]
+        at = last.get(dev)
+        if at is None:
+            closes.append((e["time"], dev))
+        else:
+            rows[at] = (*rows[at][:5], e["time"])
+        last[dev] = len(rows)
+        rows.append((e["time"], dev, e["from"], e["to"], e["reason"], None))
+    return rows, closes
+
+
 _UPSERT_HOUR = "INSERT OR REPLACE INTO hours (device, hour, received, expected) VALUES (?, ?, ?, ?)"
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 from urllib.parse import quote
 
-from fleetbeat.collector.history import HOUR, Event
+from fleetbeat.collector.history import HOUR, WINDOWS, Event
 from fleetbeat.errors import FleetbeatError
 
 BUSY_TIMEOUT = 2.0  # s a read waits for a lock (a checkpoint) before giving up
@@ -65,18 +65,25 @@ class StoreReader:
             self._local.db = None
             db.close()
 
-    def _all(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    def _all(self, sql: str, args: Any) -> list[Any]:
         try:
             return self._db().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             self._drop()  # opened again at the next read: the file may have been replaced
             raise StoreUnavailable(f"cannot read the state database: {exc}") from exc
 
-    def events(self, device: str, since: float) -> tuple[Optional[Event], list[Event]]:
-        """The device's last event at or before `since` (or None) and every later one."""
+    def events(
+        self, device: str, since: float, limit: int = 10_000
+    ) -> tuple[Optional[Event], list[Event], bool]:
+        """The device's last event at or before `since` (or None), the later ones (the
+        newest `limit` of them, oldest first) and whether some were left out (then the
+        prior is None: the oldest one read stands for what came before, as if pruned)."""
+        after = self._all(_AFTER, (device, since, limit + 1))
+        after.reverse()
+        if len(after) > limit:
+            return None, [_event(r) for r in after[1:]], True
         before = self._all(_BEFORE, (device, since))
-        after = self._all(_AFTER, (device, since))
-        return (_event(before[0]) if before else None), [_event(r) for r in after]
+        return (_event(before[0]) if before else None), [_event(r) for r in after], False
 
     def hours(
         self, device: str, since: float, until: float
@@ -96,6 +103,25 @@ class StoreReader:
     def priors(self, since: float) -> dict[str, Event]:
         """For every stored device, its last event at or before `since` (one index seek each)."""
         return {row[0]: _event(row[1:]) for row in self._all(_PRIORS, (since,))}
+
+    def spans(self, now: float) -> list[tuple[Any, ...]]:
+        """Per device with closed spans in the last 30 days: (device, good 24 h, counted
+        24 h, good 7 d, counted 7 d, good 30 d, counted 30 d, start of its first counted
+        span): the seconds of its stored events that have ended (`ends`), each clipped to
+        each window, summed by SQLite in one pass over a covering index."""
+        w = {"now": now, "w24": now - WINDOWS[0][1], "w7": now - WINDOWS[1][1],
+             "w30": now - WINDOWS[2][1]}  # fmt: skip
+        return self._all(_SPANS, w)
+
+    def open_events(self) -> dict[str, tuple[float, str]]:
+        """Every device's open (latest) stored event: (time, to state)."""
+        return {d: (t, to) for d, t, to in self._all(_OPEN, ())}
+
+    def first_counted_from(self, since: float) -> dict[str, tuple[float, str]]:
+        """For the devices whose oldest stored event is after `since` and came from a
+        counted state: (its time, that state); the time before it was in that state
+        (older history pruned)."""
+        return {d: (t, f) for d, t, f in self._all(_FIRST, (since,))}
 
     def scan(self, since: float) -> Iterator[tuple[str, list[Event]]]:
         """(device, its events after `since`, oldest first) for every device that has some,
@@ -132,7 +158,8 @@ def _event(row: Any) -> Event:
 _COLS = "time, from_state, to_state, reason"
 _BEFORE = (f"SELECT {_COLS} FROM events WHERE device = ? AND time <= ?"  # noqa: S608
            " ORDER BY time DESC, rowid DESC LIMIT 1")  # fmt: skip
-_AFTER = f"SELECT {_COLS} FROM events WHERE device = ? AND time > ? ORDER BY time, rowid"  # noqa: S608
+_AFTER = (f"SELECT {_COLS} FROM events WHERE device = ? AND time > ?"  # noqa: S608
+          " ORDER BY time DESC, rowid DESC LIMIT ?")  # fmt: skip
 _HOUR_BEFORE = ("SELECT hour, received, expected FROM hours WHERE device = ? AND hour < ?"
                 " ORDER BY hour DESC LIMIT 1")  # fmt: skip
 _HOURS = ("SELECT hour, received, expected FROM hours WHERE device = ? AND hour >= ?"
@@ -141,6 +168,25 @@ _PRIORS = (
     "SELECT e.device, e.time, e.from_state, e.to_state, e.reason FROM devices AS d"
     " JOIN events AS e ON e.rowid = (SELECT rowid FROM events WHERE device = d.id"
     " AND time <= ?1 ORDER BY time DESC, rowid DESC LIMIT 1)"
+)
+_SPAN = "MAX(0, MIN(ends, :now) - MAX(time, :{w}))"
+_SPANS = (  # built from constants only
+    "SELECT device, "  # noqa: S608
+    + ", ".join(
+        f"SUM(CASE WHEN to_state <> 'down' THEN {_SPAN.format(w=w)} END), SUM({_SPAN.format(w=w)})"
+        for w in ("w24", "w7", "w30")
+    )
+    + ", MIN(MAX(time, :w30)) FROM events INDEXED BY events_spans WHERE ends > :w30"
+    " AND time < :now AND to_state IN ('up', 'late', 'down') GROUP BY device"
+)
+_OPEN = (
+    "SELECT e.device, e.time, e.to_state FROM devices AS d JOIN events AS e INDEXED BY"
+    " events_spans ON e.device = d.id AND e.ends IS NULL"
+)
+_FIRST = (
+    "SELECT e.device, e.time, e.from_state FROM devices AS d JOIN events AS e ON e.rowid ="
+    " (SELECT rowid FROM events WHERE device = d.id ORDER BY time, rowid LIMIT 1)"
+    " WHERE e.time > ? AND e.from_state IN ('up', 'late', 'down')"
 )
 _SCAN = (
     "SELECT device, time, from_state, to_state, reason FROM events INDEXED BY events_device"
