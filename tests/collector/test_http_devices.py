@@ -58,6 +58,7 @@ def test_a_delete_without_the_right_token_is_401_and_forgets_nothing(
     """No token, a wrong one, another scheme: 401 with WWW-Authenticate; nothing goes."""
     status, got, body = call(served.url + "/api/devices/pi-1", "DELETE", headers=headers)
     assert status == 401 and got["WWW-Authenticate"].startswith("Bearer")
+    assert "missing or wrong API token" in body["error"]
     assert "pi-1" in ids(served)
 
 
