@@ -205,8 +205,9 @@ def test_agent_to_collector_over_http_ingest(start_collector, start_agent, tmp_p
         back = wait_until(lambda: (d := device(collector)) and d["agent_drops"] >= 5 and d,
                           timeout=15)  # fmt: skip
     except AssertionError:
-        raise AssertionError(f"{device(collector)}\n{agent.log()[-3000:]}\n"
-                             f"{collector.log()[-3000:]}") from None
+        raise AssertionError(
+            f"{device(collector)}\n{agent.log()[-3000:]}\n{collector.log()[-3000:]}"
+        ) from None
     before = back["received"]
     after = wait_until(lambda: (d := device(collector)) and d["received"] >= before + 10 and d)
     # a loaded machine may make the new collector answer 429 while it starts: such a
