@@ -432,3 +432,29 @@ def test_a_told_missing_alert_survives_a_restart_within_missing_after() -> None:
     a.evaluate(w.fleet.devices(), T0 + 5)
     assert _notes(a, T0, T0 + 700) == []
     assert [x["kind"] for x in a.active(T0 + 700)] == ["missing"]
+
+
+def test_the_collectors_alerting_takes_missing_after_and_its_reload(tmp_path: Path) -> None:
+    """Alerting built from the [collector] section alerts on a missing device once
+    missing_after is over, and a reload's new missing_after applies to the next look."""
+    from fleetbeat.collector.alerting import Alerting
+    from fleetbeat.collector.config import parse_collector_config
+
+    def section(after: str) -> CollectorSection:
+        doc = {"collector": {"state_dir": str(tmp_path), "missing_after": after}}
+        return parse_collector_config(doc, "t").collector
+
+    w = World()
+    w.wall.now = time.time()
+    w.fleet.expect({"pi-barn-01": BARN})
+    alerting = Alerting(section("1h"), w.fleet, healthy=lambda: True)
+    try:
+        alerting.turn()
+        assert alerting.alerts.active(time.time()) == []
+        alerting.apply(section("0s"))
+        alerting._next_evaluate = -1e300  # the next turn reads the fleet again
+        alerting.turn()
+        (a,) = alerting.alerts.active(time.time())
+        assert (a["kind"], a["device"], a["tags"]) == ("missing", "pi-barn-01", BARN)
+    finally:
+        alerting.close()
