@@ -4,6 +4,7 @@ that are not text."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -130,17 +131,24 @@ def test_a_million_comment_lines_are_read_quickly(tmp_path: Path) -> None:
     assert time.perf_counter() - t < 5.0
 
 
-@pytest.mark.parametrize("what", ["absent", "directory"])
-def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, what: str) -> None:
-    """A path with no file, or a directory: the path and the system's reason."""
+@pytest.mark.parametrize(
+    ("what", "says"),
+    [("absent", "No such file"), ("directory", "Is a directory"),
+     ("fifo", "not a regular file")],
+)  # fmt: skip
+def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, what: str, says: str) -> None:
+    """A path with no file, a directory, a FIFO nobody writes to (which must not hang the
+    collector): the path and the reason."""
     path = tmp_path / "expected"
     if what == "directory":
         path.mkdir()
+    elif what == "fifo":
+        os.mkfifo(path)
     with pytest.raises(ExpectedError) as err:
         read_expected(str(path), **LIMITS)
     (problem,) = err.value.problems
     assert problem.startswith(f"{path}: ")
-    assert ("No such file" if what == "absent" else "Is a directory") in problem
+    assert says in problem
 
 
 def test_a_bad_file_at_start_is_a_config_error_naming_the_line(tmp_path: Path) -> None:

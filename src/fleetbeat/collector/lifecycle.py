@@ -8,12 +8,13 @@ optional tags after it, `#` comments and blank lines allowed:
     pi-barn-01 site=barn room=loft
     pi-barn-02 site=barn
 
-Ids follow the wire's rule (`wire.DEVICE_ID`); a tag is KEY=VALUE (the first `=`
-splits; no spaces, no control characters; keys and values at most 128 characters, as
-on the wire), at most `max_tags` of them in `max_tag_bytes` a line, at most
-`max_devices` lines with an id, `MAX_FILE_BYTES` in all, each id once. A bad file at
-start is a config error naming the file, each bad line's number and what is wrong
-(`ExpectedError`); on SIGHUP it is logged and the list read before stays.
+`#` starts a comment anywhere on a line. Ids follow the wire's rule (`wire.DEVICE_ID`);
+a tag is KEY=VALUE (the first `=` splits; no spaces, no `#`, no control characters;
+keys and values at most 128 characters, as on the wire), at most `max_tags` of them in
+`max_tag_bytes` a line, at most `max_devices` lines with an id, `MAX_FILE_BYTES` in
+all, each id once, a regular file. A bad file at start is a config error naming the
+file, each bad line's number and what is wrong (`ExpectedError`); on SIGHUP it is
+logged and the list read before stays.
 
 An expected id the fleet does not know (never heard from, or forgotten) is a device in
 state `missing` to every reader (`Fleet.devices()`, `device()`, `stats()`), since the
@@ -42,7 +43,9 @@ Not thread-safe by itself: the fleet calls `Lifecycle` under its lock.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -88,8 +91,11 @@ def load_expected(section: CollectorSection) -> Expected:
 
 def read_expected(path: str, *, max_devices: int, max_tags: int, max_tag_bytes: int) -> Expected:
     """Every id of the file at `path` with its tags; ExpectedError naming what is wrong."""
-    try:
-        with open(path, "rb") as f:
+    try:  # non-blocking open: a FIFO put there would otherwise hang the start or reload
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ExpectedError([f"{path}: not a regular file"])
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ExpectedError([f"{path}: {exc.strerror or exc}"]) from None
