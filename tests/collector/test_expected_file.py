@@ -154,7 +154,7 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, what: str, says: st
 def test_a_bad_file_at_start_is_a_config_error_naming_the_line(tmp_path: Path) -> None:
     """`fleetbeat collector` with a bad expected_devices line exits 78 (a config error,
     which systemd does not restart) naming the key, the file and the line, before it
-    listens or writes anything."""
+    listens or writes anything; `fleetbeat check-config` says the same."""
     expected = tmp_path / "expected"
     expected.write_text("pi-1 site=barn\npi-2 site\n")
     state = tmp_path / "state"
@@ -167,6 +167,10 @@ def test_a_bad_file_at_start_is_a_config_error_naming_the_line(tmp_path: Path) -
         done.stderr
     )
     assert not state.exists()  # nothing started: not even the store
+    checked = run_cli("check-config", str(config))
+    assert checked.returncode == 78 and "line 2: tag 'site'" in checked.stderr
+    expected.write_text("pi-1 site=barn\n")
+    assert run_cli("check-config", str(config)).returncode == 0
 
 
 @pytest.mark.parametrize(
