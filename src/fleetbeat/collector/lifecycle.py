@@ -42,6 +42,7 @@ Not thread-safe by itself: the fleet calls `Lifecycle` under its lock.
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import re
@@ -297,9 +298,8 @@ class Lifecycle:
         old = [d for d in self._devices.values()
                if d.state in UNHEARD and d.state_since <= wall_by and d.seen <= mono_by
                and d.id not in self._expected]  # fmt: skip
-        if len(old) > MAX_FORGET_PER_SCAN:
-            old.sort(key=lambda d: d.state_since)  # the oldest first
-            del old[MAX_FORGET_PER_SCAN:]
+        if len(old) > MAX_FORGET_PER_SCAN:  # the longest down first
+            old = heapq.nsmallest(MAX_FORGET_PER_SCAN, old, key=lambda d: d.state_since)
         if old:
             self.forget(old, "forget_after", wall, dirty)
         return len(old)
