@@ -74,7 +74,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     data = read_toml(args.file)
     lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
     if is_collector_document(data):
+        from fleetbeat.collector.lifecycle import ExpectedError, load_expected
+
         collector = parse_collector_config(data, args.file).collector
+        try:  # the file the collector would refuse to start with
+            load_expected(collector)
+        except ExpectedError as err:
+            raise ConfigError([f"collector.expected_devices: {p}" for p in err.problems]) from None
         print("\n".join(lines + table_lines("[collector]", collector)))
         return 0
     config = parse_agent_config(data, args.file)

@@ -27,12 +27,12 @@ goes to "forgotten") takes its alerts with it, untold: it did not come back up. 
 `flapping` up/down changes, restarts and reboots within `flapping_window` raise one
 `flapping` alert, which holds back the device's down/offline/reboot/restart alerts until
 it has been stable for a whole window (a restart loop is one alert, not one a restart).
-The fleet's own "flapping"
-event (a device past `max_events_per_minute`) raises it at once. `evaluate` reads the
-devices' tags (for grouping and parents), reconciles state alerts with the fleet (so a
-device that was down across a collector restart still resolves), and judges the rules and
-`loss_above`, each held for its `for` / `loss_for` before it fires. Times are epoch
-seconds passed in by the caller: the engine reads no clock.
+The fleet's own "flapping" event (a device past `max_events_per_minute`) raises it at
+once. `evaluate` reads the devices' tags (for grouping and parents), reconciles state
+alerts with the fleet (so a device that was down across a collector restart still
+resolves), and judges the rules and `loss_above`, each held for its `for` / `loss_for`
+before it fires. Times are epoch seconds passed in by the caller: the engine reads no
+clock.
 
 Suppression (left out of notifications, still active and marked in `active()`): a silence,
 a maintenance window, a down or offline parent (the device named by the `parent_tag` tag),
