@@ -168,8 +168,8 @@ def test_device_page_strip_loss_bars_figures_and_events(demo: PastFleet, tmp_pat
 
 
 def test_device_page_of_a_dead_device_and_an_unknown_one(demo: PastFleet, tmp_path: Path) -> None:
-    """pi-barn-09 went down 5 h ago: its strip ends red and its events say so; an unknown id
-    says it is not on this collector."""
+    """pi-barn-09 went down 5 h ago: its strip ends red and its events say so; an unknown id,
+    or text that is no id at all, says it is not on this collector (as text, not markup)."""
     dom = dump_dom(demo.url + "/#device=pi-barn-09", tmp_path)
     week = dom[dom.index('id="week-strip"') :]
     assert re.findall(r'data-state="(\w+)"', week[: week.index("</svg>")]) == ["up", "late", "down"]
@@ -177,6 +177,8 @@ def test_device_page_of_a_dead_device_and_an_unknown_one(demo: PastFleet, tmp_pa
                      r'<span class="muted"> missed heartbeats', dom)  # fmt: skip
     gone = dump_dom(demo.url + "/#device=pi-nowhere", tmp_path)
     assert "No device pi-nowhere on this collector" in gone
+    odd = dump_dom(demo.url + "/#device=%3Cb%3E%20x", tmp_path)  # not an id: no markup either
+    assert "No device &lt;b&gt; x on this collector" in odd
 
 
 def test_device_page_shows_its_alerts_and_silences(tmp_path: Path) -> None:

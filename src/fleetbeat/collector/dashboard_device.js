@@ -22,7 +22,7 @@ async function refreshDevice(id) {
                                          alerts: null, silences: null, status: 0});
   const base = "api/devices/" + encodeURIComponent(id);
   const [status, body] = await getJson(base);
-  if (status !== 200 && status !== 404) throw new Error("HTTP " + status);
+  if (status !== 200 && status !== 404 && status !== 400) throw new Error("HTTP " + status);
   dev.status = status;
   dev.device = body ? body.device : null;
   dev.time = body ? body.time : Date.now() / 1000;
@@ -198,8 +198,8 @@ function renderDevice() {
   back.setAttribute("href", "#" + fleetHash());
   const top = el("div", "top");
   top.append(back, el("h2", "dev", dev.id));
-  if (dev.status === 404 || !dev.device) {
-    page.replaceChildren(top, el("p", "muted", dev.status === 404
+  if (dev.status === 404 || dev.status === 400 || !dev.device) {  // 400: not a device id at all
+    page.replaceChildren(top, el("p", "muted", dev.status === 404 || dev.status === 400
       ? "No device " + dev.id + " on this collector (never heard from, or forgotten)." : "loading…"));
     return;
   }

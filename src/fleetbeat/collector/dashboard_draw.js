@@ -83,14 +83,16 @@ function drawStrip(segs, since, until, width, height, withDay) {
     runs.push(cur);
   }
   for (const r of runs) {
-    const w = Math.min(width - r.x0, Math.max(1, r.x1 - r.x0) + 0.5);  // overlap: no seams
+    const w = Math.max(1, r.x1 - r.x0);
+    const x = Math.min(r.x0, width - w);  // a last pixel still shows (the state now)
     const when = clock(r.from, withDay) + " – " + clock(r.to, withDay) + " (" + span(r.to - r.from) + ")";
     const said = (p) => p[1] + (p[2] ? ": " + reasonText(p[2]) : "");
     const what = r.parts.length === 1 ? said(r.parts[0])
       : r.parts.slice(0, 6).map((p) => clock(p[0], withDay) + " " + said(p)).join("\n") +
         (r.parts.length > 6 ? "\n… " + (r.parts.length - 6) + " more changes" : "");
-    const rect = svg("rect", {class: stateClass(r.state), x: r.x0.toFixed(2), y: 0,
-                              width: w.toFixed(2), height}, when + "\n" + what);
+    const rect = svg("rect", {class: stateClass(r.state), x: x.toFixed(2), y: 0,
+                              width: Math.min(w + 0.5, width - x).toFixed(2),  // overlap: no seams
+                              height}, when + "\n" + what);
     rect.dataset.state = r.state;
     root.append(rect);
   }
