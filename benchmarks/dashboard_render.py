@@ -12,13 +12,13 @@ page, the /api/devices answer parsed, sorted, the counts and 100 rows drawn) and
 the rows' 24 h strips were first drawn (`data-strips-render`). Medians of R runs, and
 the ratio to the empty fleet's.
 
-On the 2-core build machine (shared with three other jobs at the time), 5 runs:
+On the 2-core build machine (shared with three other jobs at the time), two runs of 5:
 
              fleet  table ms  strips ms   (median of 5 runs)
-         0 devices       125        155
-    10,000 devices       455        614
-             ratio      3.64       3.95
-    first render at 10,000 devices: median 455 ms, worst 681 ms
+         0 devices  107..125   122..155
+    10,000 devices  385..455   513..614
+             ratio  3.60..3.64 3.95..4.22
+    first render at 10,000 devices: median 385..455 ms, worst 681..729 ms
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ function renderDevice() {
   }
   const cols = el("div", "cols");
   cols.append(card("Last metrics and counters", detailList(d, now)), card("Alerts", alertBox(d, now)));
-  parts.push(cols, card("Events, last 7 days", eventList(now)));
+  parts.push(cols, card(hist ? "Events, last 7 days" : "Recent events", eventList(now)));
   page.replaceChildren(...parts);
   document.title = dev.id + " " + d.state + " · fleetbeat";
 }
