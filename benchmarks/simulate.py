@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from fleetbeat import simulate
+from fleetbeat import simulate, simulate_send
 
 DEVICES = 100_000
 INTERVAL = 10.0
@@ -31,18 +31,18 @@ def sink() -> socket.socket:
 def run_simulator(n: int, seconds: float, key_dir: str | None) -> tuple[float, int, int]:
     rx = sink()
     fleet = simulate.Fleet(n, interval=INTERVAL, key_dir=key_dir, seed=1)
-    send = simulate.udp_sender(f"127.0.0.1:{rx.getsockname()[1]}")
+    udp = simulate_send.UdpTransport("127.0.0.1", rx.getsockname()[1])
     cpu0 = time.process_time()
-    fleet.run(send, seconds=seconds)
+    fleet.run(udp, seconds=seconds)
     cpu = time.process_time() - cpu0
     size = len(fleet.heartbeat(fleet.devices[0], time.time()))
     rx.close()
-    return cpu, fleet.sent, size
+    return cpu, udp.snapshot()["sent"], size
 
 
 def bare_loop(count: int, size: int) -> float:
     rx = sink()
-    send = simulate.udp_sender(f"127.0.0.1:{rx.getsockname()[1]}")
+    send = simulate_send.UdpTransport("127.0.0.1", rx.getsockname()[1]).sock.send
     payload = b"x" * size
     cpu0 = time.process_time()
     for _ in range(count):

@@ -1,30 +1,63 @@
-"""`fleetbeat simulate` drives a real collector: devices appear, the dead go down, loss shows."""
+"""`fleetbeat simulate` drives a real collector over UDP, MQTT and HTTP: devices appear, the
+dead go down, the stopped go offline, loss shows; its transports drop rather than wait."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
-from collector_helpers import CollectorProcess
+from collector_helpers import Broker, CollectorProcess
 
-from fleetbeat import simulate, wire
+from fleetbeat import cli, simulate, simulate_send, wire
 from fleetbeat.hmac_sha256 import HmacSha256
-from helpers import wait_until
+from helpers import fleetbeat_cmd, free_port, subprocess_env, wait_until
 
 
-def test_every_device_is_scheduled_once_per_interval() -> None:
-    """Over three intervals each device sends three heartbeats, in offset order, no burst."""
+class Recorder:
+    """A transport that keeps what it is handed, with the fake clock's time."""
+
+    name = "recorder"
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.sent: list[tuple[float, str, bytes]] = []
+
+    def start(self) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return True
+
+    def send(self, dev: str, payload: bytes) -> None:
+        self.sent.append((self.clock[0], dev, payload))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"sent": len(self.sent), "dropped": 0, "by_reason": {}}
+
+    def close(self) -> None:
+        pass
+
+
+def run_fake(fleet: simulate.Fleet, seconds: float) -> Recorder:
+    """Run `fleet` for `seconds` of a fake clock; what it sent."""
     clock = [0.0]
-    sent: list[tuple[float, bytes]] = []
 
     def sleep(s: float) -> None:
         clock[0] += s
 
+    rec = Recorder(clock)
+    fleet.run(rec, seconds=seconds, sleep=sleep, monotonic=lambda: clock[0])
+    return rec
+
+
+def test_every_device_is_scheduled_once_per_interval() -> None:
+    """Over three intervals each device sends three heartbeats, in offset order, no burst."""
     fleet = simulate.Fleet(200, interval=1.0, clock=lambda: 1_700_000_000.0)
-    fleet.run(lambda b: sent.append((clock[0], b)), seconds=3.0, sleep=sleep,
-              monotonic=lambda: clock[0])  # fmt: skip
+    sent = [(t, payload) for t, _, payload in run_fake(fleet, 3.0).sent]
     assert len(sent) == 600
     times = [t for t, _ in sent]
     assert times == sorted(times)
@@ -55,8 +88,8 @@ def test_a_simulated_fleet_against_a_real_collector(
     heartbeats."""
     col = start_collector(extra="down_after = 3\nlate_after = 1.5")
     fleet = simulate.Fleet(20, interval=0.01, loss=0.1, dead=2, sites=("a", "b", "c"), seed=7)
-    send = simulate.udp_sender(f"127.0.0.1:{col.udp_port}")
-    runner = threading.Thread(target=fleet.run, args=(send,), kwargs={"seconds": 20.5})
+    udp = simulate_send.UdpTransport("127.0.0.1", col.udp_port)
+    runner = threading.Thread(target=fleet.run, args=(udp,), kwargs={"seconds": 20.5})
     runner.start()
     wait_until(lambda: len(col.api("/api/devices")["devices"]) == 20, timeout=10)
     runner.join(60)
@@ -76,3 +109,166 @@ def test_a_simulated_fleet_against_a_real_collector(
         checked += 1
     assert checked >= 15
     assert any(devices[d.dev]["loss_pct"] > 5 for d in fleet.devices if d.dev not in dead)
+
+
+def test_offline_devices_say_bye_and_rebooting_ones_come_back_as_a_new_run() -> None:
+    """--offline: heartbeats, one bye, then nothing; --reboot: a bye, 1-3 silent intervals,
+    then heartbeats of a new run from seq 0 with a new boot time."""
+    fleet = simulate.Fleet(2, interval=1.0, reboot=1, offline=1, seed=3)
+    rebooting = next(d for d in fleet.devices if d.next_reboot != simulate.NEVER)
+    stopping = next(d for d in fleet.devices if d.offline_at != simulate.NEVER)
+    per_device: dict[str, list[Any]] = {}
+    for _, dev, payload in run_fake(fleet, 70.0).sent:
+        per_device.setdefault(dev, []).append(wire.parse(payload))
+    said = [m.kind for m in per_device[stopping.dev]]
+    assert said == ["hb"] * int(stopping.offline_at) + ["bye"]
+    msgs = per_device[rebooting.dev]
+    byes = [i for i, m in enumerate(msgs) if m.kind == "bye"]
+    assert byes, "no reboot in 70 intervals"
+    before, after = msgs[byes[0]], msgs[byes[0] + 1]
+    assert after.kind == "hb" and after.run != before.run and after.seq == 0
+    assert (after.ts - before.ts) >= 2.0  # at least one interval silent while it boots
+    assert after.bt != before.bt
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (
+            ["--transport", "http", "--to", "127.0.0.1:9748"],
+            "--to: --transport http takes the ingest URL",
+        ),
+        (["--to", "http://127.0.0.1:9748/ingest"], "is a URL, which only --transport http takes"),
+        (["--transport", "mqtt", "--to", "broker.lan"], "--to: expected HOST:PORT"),
+        (["--to", "127.0.0.1:70000"], "--to: port 70000 is not in 1-65535"),
+        (
+            ["--transport", "http", "--to", "ftp://h/ingest"],
+            "--to: expected an http:// or https:// URL",
+        ),
+        (["--transport", "http", "--to", "http://u:pw@h/ingest"], "no credentials in the URL"),
+        (["--connections", "3"], "--connections is for --transport http, not udp"),
+        (["--transport", "http", "--connections", "100"], "--connections: 1 to 16"),
+        (["--topic-prefix", "fb"], "--topic-prefix is for --transport mqtt, not udp"),
+        (["--transport", "mqtt", "--topic-prefix", "a/#"], "--topic-prefix: topic levels"),
+        (["--devices", "0"], "--devices: 1 to 1,000,000"),
+        (["--devices", "10000000000"], "--devices: 1 to 1,000,000"),
+        (["--interval", "nan"], "--interval: 0.01 to 86400"),
+        (["--loss", "inf"], "--loss: a share from 0 to 1"),
+        (["--seconds", "nan"], "--seconds: more than 0"),
+        (["--dead", "-1"], "--dead: cannot be negative"),
+        (["--devices", "3", "--dead", "2", "--offline", "2"], "is more than --devices"),
+        (["--tags", "site="], "--tags: expected KEY=V1,V2"),
+    ],
+)
+def test_bad_command_lines_are_usage_errors_naming_the_option(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad option, or options that do not go together, exit 2 with a message naming the
+    option, before anything is sent."""
+    code = cli.main(["simulate", "--seconds", "1", *argv] if "--seconds" not in argv else
+                    ["simulate", *argv])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and complaint in err, err
+    assert "simulating" not in capsys.readouterr().out
+
+
+def test_mqtt_drops_while_there_is_no_broker_and_never_waits() -> None:
+    """With no broker, every message is dropped as not_connected at once; nothing is kept."""
+    mqtt = simulate_send.MqttTransport("127.0.0.1", free_port(socket.SOCK_STREAM))
+    mqtt.start()
+    try:
+        for i in range(1000):
+            mqtt.send(f"d-{i}", b'{"v":1}')
+        assert mqtt.snapshot() == {"sent": 0, "dropped": 1000,
+                                   "by_reason": {"not_connected": 1000}}  # fmt: skip
+    finally:
+        mqtt.close()
+
+
+def test_http_keeps_one_request_in_flight_per_connection_and_drops_the_rest() -> None:
+    """Against a server that accepts and never answers, 2 connections carry 2 requests;
+    the other messages are dropped as busy, at once."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    http = simulate_send.HttpTransport(f"http://127.0.0.1:{port}/ingest", connections=2,
+                                       timeout=30.0)  # fmt: skip
+    http.start()
+    peers = [server.accept()[0] for _ in range(2)]
+    try:
+        wait_until(http.ready)
+        for i in range(50):
+            http.send(f"d-{i}", b'{"v":1,"k":"hb"}')
+        snap = http.snapshot()
+        assert snap == {"sent": 0, "dropped": 48, "by_reason": {"busy": 48}}
+        for peer in peers:  # each connection wrote one whole request and nothing more
+            peer.settimeout(2)
+            got = b""
+            while b'"hb"}' not in got:
+                got += peer.recv(4096)
+            assert got.count(b"POST /ingest ") == 1
+    finally:
+        http.close()
+        for peer in peers:
+            peer.close()
+        server.close()
+
+
+def _sim(transport: str, to: str, key_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    """`fleetbeat simulate` as a real subprocess: 12 signed devices, 1 dead, 1 stopping."""
+    return subprocess.Popen(
+        fleetbeat_cmd("simulate", "--transport", transport, "--to", to, "--devices", "12",
+                      "--interval", "0.2", "--dead", "1", "--offline", "1", "--seed", "5",
+                      "--key-dir", str(key_dir), "--tags", "site=a,b", *extra),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["mqtt", "http"])
+def test_signed_simulated_devices_over_mqtt_and_http_reach_a_real_collector(
+    transport: str, tmp_path: Path, start_broker: Callable[..., Broker],
+    start_collector: Callable[..., CollectorProcess],
+) -> None:  # fmt: skip
+    """`fleetbeat simulate --transport mqtt|http --key-dir` against a real collector that
+    requires signatures (on a real mosquitto, or its HTTP ingest): all 12 devices appear
+    with that transport, the dead one goes down, the stopped one offline, the rest stay
+    up, and the simulator reports what it sent with nothing dropped."""
+    key_dir = tmp_path / "keys"
+    simulate.Fleet(12, interval=0.2, key_dir=str(key_dir))  # the same ids: sim-01..sim-12
+    auth = f'[collector.auth]\nkeys_dir = "{key_dir}"\nrequire_signed = true\n'
+    if transport == "mqtt":
+        broker = start_broker()
+        col = start_collector(
+            extra=f"down_after = 3\n{auth}[collector.mqtt]\nport = {broker.port}\n"
+        )
+        wait_until(lambda: "MQTT subscriptions confirmed" in col.log(), timeout=10)
+        to = f"127.0.0.1:{broker.port}"
+    else:
+        ingest = free_port(socket.SOCK_STREAM)
+        col = start_collector(
+            extra=f'down_after = 3\nhttp_ingest_listen = "127.0.0.1:{ingest}"\n{auth}'
+        )
+        to = f"http://127.0.0.1:{ingest}/ingest"
+    sim = _sim(transport, to, key_dir, "--seconds", "8")
+    try:
+
+        def settled() -> dict[str, Any]:
+            devices = {d["id"]: d for d in col.api("/api/devices")["devices"]}
+            states = sorted(d["state"] for d in devices.values())
+            return devices if states == ["down", "offline"] + ["up"] * 10 else {}
+
+        devices = wait_until(settled, timeout=20, every=0.1)
+        assert {d["transport"] for d in devices.values()} == {transport}
+        assert {d["tags"]["site"] for d in devices.values()} == {"a", "b"}
+        out, _ = sim.communicate(timeout=20)
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.communicate()
+    assert sim.returncode == 0, out
+    assert f"to {to if transport == 'http' else 'mqtt://' + to}" in out
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("sent ") and ", dropped 0," in summary, out
+    assert "unsigned" not in col.log() and "bad_signature" not in col.log()
