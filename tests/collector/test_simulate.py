@@ -3,18 +3,26 @@ dead go down, the stopped go offline, loss shows; its transports drop rather tha
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import socket
 import subprocess
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pytest
 from collector_helpers import Broker, CollectorProcess
 
 from fleetbeat import cli, simulate, simulate_send, wire
 from fleetbeat.hmac_sha256 import HmacSha256
-from helpers import fleetbeat_cmd, free_port, subprocess_env, wait_until
+from helpers import ROOT, fleetbeat_cmd, free_port, subprocess_env, wait_until
+
+EVERY_STATE = {"up", "late", "down", "offline"}
 
 
 class Recorder:
@@ -272,3 +280,57 @@ def test_signed_simulated_devices_over_mqtt_and_http_reach_a_real_collector(
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("sent ") and ", dropped 0," in summary, out
     assert "unsigned" not in col.log() and "bad_signature" not in col.log()
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal's Ctrl-C finds it, even if our parent ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_scripts_run_demo_shows_every_state_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
+    """`scripts/run --demo` as a real subprocess prints its dashboard URL; within two
+    minutes its collector's /api/devices has >= 50 devices and has shown up, late, down and
+    offline, with at least one down; SIGINT then ends the script, its collector, agent and
+    simulator (no process left) and removes its temporary directory."""
+    http, udp = free_port(socket.SOCK_STREAM), free_port()
+    log_path = tmp_path / "demo.log"
+    env = subprocess_env(FLEETBEAT_DEMO_HTTP=f"127.0.0.1:{http}", FLEETBEAT_DEMO_UDP=str(udp),
+                         TMPDIR=str(tmp_path))  # fmt: skip
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "run"), "--demo"], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_default_sigint)  # noqa: PLW1509 - only signal() runs there  # fmt: skip
+    children: list[psutil.Process] = []
+    try:
+        url = f"http://127.0.0.1:{http}/"
+        # the first run may install the package into the venv (scripts/setup.sh)
+        wait_until(lambda: f"Dashboard: {url}" in log_path.read_text() or proc.poll() is not None,
+                   timeout=300, every=0.2)  # fmt: skip
+        assert proc.poll() is None, log_path.read_text()
+        children = psutil.Process(proc.pid).children(recursive=True)
+        commands = sorted(" ".join(c.cmdline()[2:3]) for c in children)
+        assert commands == ["agent", "collector", "simulate"], commands
+        seen: set[str] = set()
+
+        def every_state() -> bool:
+            with urllib.request.urlopen(url + "api/devices", timeout=5) as resp:  # noqa: S310
+                devices = json.loads(resp.read())["devices"]
+            states = {d["state"] for d in devices}
+            seen.update(states)
+            return len(devices) >= 51 and "down" in states and seen >= EVERY_STATE
+
+        wait_until(every_state, timeout=120, every=0.25)
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 130, log_path.read_text()
+        wait_until(lambda: not any(c.is_running() for c in children), timeout=5)
+        assert list(tmp_path.glob("fleetbeat-demo.*")) == []
+        out = log_path.read_text()
+        assert "sent " in out and "withheld" in out  # the simulator stopped cleanly, saying so
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        for c in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c.kill()
