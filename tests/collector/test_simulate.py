@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -278,7 +279,10 @@ def test_signed_simulated_devices_over_mqtt_and_http_reach_a_real_collector(
     assert sim.returncode == 0, out
     assert f"to {to if transport == 'http' else 'mqtt://' + to}" in out
     summary = out.strip().splitlines()[-1]
-    assert summary.startswith("sent ") and ", dropped 0," in summary, out
+    # MQTT on an idle loopback connection drops nothing; HTTP may drop as busy when three
+    # messages fall within one request's round trip (never more than one in flight each)
+    dropped = r", dropped 0," if transport == "mqtt" else r", dropped (0|[\d,]+ \(busy [\d,]+\)),"
+    assert summary.startswith("sent ") and re.search(dropped, summary), out
     assert "unsigned" not in col.log() and "bad_signature" not in col.log()
 
 
