@@ -20,10 +20,11 @@ import pytest
 from collector_helpers import Broker, CollectorProcess
 
 from fleetbeat import cli, simulate, simulate_send, wire
+from fleetbeat.collector.liveness import STATES
 from fleetbeat.hmac_sha256 import HmacSha256
 from helpers import ROOT, fleetbeat_cmd, free_port, subprocess_env, wait_until
 
-EVERY_STATE = {"up", "late", "down", "offline"}
+EVERY_STATE = set(STATES)  # with "missing": the demo's expected_devices lists two silent ids
 
 
 class Recorder:
@@ -294,9 +295,10 @@ def _default_sigint() -> None:
 @pytest.mark.slow
 def test_scripts_run_demo_shows_every_state_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
     """`scripts/run --demo` as a real subprocess prints its dashboard URL; within two
-    minutes its collector's /api/devices has >= 50 devices and has shown up, late, down and
-    offline, with at least one down; SIGINT then ends the script, its collector, agent and
-    simulator (no process left) and removes its temporary directory."""
+    minutes its collector's /api/devices has >= 50 devices and has shown every state (up,
+    late, down, offline, and missing where the collector has it), with at least one down;
+    SIGINT then ends the script, its collector, agent and simulator (no process left) and
+    removes its temporary directory."""
     http, udp = free_port(socket.SOCK_STREAM), free_port()
     log_path = tmp_path / "demo.log"
     env = subprocess_env(FLEETBEAT_DEMO_HTTP=f"127.0.0.1:{http}", FLEETBEAT_DEMO_UDP=str(udp),
