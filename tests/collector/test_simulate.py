@@ -182,6 +182,17 @@ def test_bad_command_lines_are_usage_errors_naming_the_option(
     assert "simulating" not in capsys.readouterr().out
 
 
+def test_a_key_dir_that_cannot_be_made_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--key-dir under a regular file: exit 1, the message names --key-dir, nothing is sent."""
+    (tmp_path / "file").write_text("")
+    bad = str(tmp_path / "file" / "keys")
+    assert cli.main(["simulate", "--devices", "2", "--seconds", "1", "--key-dir", bad]) == 1
+    captured = capsys.readouterr()
+    assert f"--key-dir {bad}: " in captured.err and "simulating" not in captured.out
+
+
 def test_mqtt_drops_while_there_is_no_broker_and_never_waits() -> None:
     """With no broker, every message is dropped as not_connected at once; nothing is kept."""
     mqtt = simulate_send.MqttTransport("127.0.0.1", free_port(socket.SOCK_STREAM))

@@ -262,9 +262,14 @@ def _run(args: argparse.Namespace, target: str) -> int:
                       flaky=args.flaky, reboot=args.reboot, offline=args.offline, sites=sites,
                       tag_key=key or "site", key_dir=args.key_dir, seed=args.seed,
                       prefix=args.prefix)  # fmt: skip
-        transport = make_transport(args, target)
-    except (ValueError, OSError, keys.KeyFileError) as err:
+    except ValueError as err:
         raise SimulateError(str(err)) from None
+    except (OSError, keys.KeyFileError) as err:  # only --key-dir touches files
+        raise SimulateError(f"--key-dir {args.key_dir}: {err}") from None
+    try:
+        transport = make_transport(args, target)
+    except (ValueError, OSError) as err:  # e.g. a name that does not resolve
+        raise SimulateError(f"--to {target}: {err}") from None
     where = target if "://" in target else f"{args.transport}://{target}"
     rate = args.devices / args.interval
     print(f"simulating {args.devices} devices every {args.interval:g} s ({rate:,.0f} "
