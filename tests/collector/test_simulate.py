@@ -99,7 +99,7 @@ def test_a_simulated_fleet_against_a_real_collector(
     col = start_collector(extra="down_after = 3\nlate_after = 1.5")
     fleet = simulate.Fleet(20, interval=0.01, loss=0.1, dead=2, sites=("a", "b", "c"), seed=7)
     udp = simulate_send.UdpTransport("127.0.0.1", col.udp_port)
-    runner = threading.Thread(target=fleet.run, args=(udp,), kwargs={"seconds": 20.5})
+    runner = threading.Thread(target=fleet.run, args=(udp,), kwargs={"seconds": 24.0})
     runner.start()
     wait_until(lambda: len(col.api("/api/devices")["devices"]) == 20, timeout=10)
     runner.join(60)
