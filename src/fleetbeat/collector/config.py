@@ -217,7 +217,10 @@ class CollectorSection:
     forget_after: float = option(30 * 86400.0, duration(allow_zero=True, max=10 * 365 * 86400.0))
     max_payload: int = option(65507, integer(min=256, max=65507))
     udp_receive_buffer: int = option(4 << 20, integer(min=0))
-    event_retention: float = option(7 * 86400.0, duration(min=60.0))
+    # 31 days: the 30-day availability needs the state before its window
+    event_retention: float = option(31 * 86400.0, duration(min=60.0))
+    # hourly heartbeat loss rows kept (the history API's "hours"; ~24 rows a device a day)
+    loss_history: float = option(7 * 86400.0, duration(min=3600.0, max=400 * 86400.0))
     flush_interval: float = option(5.0, duration(min=0.05))
     check_interval: float = option(0.25, duration(min=0.001, max=60.0))
     log_level: str = option("info", string(choices=("debug", "info", "warning", "error")))

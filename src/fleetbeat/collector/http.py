@@ -10,7 +10,10 @@ other methods get 405):
 
     GET /                      dashboard (one self-contained page, no external assets)
     GET /api/devices           ?state=down,late  ?tag=site:kitchen (repeatable, all must match)
-    GET /api/devices/{id}      one device; 404 with a JSON error when unknown
+                               ?fields= ?limit= ?offset=; each device with its availability
+    GET /api/devices/{id}      one device (with its availability); 404 JSON error when unknown
+    /api/devices/{id}/history, /api/timelines, /api/fleet/history, /api/availability:
+                               see `fleetbeat.collector.http_history` (read from the store)
     GET /api/events            ?since=<epoch s>  ?limit=N (default 1000)
     GET /api/stats             the collector's own counters
     GET /metrics               Prometheus text format 0.0.4
@@ -39,6 +42,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from fleetbeat.collector.config import split_hostport
 from fleetbeat.collector.http_alerts import AlertsApi
 from fleetbeat.collector.http_devices import with_devices
+from fleetbeat.collector.http_history import HistoryApi
+from fleetbeat.collector.http_params import BadRequest
 from fleetbeat.collector.http_write import BadBody, Reply, WriteGuard
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
@@ -47,8 +52,8 @@ from fleetbeat.collector.httpserver import (
     Request,
     Response,
 )
-from fleetbeat.collector.liveness import STATES, count_by_state
 from fleetbeat.collector.metrics import CONTENT_TYPE, Exposition, render_alerting
+from fleetbeat.collector.store_reader import StoreReader
 from fleetbeat.collector.view import FleetView
 from fleetbeat.errors import FleetbeatError
 from fleetbeat.logutil import RateLimitedLog
@@ -66,10 +71,6 @@ MAX_EVENTS = 10_000
 GZIP_MIN = 1400  # bytes: smaller answers fit one packet anyway
 
 Health = Callable[[], Optional[str]]  # None while healthy, else why not
-
-
-class BadRequest(Exception):
-    """A query parameter is invalid; the message goes back to the client with a 400."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -104,38 +105,6 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def filter_devices(
-    devices: list[dict[str, Any]], states: list[str], tags: list[str]
-) -> list[dict[str, Any]]:
-    """Devices in any of `states` (all when empty) that carry every `key:value` in `tags`.
-
-    A tag filter without a colon (`site`) matches devices that have that tag key.
-    """
-    wanted: set[str] = set()
-    for item in states:
-        wanted.update(s.strip() for s in item.split(",") if s.strip())
-    unknown = sorted(wanted - set(STATES))
-    if unknown:
-        raise BadRequest(f"unknown state {unknown[0]!r}; expected one of {', '.join(STATES)}")
-    pairs: list[tuple[str, Optional[str]]] = []
-    for item in tags:
-        key, sep, value = item.partition(":")
-        if not key:
-            raise BadRequest(f"tag filter {item!r}: expected KEY:VALUE or KEY")
-        pairs.append((key, value if sep else None))
-
-    def keep(dev: dict[str, Any]) -> bool:
-        if wanted and dev.get("state") not in wanted:
-            return False
-        dev_tags = dev.get("tags") or {}
-        for key, value in pairs:
-            if key not in dev_tags or (value is not None and str(dev_tags[key]) != value):
-                return False
-        return True
-
-    return [d for d in devices if keep(d)]
-
-
 class _App:
     """The routes: turns one Request into one Response; runs on the server's workers."""
 
@@ -147,12 +116,14 @@ class _App:
         health: Optional[Health],
         alerting: Optional[Alerting] = None,
         token: Optional[ApiToken] = None,
+        store_path: Optional[str] = None,
     ) -> None:
         self.alerts = AlertsApi(alerting) if alerting is not None else None
         self.alerts = with_devices(self.alerts, fleet)  # DELETE /api/devices/{id}: http_devices
         self.guard = WriteGuard(token)
         self.fleet = fleet
-        self.exposition = Exposition(fleet)
+        self.history = HistoryApi(fleet, StoreReader(store_path) if store_path else None)
+        self.exposition = Exposition(fleet, availability=self.history.tallies_or_none)
         self.dashboard = DASHBOARD.read_bytes()
         self.loopback_only = loopback_only  # bound to loopback: only loopback Host names served
         self.health = health
@@ -198,23 +169,15 @@ class _App:
         fleet = self.fleet
         if path in ("/", "/index.html"):
             return HTTPStatus.OK, self.dashboard, dict(_DASHBOARD_HEADERS)
-        if path == "/api/devices":
-            devices = filter_devices(fleet.devices(), query.get("state", []), query.get("tag", []))
-            devices.sort(key=lambda d: str(d.get("id")))
-            return _json(
-                HTTPStatus.OK,
-                {
-                    "time": time.time(),
-                    "count": len(devices),
-                    "counts": count_by_state(str(d.get("state")) for d in devices),
-                    "devices": devices,
-                },
-            )
+        answer = self.history.route(path, query)
+        if answer is not None:
+            return _json(*answer)
         if path.startswith("/api/devices/"):
             ident = unquote(path[len("/api/devices/") :])
             dev = fleet.device(ident)
             if dev is None:
                 return _json(HTTPStatus.NOT_FOUND, {"error": "unknown device", "id": ident})
+            dev["availability"] = self.history.device_availability(ident)
             return _json(HTTPStatus.OK, {"time": time.time(), "device": dev})
         if path == "/api/events":
             since = _number_param(query, "since", 0.0)
@@ -299,6 +262,7 @@ class HttpServer:
         host, port: where to listen (port 0: the kernel picks).
         health: `() -> None` while healthy, else a short reason; `/healthz` answers 503 with it.
         limits: the server's threads, connection cap, timeouts and sizes.
+        store_path: the store's database, read (read-only) by the history routes.
     """
 
     def __init__(
@@ -311,9 +275,10 @@ class HttpServer:
         limits: Limits = DEFAULT_LIMITS,
         alerting: Optional[Alerting] = None,
         token: Optional[ApiToken] = None,
+        store_path: Optional[str] = None,
     ) -> None:
         app = _App(fleet, loopback_only=_loopback_host(host), health=health, alerting=alerting,
-                   token=token)  # fmt: skip
+                   token=token, store_path=store_path)  # fmt: skip
         self._server = BoundedServer(app, host=host, port=port, limits=limits, name="http")
         self.host = host
         self.port: int = self._server.port
@@ -340,10 +305,12 @@ def start(
     health: Optional[Health] = None,
     alerting: Optional[Alerting] = None,
     token: Optional[ApiToken] = None,
+    store_path: Optional[str] = None,
 ) -> HttpServer:
-    """Serve `fleet` on `config.http_listen` (default 127.0.0.1:9747); writes need `token`."""
+    """Serve `fleet` on `config.http_listen` (default 127.0.0.1:9747); writes need `token`;
+    the history routes read the store at `store_path` (None: they answer 503)."""
     host, port = parse_listen(getattr(config, "http_listen", DEFAULT_LISTEN))
     server = HttpServer(fleet, host=host, port=port, health=health, alerting=alerting,
-                        token=token)  # fmt: skip
+                        token=token, store_path=store_path)  # fmt: skip
     log.info("dashboard and API on %s/", server.url)
     return server

@@ -17,16 +17,23 @@ Alert examples:
     time() - fleetbeat_device_last_seen_timestamp_seconds > 60
     fleetbeat_device_state{state="down"} == 1
     fleetbeat_device_recent_heartbeat_loss_ratio > 0.05
+    fleetbeat_device_availability_ratio{window="7d"} < 0.99
+
+`fleetbeat_device_availability_ratio{device, window}` (window 24h, 7d, 30d; 0-1, left
+out where nothing was counted) comes from the history's cache of every device's
+availability (`collector.http_history`, refreshed at most once a minute), not from a
+store read per scrape.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psutil
 
+from fleetbeat.collector.history import Tally, ratios
 from fleetbeat.collector.liveness import STATES, count_by_state
 from fleetbeat.collector.view import FleetView
 
@@ -98,8 +105,12 @@ def _head(out: list[str], name: str, doc: str, kind: str) -> None:
     out.append(f"# TYPE {name} {kind}")
 
 
-def render(devices: list[dict[str, Any]], stats: Mapping[str, Any]) -> str:
-    """The whole fleet in the Prometheus text format.
+def render(
+    devices: list[dict[str, Any]],
+    stats: Mapping[str, Any],
+    availability: Optional[Mapping[str, Tally]] = None,
+) -> str:
+    """The whole fleet in the Prometheus text format (`availability`: tallies by device id).
 
     Each family's lines are joined as soon as it is complete, so a scrape never holds
     every line as its own object: at 20,000 devices the peak of devices() plus render
@@ -178,6 +189,16 @@ def render(devices: list[dict[str, Any]], stats: Mapping[str, Any]) -> str:
             if text is not None:
                 out.append(f"{name}_total{{{lab}}} {text}")
         _compact(out, done)
+    if availability is not None:
+        _head(out, "fleetbeat_device_availability_ratio", "Share of the counted time (up, "
+              "late or down; offline left out) the device was up or late, per window.",
+              "gauge")  # fmt: skip
+        for dev, lab in zip(devices, labels):
+            t = availability.get(dev["id"])
+            for window, ratio in ratios(t) if t is not None else ():
+                out.append(f'fleetbeat_device_availability_ratio{{{lab},window="{window}"}} '
+                           f"{ratio!r}")  # fmt: skip
+        _compact(out, done)
     done.append("")
     return "\n".join(done)
 
@@ -234,14 +255,21 @@ class ProcessMetrics:
 class Exposition:
     """Renders `/metrics` for one fleet: fleet metrics plus the collector's own process."""
 
-    def __init__(self, fleet: FleetView) -> None:
+    def __init__(
+        self,
+        fleet: FleetView,
+        *,
+        availability: Optional[Callable[[], Mapping[str, Tally]]] = None,
+    ) -> None:
         self._fleet = fleet
+        self._availability = availability
         self._process = ProcessMetrics()
 
     def text(self) -> str:
-        """The exposition, read from the fleet now."""
+        """The exposition, read from the fleet now (the availability from its cache)."""
         devices = self._fleet.devices()
-        return render(devices, self._fleet.stats()) + self._process.render()
+        tallies = self._availability() if self._availability is not None else None
+        return render(devices, self._fleet.stats(), tallies) + self._process.render()
 
 
 def render_alerting(stats: Optional[Mapping[str, Any]]) -> str:

@@ -15,10 +15,14 @@ from fleetbeat.collector.loss import SeqTracker
 ROW_COLUMNS = (
     "id", "state", "state_since", "last_seen", "addr", "transport", "run", "prev_run",
     "boot_time", "interval", "version", "tags", "metrics", "clock_skew", "restarts", "reboots",
-    "agent_drops", "down_k", "counters",
+    "agent_drops", "down_k", "counters", "hb_received", "hb_expected",
 )  # fmt: skip
 """The columns of a stored device row, in order (see `store`). `prev_run` holds the last
-OLD_RUNS runs, newest first, space-separated, so replay protection survives a restart."""
+OLD_RUNS runs, newest first, space-separated, so replay protection survives a restart.
+`hb_received` and `hb_expected` are the heartbeat stream's lifetime totals, written for
+the store's hourly loss table (`store.Store.write`); `revive` reads them from `counters`."""
+HB_RECEIVED = ROW_COLUMNS.index("hb_received")
+HB_EXPECTED = ROW_COLUMNS.index("hb_expected")
 
 
 def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
@@ -30,6 +34,7 @@ def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
         *((hb.highest, hb.received, hb.expected, hb.duplicates, hb.reordered) if hb else ()),
         *((rd.highest, rd.received, rd.expected) if rd else ()),
     ]
+    now_r, now_e = (hb.received, hb.expected) if hb is not None else (0, 0)
     return (
         d.id, d.state, d.state_since, d.last_seen, addr_text(d.addr), d.transport, d.run,
         d.old_runs, d.boot_time, d.interval, d.version, tags,
@@ -37,6 +42,7 @@ def row_of(d: Device, tags_json: dict[int, str]) -> tuple[Any, ...]:
         d.reboots, d.agent_drops, d.down_k,
         json.dumps([int(hb is not None), int(rd is not None), *counters, *d.prior, *d.rd_prior,
                     d.cur_lost, d.cur_exp, d.recent_lost, d.recent_exp]),
+        d.prior[0] + now_r, d.prior[1] + now_e,
     )  # fmt: skip
 
 
@@ -65,15 +71,30 @@ def _text(x: Any, pattern: Any = None) -> str:
     return x
 
 
+def lifetime_totals(counters: Any) -> Optional[tuple[int, int]]:
+    """The heartbeat stream's lifetime (received, expected) from a stored `counters`
+    (for a version-1 row, which has no totals of its own); None when it cannot be read."""
+    try:
+        c = [_count(x) for x in json.loads(counters)]
+        has_hb, has_rd = c[0], c[1]
+        at = 2 + 5 * has_hb + 3 * has_rd  # `prior` follows the two trackers' figures
+        received, expected = c[at], c[at + 1]
+        if has_hb:
+            received, expected = received + c[3], expected + c[4]
+    except (TypeError, ValueError, IndexError, RecursionError, MemoryError):
+        return None
+    return received, expected
+
+
 def revive(row: tuple[Any, ...], *, wall: float, mono: float) -> Optional[Device]:
     """A device from a stored row; None when any part of the row cannot be read.
 
     Its silence is converted once from the wall clock (`wall` now) to the monotonic one.
     """
-    try:
+    try:  # the lifetime totals at the end are derived from `counters`: not read back
         (dev_id, state, state_since, last_seen, addr, transport, run, prev_run, boot_time,
          interval, version, tags, metrics, clock_skew, restarts, reboots, agent_drops, down_k,
-         counters) = row  # fmt: skip
+         counters, *_totals) = row  # fmt: skip
         d = Device(_text(dev_id, wire.DEVICE_ID.fullmatch), _finite(state_since), 0.0)
         d.confirmed = True  # only confirmed devices are stored
         d.state = state if state in STATES else "down"

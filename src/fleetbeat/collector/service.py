@@ -121,7 +121,8 @@ class Collector:
             log.info("expected devices: %d in %s", len(expected), c.expected_devices)
         self.keyring = load_keyring(c.auth)
         self.fleet.use_keyring(self.keyring)  # before anything is received
-        self.store = Store(c.state_dir, retention=c.event_retention)
+        self.store = Store(c.state_dir, retention=c.event_retention,
+                           loss_history=c.loss_history, clock=self._clock)  # fmt: skip
         rows, events = self.store.load(self._clock())
         loaded = self.fleet.restore(rows, events)
         log.info("state in %s: %d devices reloaded", self.store.path, loaded)
@@ -136,7 +137,8 @@ class Collector:
             self.receivers = start_receivers(self.fleet, c)
             for r in self.receivers:
                 log.info("listening for wire v1 on %s", r.name)
-            self.http = _start_http(self.fleet, self.config, self.health, self.alerting, token)
+            self.http = _start_http(self.fleet, self.config, self.health, self.alerting, token,
+                                    store_path=self.store.path)  # fmt: skip
         except BaseException:
             self.close()
             raise
@@ -210,6 +212,9 @@ class Collector:
             ring = load_keyring(new.collector.auth)  # raises: the old keys stay in force
         self.fleet.apply_limits(new.collector)
         self._expect(new.collector)
+        if self.store is not None:  # what prune deletes
+            self.store.retention = new.collector.event_retention
+            self.store.loss_history = new.collector.loss_history
         self.fleet.use_keyring(ring)
         self.keyring = ring
         if self.alerting is not None:
@@ -356,10 +361,12 @@ class StoreHealth:
 
 
 def _start_http(fleet: Fleet, config: CollectorConfig, health: Callable[[], Optional[str]],
-                alerting: Optional[Alerting], token: ApiToken) -> Any:  # fmt: skip
+                alerting: Optional[Alerting], token: ApiToken, *,
+                store_path: str) -> Any:  # fmt: skip
     try:
         from fleetbeat.collector import http
     except ImportError as exc:
         log.warning("HTTP is unavailable (%s): no dashboard, API or /metrics", exc)
         return None
-    return http.start(fleet, config, health=health, alerting=alerting, token=token)
+    return http.start(fleet, config, health=health, alerting=alerting, token=token,
+                      store_path=store_path)  # fmt: skip

@@ -10,29 +10,46 @@ database will not take (it cannot happen to what `wire` validated, but a store m
 trust that) is skipped and counted, never fatal. `replaced()` tells when the file was
 deleted or swapped under the running collector, so the caller can `reopen()` it and
 write everything again.
+
+Tables (schema version 2): `devices` (one row per device, `rows.ROW_COLUMNS`), `events`
+(indexed by time and by device and time; `ends` is the time of the device's next event,
+set when that one is written, NULL for its latest: the fleet-wide availability is then
+one SQL sum, see `collector.availability`) and `hours`, the heartbeat loss over time: per
+device and hour (its start, epoch s) the device's LIFETIME heartbeats received and
+expected as of the last flush in that hour, upserted by every `write` from the device
+rows, in the same transaction. An hour's own counts are the difference with the
+device's previous stored hour (`collector.history.hourly`). A version-1 database
+(before history) is migrated in place when opened: its devices and events are kept,
+each device gets a base row an hour before (its totals then: not an hour of its own),
+and `meta` holds `hours_since`, when that happened. The HTTP threads read through
+`collector.store_reader.StoreReader`, never through this connection.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from fleetbeat.collector.events import MAX_EVENTS_IN_MEMORY
-from fleetbeat.collector.rows import ROW_COLUMNS
+from fleetbeat.collector.history import HOUR
+from fleetbeat.collector.rows import HB_EXPECTED, HB_RECEIVED, ROW_COLUMNS, lifetime_totals
 from fleetbeat.errors import FleetbeatError
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "fleetbeat.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hb_received, hb_expected, the hours and meta tables
 
 _TYPES = {
     "state_since": "REAL", "last_seen": "REAL", "boot_time": "REAL", "interval": "REAL",
     "clock_skew": "REAL", "restarts": "INTEGER", "reboots": "INTEGER",
-    "agent_drops": "INTEGER", "down_k": "REAL",
+    "agent_drops": "INTEGER", "down_k": "REAL", "hb_received": "INTEGER",
+    "hb_expected": "INTEGER",
 }  # fmt: skip
 
 
@@ -51,11 +68,23 @@ class Store:
     Args:
         state_dir: created when missing (mode 0700).
         retention: seconds events are kept.
+        loss_history: seconds hourly heartbeat rows are kept (one hour more, as the base
+            of the oldest hour's difference; a device's newest row is always kept).
+        clock: wall clock (epoch s): which hour a write's loss rows belong to.
     """
 
-    def __init__(self, state_dir: str, *, retention: float) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        retention: float,
+        loss_history: float = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = os.path.join(state_dir, DB_NAME)
         self.retention = retention
+        self.loss_history = loss_history
+        self._clock = clock
         self.skipped_rows = 0  # rows the database would not take, since start
         cols = ", ".join(ROW_COLUMNS)
         marks = ", ".join("?" for _ in ROW_COLUMNS)
@@ -92,18 +121,53 @@ class Store:
             for c in ROW_COLUMNS
         )
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise StoreError(f"{self.path}: schema version {version} is not {SCHEMA_VERSION}")
         self._db.executescript(
             f"""
+            BEGIN;
             CREATE TABLE IF NOT EXISTS devices ({cols});
             CREATE TABLE IF NOT EXISTS events (
                 time REAL NOT NULL, device TEXT NOT NULL, from_state TEXT,
-                to_state TEXT NOT NULL, reason TEXT NOT NULL);
-            CREATE INDEX IF NOT EXISTS events_time ON events (time);
-            PRAGMA user_version = {SCHEMA_VERSION};
+                to_state TEXT NOT NULL, reason TEXT NOT NULL, ends REAL);
+            CREATE TABLE IF NOT EXISTS hours (
+                device TEXT NOT NULL, hour REAL NOT NULL, received INTEGER NOT NULL,
+                expected INTEGER NOT NULL, PRIMARY KEY (device, hour)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
             """
         )
+        try:
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(devices)")}
+            for col in ROW_COLUMNS:  # version 1 had neither lifetime total
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE devices ADD COLUMN {col} {_TYPES[col]}")
+            if "ends" not in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
+                self._db.execute("ALTER TABLE events ADD COLUMN ends REAL")
+                self._db.execute(_BACKFILL_ENDS)
+            for sql in _INDEXES:
+                self._db.execute(sql)
+            if version == 1:
+                self._base_hours()
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite ends it itself on some errors (a full disk)
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _base_hours(self) -> None:
+        """Migrating a version-1 database: each device's lifetime totals now, as a base row
+        an hour before this one, so its next hour counts only that hour (its totals come
+        from `counters`); `meta.hours_since` tells readers such a first row is a base."""
+        now = self._clock()
+        base = self.hour_of(now) - HOUR
+        rows = []
+        for dev_id, counters in self._db.execute("SELECT id, counters FROM devices"):
+            totals = lifetime_totals(counters)
+            if totals is not None and isinstance(dev_id, str):
+                rows.append((dev_id, base, *totals))
+        self._db.executemany(_UPSERT_HOUR, rows)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('hours_since', ?)", (now,))
 
     def load(self, now: float) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
         """Every stored device row, and the newest events within the retention."""
@@ -125,16 +189,24 @@ class Store:
         return rows, events
 
     def write(self, rows: Sequence[tuple[Any, ...]], events: Sequence[dict[str, Any]]) -> int:
-        """One transaction for a whole batch of device rows and events.
+        """One transaction for a whole batch of device rows, their hours and events.
 
-        Returns how many rows or events were skipped because the database would not
-        take them (logged); raises StoreError when nothing could be written.
+        Each device row also upserts the device's row of the current hour in `hours`
+        (its lifetime heartbeat totals). Returns how many rows or events were skipped
+        because the database would not take them (logged); raises StoreError when
+        nothing could be written.
         """
         if not rows and not events:
             return 0
-        event_rows = [(e["time"], e["device"], e["from"], e["to"], e["reason"]) for e in events]
+        event_rows, closes = _chain(events)
+        hour = self.hour_of(self._clock())
+        hour_rows = [
+            (r[0], hour, r[HB_RECEIVED], r[HB_EXPECTED])
+            for r in rows
+            if len(r) > HB_EXPECTED and r[HB_RECEIVED] is not None
+        ]
         try:
-            self._transaction(rows, event_rows)
+            self._transaction(rows, closes, event_rows, hour_rows)
             return 0
         except (*_ROW_ERRORS, sqlite3.IntegrityError):
             pass  # one bad value spoils executemany: find it, keep the rest
@@ -148,7 +220,9 @@ class Store:
                 self._db.execute("BEGIN")
                 for sql, batch, name_at in (
                     (self._upsert, rows, 0),
+                    (_CLOSE_EVENT, closes, 1),
                     (_INSERT_EVENT, event_rows, 1),
+                    (_UPSERT_HOUR, hour_rows, 0),
                 ):
                     for row in batch:
                         try:
@@ -162,16 +236,27 @@ class Store:
         self.skipped_rows += skipped
         return skipped
 
+    @staticmethod
+    def hour_of(t: float) -> float:
+        """The start of the hour `t` is in (epoch s); 0.0 for a time that is not finite."""
+        return math.floor(t / HOUR) * HOUR if math.isfinite(t) else 0.0
+
     def _transaction(
-        self, rows: Sequence[tuple[Any, ...]], events: Sequence[tuple[Any, ...]]
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        closes: Sequence[tuple[Any, ...]],
+        events: Sequence[tuple[Any, ...]],
+        hours: Sequence[tuple[Any, ...]],
     ) -> None:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(self._upsert, rows)
+            self._db.executemany(_CLOSE_EVENT, closes)  # before the new open ones exist
             self._db.executemany(_INSERT_EVENT, events)
+            self._db.executemany(_UPSERT_HOUR, hours)
 
     def forget(self, device_ids: Sequence[str]) -> None:
-        """Delete devices (evicted or forgotten) with their events."""
+        """Delete devices (evicted or forgotten) with their events and hourly rows."""
         if not device_ids:
             return
         ids = [(d,) for d in device_ids]
@@ -180,20 +265,29 @@ class Store:
                 self._db.execute("BEGIN")
                 self._db.executemany("DELETE FROM devices WHERE id = ?", ids)
                 self._db.executemany("DELETE FROM events WHERE device = ?", ids)
+                self._db.executemany("DELETE FROM hours WHERE device = ?", ids)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot delete devices from {self.path}: {exc}") from exc
 
     def prune(self, now: float) -> int:
-        """Delete events older than the retention; return how many went."""
+        """Delete events older than the retention and hourly rows older than loss_history
+        (one hour more, the base of the oldest difference; each device's newest row stays
+        as the base of its next one); return how many events went."""
         try:
             with self._db:
                 self._db.execute("BEGIN")
                 cur = self._db.execute(
                     "DELETE FROM events WHERE time <= ?", (now - self.retention,)
                 )
+                gone = cur.rowcount
+                self._db.execute(
+                    "DELETE FROM hours WHERE hour < ? AND hour < (SELECT MAX(h.hour) FROM"
+                    " hours AS h WHERE h.device = hours.device)",
+                    (self.hour_of(now - self.loss_history) - HOUR,),
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prune old events in {self.path}: {exc}") from exc
-        return cur.rowcount
+        return gone
 
     def replaced(self) -> Optional[str]:
         """ "deleted" or "replaced" when the file at `path` is no longer the one open."""
@@ -212,8 +306,49 @@ class Store:
 
 
 _INSERT_EVENT = (
-    "INSERT INTO events (time, device, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO events (time, device, from_state, to_state, reason, ends)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
+# by time (load, prune); by device and time (one device's history); by device and end,
+# covering the fleet-wide sums of `store_reader.spans` (and finding a device's open
+# event, `ends IS NULL`, to close it)
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+    "CREATE INDEX IF NOT EXISTS events_device ON events (device, time)",
+    "CREATE INDEX IF NOT EXISTS events_spans ON events (device, ends, time, to_state)",
+)
+# the device's open event (its latest) ends where the next one starts
+_CLOSE_EVENT = "UPDATE events SET ends = ? WHERE device = ? AND ends IS NULL"
+# a version-1 database: each event ends where the device's next one starts
+_BACKFILL_ENDS = (
+    "UPDATE events SET ends = n.next FROM (SELECT rowid AS r, LEAD(time) OVER"
+    " (PARTITION BY device ORDER BY time, rowid) AS next FROM events) AS n"
+    " WHERE events.rowid = n.r"
+)
+
+
+def _chain(
+    events: Sequence[dict[str, Any]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The event rows to insert, each with its `ends` (the time of the same device's next
+    event in the batch; None for its last), and per device (its first time in the batch,
+    id): where the device's open stored event ends."""
+    rows: list[tuple[Any, ...]] = []
+    last: dict[Any, int] = {}  # device -> index in rows of its latest event so far
+    closes = []
+    for e in events:
+        dev = e["device"]
+        at = last.get(dev)
+        if at is None:
+            closes.append((e["time"], dev))
+        else:
+            rows[at] = (*rows[at][:5], e["time"])
+        last[dev] = len(rows)
+        rows.append((e["time"], dev, e["from"], e["to"], e["reason"], None))
+    return rows, closes
+
+
+_UPSERT_HOUR = "INSERT OR REPLACE INTO hours (device, hour, received, expected) VALUES (?, ?, ?, ?)"
 
 
 def _identity(path: str) -> Optional[tuple[int, int]]:

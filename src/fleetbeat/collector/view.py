@@ -45,6 +45,10 @@ class FleetView(Protocol):
 
         Each dict is consistent; the list is read in chunks of devices, so it is not
         one atomic picture of a big fleet (a device may change between two chunks).
+
+        The HTTP API adds `availability` ({"24h", "7d", "30d": percent or None,
+        "since": epoch s or None}, computed from the store's events by
+        `collector.http_history`, not kept here): this contract stays in memory only.
         """
         ...
 

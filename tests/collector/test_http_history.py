@@ -1,0 +1,170 @@
+"""The history routes over a real Fleet and a real store: the cache, the fleet-wide pass."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetbeat import wire
+from fleetbeat.collector import history as h
+from fleetbeat.collector.config import CollectorSection
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.http_history import Cached, HistoryApi
+from fleetbeat.collector.store import Store
+from fleetbeat.collector.store_reader import StoreReader
+from helpers import FakeClock
+
+RUN = "0" * 15 + "1"
+DAY = 86400.0
+
+
+def test_a_burst_computes_once_and_a_stale_answer_is_served_while_recomputing() -> None:
+    """Eight threads asking at once cause one computation; once stale, the others get the old
+    value at once while one thread computes the new one."""
+    clock = FakeClock(0.0)
+    cache = Cached(60.0, clock=clock)
+    calls: list[int] = []
+    release = threading.Event()
+
+    def slow() -> int:
+        calls.append(1)
+        release.wait(5)
+        return len(calls)
+
+    got: list[int] = []
+    threads = [threading.Thread(target=lambda: got.append(cache.get("k", slow))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    release.set()
+    for t in threads:
+        t.join()
+    assert (calls, got) == ([1], [1] * 8)
+    clock.now = 61.0
+    release.clear()
+    worker = threading.Thread(target=lambda: got.append(cache.get("k", slow)))
+    worker.start()
+    while len(calls) < 2:
+        time.sleep(0.01)
+    assert cache.get("k", slow) == 1  # the stale one, without waiting
+    release.set()
+    worker.join()
+    assert got[-1] == 2 and cache.get("k", slow) == 2
+
+
+def hb(dev: str, seq: int) -> bytes:
+    return wire.dumps({"v": 1, "k": "hb", "dev": dev, "run": RUN, "seq": seq, "ts": 0.0,
+                       "int": 10.0, "tags": {"site": dev[0]}})  # fmt: skip
+
+
+def test_the_fleet_pass_gives_each_device_the_availability_of_its_own_history(
+    tmp_path: Path,
+) -> None:
+    """The cached fleet-wide tallies (two SQL passes) equal each device's own history
+    availability, and the fleet buckets count every device once per bucket."""
+    clock = FakeClock(1_800_000_000.0)
+    store = Store(str(tmp_path), retention=31 * 86400.0, clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
+    seqs = dict.fromkeys(("a1", "a2", "b1", "c1"), 0)
+    for step in range(40):
+        for dev in seqs:
+            if (step + len(dev) + ord(dev[0])) % (3 + ord(dev[0]) % 4) == 0:
+                continue  # this one is silent for a while now and then: late, down
+            fleet.receive(hb(dev, seqs[dev]), ("10.0.0.1", 1))
+            seqs[dev] += 1
+        for _ in range(6):
+            clock.now += 10
+            fleet.check()
+        rows, events = fleet.take_changes()
+        store.write(rows, events)
+    api = HistoryApi(fleet, StoreReader(store.path), clock=clock)
+    tallies = api.tallies()
+    assert sorted(tallies) == sorted(seqs)
+    states = set()
+    for dev in seqs:
+        status, body = api.device_history(dev, {})
+        assert status == 200
+        assert h.availability(tallies[dev]) == body["availability"]
+        states.update(s["state"] for s in body["segments"])
+    assert {"up", "late", "down"} <= states
+    buckets = api.fleet_history({"step": ["600"]})["buckets"]
+    assert all(sum(b[s] for s in h.SEVERITY) <= len(seqs) for b in buckets)
+    assert sum(buckets[-1][s] for s in h.SEVERITY) == len(seqs)
+    groups = api.groups({"by": ["site"]})
+    assert [(g["tags"]["site"], g["devices"]) for g in groups["groups"]] == [
+        ("a", 2), ("b", 1), ("c", 1),
+    ]  # fmt: skip
+    page = api.devices_page({"limit": ["2"], "offset": ["1"], "fields": ["id,availability"]})
+    assert page["total"] == 4 and [d["id"] for d in page["devices"]] == ["a2", "b1"]
+    assert page["devices"][0] == {"id": "a2", "availability": h.availability(tallies["a2"])}
+    store.close()
+
+
+class Current:
+    """The fleet's read side reduced to what the availability pass reads: states now."""
+
+    def __init__(self, states: dict[str, tuple[str, float]]) -> None:
+        self.states = states
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [{"id": d, "state": s, "state_since": t} for d, (s, t) in self.states.items()]
+
+
+def test_the_fleet_pass_equals_each_devices_segments_on_random_histories(
+    tmp_path: Path,
+) -> None:
+    """SQLite's span sums plus each device's open segment give exactly the tally of the
+    device's own segments: windows cut mid-state, pruned older history, forgotten and
+    unknown states, changes not stored yet, devices with no events, young devices."""
+    rng = random.Random(16)
+    now = 1_800_000_000.0
+    clock = FakeClock(now - 40 * DAY)
+    store = Store(str(tmp_path), retention=31 * DAY, clock=clock)
+    fleet = Fleet(CollectorSection(max_devices=1000), clock=clock, monotonic=clock)
+    names = [f"r{i:03d}" for i in range(150)]
+    for dev in names:
+        fleet.receive(hb(dev, 0), ("10.0.0.1", 1))
+        fleet.receive(hb(dev, 1), ("10.0.0.1", 1))
+    rows, _ = fleet.take_changes()
+    store.write(rows, [])
+    states = [*h.STATES, "forgotten", "weird"]
+    timeline: list[dict[str, Any]] = []
+    last: dict[str, tuple[float, str]] = {}
+    for dev in names[:140]:  # the last 10 have no events at all
+        t = now - rng.choice([1, 5, 20, 35, 40]) * DAY
+        state: str | None = None if rng.random() < 0.5 else "up"
+        while True:
+            t += rng.expovariate(1 / (rng.choice([0.1, 1, 4]) * DAY))
+            if t >= now - 60:
+                break
+            new = rng.choice(states)
+            timeline.append({"time": t, "device": dev, "from": state, "to": new, "reason": "x"})
+            state = new
+            last[dev] = (t, new)
+    timeline.sort(key=lambda e: e["time"])
+    for i in range(0, len(timeline), 97):  # flushes of interleaved devices
+        store.write([], timeline[i : i + 97])
+    store.prune(now)  # older than 31 d: gone, so some windows start with the oldest `from`
+    current = {}
+    for dev in names:
+        t_last = last.get(dev, (now - 3 * DAY, "up"))[0]
+        since = rng.choice([t_last - 10, t_last + 600, now - 50 * DAY])
+        current[dev] = (rng.choice(h.STATES), since)
+    reader = StoreReader(store.path)
+    api = HistoryApi(Current(current), reader, clock=lambda: now)  # type: ignore[arg-type]
+    got = api._compute_tallies()
+    w30 = now - h.LONGEST
+    assert sorted(got) == names
+    for dev in names:
+        prior, events, _ = reader.events(dev, w30)
+        want = h.tally(h.segments(events, w30, now, now, prior=prior, current=current[dev]), now)
+        assert (got[dev][0] is None) == (want[0] is None), dev
+        assert got[dev][0] == pytest.approx(want[0]), dev
+        assert got[dev][1:] == pytest.approx(want[1:], abs=1e-3), dev
+    reader.close()
+    store.close()
