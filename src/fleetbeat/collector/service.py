@@ -12,9 +12,11 @@ listen addresses, state_dir, receive buffer and MQTT settings need a restart (lo
 The `expected_devices` file is read at start (a bad line is a config error) and again
 on SIGHUP (a bad file is logged, and the list read before stays), as the signing keys.
 
-Alerts (`collector.alerting`) are built after the store and hear the events the store
-is handed, each once; they turn with the loop, and a device judged late or down is
-flushed within 0.5 s so that they hear of it soon. SIGHUP applies `[collector.alerts]`
+Alerts (`collector.alerting`) are built after the store and hear every event once, at
+the flush after it was logged (`Fleet.take_heard`), whether the store's write succeeds,
+fails and is retried, or a forget drops the device's unwritten events; they turn with
+the loop, and a device judged late or down is flushed within 0.5 s so that they hear of
+it soon. SIGHUP applies `[collector.alerts]`
 and the maintenance windows; notifiers, the self-check and the token need a restart.
 
 A store that cannot write (a full disk) never stops judging: the changes stay in
@@ -88,7 +90,6 @@ class Collector:
         self._unsaved = (0, 0)  # device rows and events the last failed flush could not write
         self._unforgotten: list[str] = []  # evicted devices still to delete from the store
         self.alerting: Optional[Alerting] = None
-        self._observed = 0  # events at the head of the fleet's queue the alerts already saw
         self._turn_gap = 0.0  # s between the last two turns of the main loop
 
     def status_line(self) -> str:
@@ -247,9 +248,9 @@ class Collector:
         if gone is not None:
             self._recreate(store, gone)
         rows, events = self.fleet.take_changes()
-        if self.alerting is not None:  # the same events as the store, each once
-            self.alerting.observe(events[self._observed :])
-        self._observed = 0
+        heard = self.fleet.take_heard()  # each event once, whatever the store does with it
+        if self.alerting is not None:
+            self.alerting.observe(heard)
         forgotten = self._unforgotten + self.fleet.take_forgotten()
         try:
             store.forget(forgotten)
@@ -260,7 +261,6 @@ class Collector:
             # a full disk must not stop liveness checks: keep the changes, retry next time
             self._unsaved = (len(rows), len(events))
             dropped = self.fleet.requeue(rows, events)
-            self._observed = max(0, len(events) - dropped)  # back at the head, already seen
             self.store_health.failed(str(err), dropped)
             return False
         self.store_health.ok()
@@ -277,9 +277,7 @@ class Collector:
             return
         devices = self.fleet.devices()
         # requeue marks each id dirty (it reads row[0]) and puts the events back in line
-        seen = self.fleet.events(limit=10**9)
-        dropped = self.fleet.requeue([(d["id"],) for d in devices], seen)
-        self._observed = max(0, len(seen) + self._observed - dropped)
+        self.fleet.requeue([(d["id"],) for d in devices], self.fleet.events(limit=10**9))
 
     def _prune(self) -> None:
         if self.store is None:
