@@ -23,9 +23,11 @@ A store that cannot write (a full disk) never stops judging: the changes stay in
 memory (at most one row per device and a bounded number of events) and every flush
 tries again. The failure is logged as an error each time its reason changes, shown
 in systemd's STATUS= and answered by `/healthz` with 503; a database deleted or
-replaced under the running collector is recreated and written whole. When the last
-write at SIGTERM fails, the log says what was lost and the exit status is 74
-(EX_IOERR), so systemd marks the stop as failed.
+replaced under the running collector is recreated and written whole. While it cannot
+write, `DELETE /api/devices/{id}` is refused (503): a forget only in memory would be
+undone by a restart. When the last write at SIGTERM fails, the log says what was lost
+(the forgets not yet deleted from the store by id) and the exit status is 74 (EX_IOERR),
+so systemd marks the stop as failed.
 """
 
 from __future__ import annotations
@@ -304,15 +306,24 @@ class Collector:
             if not self.flush():
                 devices, events = self._unsaved
                 log.error("the last write of the state to %s failed (%s). Lost: the changes "
-                          "of %d devices and %d events since the last successful write",
-                          self.store.path, self.store_health.problem(), devices,
-                          events)  # fmt: skip
+                          "of %d devices and %d events since the last successful write%s",
+                          self.store.path, self.store_health.problem(), devices, events,
+                          _unwritten(self._unforgotten))  # fmt: skip
                 self._exit_status = EX_IOERR
             self.store.close()
             self.store = None
         if self.alerting is not None:
             self.alerting.close()
             self.alerting = None
+
+
+def _unwritten(ids: list[str], shown: int = 20) -> str:
+    """For the exit log: the forgets (and evictions) the store never deleted."""
+    if not ids:
+        return ""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return (f", and the forgets of {len(ids)} devices (forgotten or evicted: they are back "
+            f"after a restart): {', '.join(ids[:shown])}{more}")  # fmt: skip
 
 
 def load_keyring(auth: AuthSection) -> Keyring:
