@@ -250,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "simulate",
         help="send heartbeats from N simulated devices (demos, capacity tests)",
-        description="Simulate a fleet from one process and one socket: N devices sending "
-        "wire v1 heartbeats on the agent's schedule, with loss, dead, flaky and rebooting "
-        "devices drawn from a seed. Prints what it sent and the CPU it used.",
+        description="Simulate a fleet from one process on one schedule (one UDP socket, one "
+        "MQTT connection or a few HTTP ones): N devices sending wire v1 heartbeats on the "
+        "agent's schedule, with loss, dead, flaky, rebooting and stopping devices drawn from "
+        "a seed. Prints what it sent and dropped, and the CPU it used.",
     )
     simulate_arguments(p)
     p.set_defaults(func=cmd_simulate)

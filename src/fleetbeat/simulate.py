@@ -1,11 +1,13 @@
 """`fleetbeat simulate`: a fleet of N devices from one process, for demos and capacity tests.
 
-One socket and one schedule, no thread per device: every device has a fixed offset
-within the interval (like the agent's jitter), the devices are sorted by it, and the
-loop walks that list cycle after cycle, sleeping until the next due time. Each
-heartbeat is wire v1 as the agent sends it (signed with the device's key when
-`--key-dir` is given), so the collector cannot tell a simulated device from a real
-one. Faults are drawn once per device at start, from `--seed`:
+One schedule and one connection, no thread per device: every device has a fixed
+offset within the interval (like the agent's jitter), the devices are sorted by it,
+and the loop walks that list cycle after cycle, sleeping until the next due time,
+handing each message to a `Transport` (`simulate_send`: UDP, MQTT or HTTP), which
+sends it at once or drops and counts it, as the agent's outputs do. Each message is
+wire v1 as the agent sends it (signed with the device's key when `--key-dir` is
+given), so the collector cannot tell a simulated device from a real one. Faults are
+drawn once per device at start, from `--seed`:
 
 - `--loss P`: each device loses heartbeats with its own probability, drawn uniformly
   from [0, 2P] (so the fleet's mean is P); a lost heartbeat consumes its seq, as a
@@ -13,39 +15,70 @@ one. Faults are drawn once per device at start, from `--seed`:
 - `--dead K`: K devices fall silent for good after 3 to 10 intervals.
 - `--flaky K`: K devices repeatedly drop out for 3 to 8 intervals, then come back
   (same run: a network outage, not a restart).
-- `--reboot K`: K devices reboot every 20 to 40 intervals (a new run and boot time).
+- `--reboot K`: K devices reboot every 20 to 40 intervals: a `bye` (the agent's on
+  shutdown, so the device is `offline`), 1 to 3 intervals of silence, then a new run
+  and boot time.
+- `--offline K`: K devices stop cleanly after 3 to 10 intervals: a `bye`, then
+  silence (`offline`, a planned stop, not `down`).
+
+A `bye` is never withheld by `--loss` (which loses heartbeats only); a transport may
+still drop it.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from fleetbeat import keys, wire
 from fleetbeat.hmac_sha256 import HmacSha256
 
 VERSION = "sim"
+NEVER = float("inf")
+
+
+class Transport(Protocol):
+    """Where the simulated fleet's messages go (`simulate_send` has UDP, MQTT and HTTP)."""
+
+    name: str
+
+    def start(self) -> None:
+        """Begin connecting (in the background); never blocks."""
+
+    def ready(self) -> bool:
+        """True once messages can go out (UDP: at once; MQTT, HTTP: once connected)."""
+
+    def send(self, dev: str, payload: bytes) -> None:
+        """Send `dev`'s message now, or drop and count it; never blocks, never raises."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """{"sent": n, "dropped": n, "by_reason": {reason: n}} so far."""
+
+    def close(self) -> None:
+        """Stop; what has not reached the socket by then is dropped."""
 
 
 class SimDevice:
     """One simulated device: its identity, its faults and its seq stream."""
 
-    __slots__ = ("boot_time", "dead_at", "dev", "down_until", "flaky", "loss", "mac",
-                 "next_reboot", "offset", "prefix", "run", "seq", "static", "tags",
-                 "withheld")  # fmt: skip
+    __slots__ = ("boot_time", "booting_until", "dead_at", "dev", "down_until", "flaky", "gone",
+                 "loss", "mac", "next_reboot", "offline_at", "offset", "prefix", "run", "seq",
+                 "static", "tags", "withheld")  # fmt: skip
 
     def __init__(self, dev: str, tags: dict[str, str], rng: random.Random, interval: float) -> None:
         self.dev = dev
         self.tags = tags
         self.offset = rng.random() * interval
         self.loss = 0.0
-        self.dead_at = float("inf")  # cycle after which it never sends again
+        self.dead_at = NEVER  # cycle after which it never sends again
+        self.offline_at = NEVER  # cycle at which it says bye and stops (--offline)
+        self.gone = False  # it said that bye
         self.flaky = False
         self.down_until = -1  # cycle before which a flaky device is silent
-        self.next_reboot = float("inf")
+        self.next_reboot = NEVER
+        self.booting_until = -1  # cycle before which a rebooting device is silent
         self.mac: Optional[HmacSha256] = None
         self.seq = 0
         self.withheld = 0  # heartbeats of this run drawn and then lost on purpose (--loss)
@@ -71,11 +104,14 @@ class Fleet:
     """The simulated fleet and its schedule."""
 
     def __init__(self, n: int, *, interval: float, loss: float = 0.0, dead: int = 0,
-                 flaky: int = 0, reboot: int = 0, sites: tuple[str, ...] = (),
-                 tag_key: str = "site", key_dir: Optional[str] = None, seed: int = 0,
-                 prefix: str = "sim", clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-        if dead + flaky + reboot > n:
-            raise ValueError("--dead + --flaky + --reboot is more than --devices")
+                 flaky: int = 0, reboot: int = 0, offline: int = 0,
+                 sites: tuple[str, ...] = (), tag_key: str = "site",
+                 key_dir: Optional[str] = None, seed: int = 0, prefix: str = "sim",
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        if min(dead, flaky, reboot, offline) < 0:
+            raise ValueError("--dead, --flaky, --reboot and --offline cannot be negative")
+        if dead + flaky + reboot + offline > n:
+            raise ValueError("--dead + --flaky + --reboot + --offline is more than --devices")
         self.interval = interval
         self.rng = random.Random(seed)
         self.clock = clock
@@ -88,18 +124,19 @@ class Fleet:
             d.loss = min(1.0, self.rng.uniform(0, 2 * loss)) if loss > 0 else 0.0
             d.new_run(self.rng, interval, now)
             self.devices.append(d)
-        faulty = self.rng.sample(range(n), dead + flaky + reboot)
-        for i in faulty[:dead]:
-            self.devices[i].dead_at = self.rng.randint(3, 10)
-        for i in faulty[dead : dead + flaky]:
-            self.devices[i].flaky = True
-        for i in faulty[dead + flaky :]:
-            self.devices[i].next_reboot = self.rng.randint(20, 40)
+        faulty = iter(self.rng.sample(range(n), dead + flaky + reboot + offline))
+        for _ in range(dead):
+            self.devices[next(faulty)].dead_at = self.rng.randint(3, 10)
+        for _ in range(flaky):
+            self.devices[next(faulty)].flaky = True
+        for _ in range(reboot):
+            self.devices[next(faulty)].next_reboot = self.rng.randint(20, 40)
+        for _ in range(offline):
+            self.devices[next(faulty)].offline_at = self.rng.randint(3, 10)
         if key_dir is not None:
             self._load_keys(key_dir)
         self.devices.sort(key=lambda d: d.offset)
-        self.sent = 0  # handed to the socket
-        self.lost = 0  # dropped on purpose (--loss, flaky, dead)
+        self.withheld = 0  # not sent on purpose (--loss, dead, flaky, offline, rebooting)
 
     def _load_keys(self, key_dir: str) -> None:
         """Each device's key from key_dir/<id>, created (0600) when missing."""
@@ -110,21 +147,31 @@ class Fleet:
                 keys.write_key_file(path, keys.new_key())
             d.mac = HmacSha256(keys.read_key_file(path))
 
-    def heartbeat(self, d: SimDevice, ts: float) -> bytes:
-        """The device's next heartbeat (its seq drawn), signed when it has a key."""
+    def heartbeat(self, d: SimDevice, ts: float, *, kind: bytes = b"hb") -> bytes:
+        """The device's next heartbeat (or `bye`), its seq drawn, signed when it has a key."""
         rng = self.rng
+        prefix = d.prefix if kind == b"hb" else d.prefix.replace(b'"k":"hb"', b'"k":"bye"', 1)
         body = b"%s%d,\"ts\":%.3f%s,\"m\":{\"cpu\":%.1f,\"mem\":%.1f,\"temp\":%.1f}}" % (
-            d.prefix, d.seq, ts, d.static, rng.random() * 30, 30 + rng.random() * 20,
+            prefix, d.seq, ts, d.static, rng.random() * 30, 30 + rng.random() * 20,
             40 + rng.random() * 15,
         )  # fmt: skip
         d.seq += 1
         return wire.sign(body, d.mac) if d.mac is not None else body
 
     def due(self, d: SimDevice, cycle: int, ts: float) -> Optional[bytes]:
-        """What `d` sends at `cycle`: a heartbeat, or None when it stays silent."""
-        if cycle >= d.dead_at:
+        """What `d` sends at `cycle`: a heartbeat, a bye, or None when it stays silent."""
+        if cycle >= d.dead_at or d.gone:
             return None
+        if cycle >= d.offline_at:  # a planned stop: bye, then silence for good
+            d.gone = True
+            return self.heartbeat(d, ts, kind=b"bye")
         if cycle >= d.next_reboot:
+            if d.booting_until < 0:  # shutting down: the agent's bye, then silent while it boots
+                d.booting_until = cycle + self.rng.randint(1, 3)
+                return self.heartbeat(d, ts, kind=b"bye")
+            if cycle < d.booting_until:
+                return None
+            d.booting_until = -1
             d.new_run(self.rng, self.interval, ts)
             d.next_reboot = cycle + self.rng.randint(20, 40)
         if d.flaky:
@@ -139,10 +186,11 @@ class Fleet:
             return None
         return payload
 
-    def run(self, send: Callable[[bytes], Any], *, seconds: float,
+    def run(self, transport: Transport, *, seconds: float,
             sleep: Callable[[float], Any] = time.sleep,
             monotonic: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         """Send on schedule for `seconds` (until a KeyboardInterrupt when infinite)."""
+        send = transport.send
         start = monotonic()
         end = start + seconds
         wall0 = self.clock() - start
@@ -158,29 +206,11 @@ class Fleet:
                     sleep(wait)
                 payload = self.due(d, cycle, wall0 + due)
                 if payload is None:
-                    self.lost += 1
-                    continue
-                try:
-                    send(payload)
-                    self.sent += 1
-                except OSError:
-                    self.lost += 1  # a full socket buffer: lost like on a real network
+                    self.withheld += 1
+                else:
+                    send(d.dev, payload)
             cycle += 1
             # behind by more than a whole cycle (a slow machine): skip, as the agent does
             behind = int((monotonic() - start) / self.interval) - cycle
             if behind > 0:
                 cycle += behind
-
-
-def udp_sender(target: str) -> Callable[[bytes], Any]:
-    """A connected, non-blocking UDP socket's send for "host:port" or "[v6]:port"."""
-    host, _, port = target.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise ValueError(f"--to: expected HOST:PORT, got {target!r}")
-    family, kind, proto, _, addr = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    sock.connect(addr)
-    sock.setblocking(False)
-    return sock.send

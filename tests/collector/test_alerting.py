@@ -100,6 +100,78 @@ def test_a_failed_store_write_does_not_tell_the_alerts_twice(
     assert active == {("down", "pi-barn-01")}
 
 
+def reboot(c: Collector, dev: str) -> None:
+    msg = {"v": 1, "k": "hb", "dev": dev, "run": "fedcba9876543210", "seq": 0,
+           "ts": time.time() + 5, "int": 1, "bt": 1764100000, "tags": {"site": "barn"}}  # fmt: skip
+    c.fleet.receive(wire.dumps(msg), ("127.0.0.1", 4000))
+
+
+def test_a_forget_while_the_store_fails_hides_no_other_event_from_the_alerts(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device forgotten while its events wait for a failed write: the alerts still hear
+    every other device's event exactly once (a reboot alert is not lost), and the
+    forgotten device's events once each."""
+    c = collector
+    heartbeats(c, "pi-x")
+    assert c.flush()
+    store = c.store
+    assert store is not None
+    write = store.write
+
+    def full(*_: Any) -> None:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(store, "write", full)
+    c.fleet.check(time.monotonic() + 1.6)  # pi-x late: heard, the write fails
+    assert not c.flush()
+    c.fleet.check(time.monotonic() + 10)  # pi-x down
+    assert not c.flush()
+    heartbeats(c, "pi-y")
+    reboot(c, "pi-y")
+    assert c.fleet.forget("pi-x")  # DELETE /api/devices/pi-x meanwhile
+    monkeypatch.setattr(store, "write", write)
+    assert c.flush()
+    seen = c.seen  # type: ignore[attr-defined]
+    heard_y = [(e["to"], e["reason"]) for e in seen if e["device"] == "pi-y"]
+    assert heard_y == [("up", "first_seen"), ("up", "reboot")]
+    assert [e["to"] for e in seen if e["device"] == "pi-x"] == ["up", "late", "down", "forgotten"]
+    c.alerting.turn()  # type: ignore[union-attr]
+    active = {(a["kind"], a["device"]) for a in c.alerting.active()[1]}  # type: ignore[union-attr]
+    assert ("reboot", "pi-y") in active
+
+
+def test_a_forget_during_the_failing_write_hides_no_later_event_from_the_alerts(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DELETE lands while the failing write runs (the HTTP thread): the events logged
+    after it still reach the alerts, each once."""
+    c = collector
+    heartbeats(c, "pi-x")
+    assert c.flush()
+    store = c.store
+    assert store is not None
+    write = store.write
+
+    def full(*_: Any) -> None:
+        c.fleet.forget("pi-x")
+        raise StoreError("disk full")
+
+    c.fleet.check(time.monotonic() + 1.6)
+    c.fleet.check(time.monotonic() + 10)
+    monkeypatch.setattr(store, "write", full)
+    assert not c.flush()
+    monkeypatch.setattr(store, "write", write)
+    heartbeats(c, "pi-y")
+    reboot(c, "pi-y")
+    assert c.flush()
+    seen = c.seen  # type: ignore[attr-defined]
+    assert [(e["to"], e["reason"]) for e in seen if e["device"] == "pi-y"] == [
+        ("up", "first_seen"), ("up", "reboot"),
+    ]  # fmt: skip
+    assert [e["to"] for e in seen if e["device"] == "pi-x"] == ["up", "late", "down", "forgotten"]
+
+
 def test_a_database_recreated_under_the_collector_tells_the_alerts_nothing_again(
     collector: Collector,
 ) -> None:

@@ -28,6 +28,7 @@ class EventLog:
             maxlen=MAX_EVENTS_IN_MEMORY
         )
         self._new: list[dict[str, Any]] = []  # not yet handed to the store
+        self._unheard: list[dict[str, Any]] = []  # not yet handed to the alerts (`hear`)
         self.suppressed = 0  # past max_per_minute
         self.unsaved = 0  # dropped by `requeue` while the store could not write
         self.takes = 0  # calls of `take`: what the store was handed, in order
@@ -47,8 +48,14 @@ class EventLog:
                 return
             reason = "flapping"  # one event says the rest of this minute's were left out
         ev = {"time": now, "device": d.id, "from": from_, "to": to, "reason": reason}
+        self._append(ev)
+
+    def _append(self, ev: dict[str, Any]) -> None:
         self._events.append(ev)
         self._new.append(ev)
+        self._unheard.append(ev)
+        if len(self._unheard) > MAX_EVENTS_IN_MEMORY:  # nobody is listening: the oldest go
+            del self._unheard[: len(self._unheard) - MAX_EVENTS_IN_MEMORY]
 
     def since(self, since: float, limit: int) -> list[dict[str, Any]]:
         """Copies of the events with time > since, oldest first; the newest `limit` of them."""
@@ -59,6 +66,12 @@ class EventLog:
         """The events added since the last call (for the store)."""
         new, self._new = self._new, []
         self.takes += 1
+        return new
+
+    def hear(self) -> list[dict[str, Any]]:
+        """The events added since the last call, for the alerts: each event once, in the
+        order added, whatever forgets and failed store writes did to the store's queue."""
+        new, self._unheard = self._unheard, []
         return new
 
     def forget(self, devices: list[Device], reason: str, now: float) -> None:
@@ -75,8 +88,7 @@ class EventLog:
             if d.confirmed:
                 ev = {"time": now, "device": d.id, "from": d.state, "to": FORGOTTEN,
                       "reason": reason}  # fmt: skip
-                self._events.append(ev)
-                self._new.append(ev)
+                self._append(ev)
         while len(self._gone) > MAX_GONE:
             self._gone.popitem(last=False)
 

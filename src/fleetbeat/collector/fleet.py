@@ -202,8 +202,7 @@ class Fleet:
             return self._eviction.take_forgotten() + self._life.take_forgotten()
 
     def forget(self, dev_id: str, reason: str = "forgotten") -> bool:
-        """Remove a device, and from the store its row, events and history; an event
-        records it. False when the fleet tracks no such device (a missing one is not)."""
+        """Remove a device (`lifecycle`); False when the fleet tracks no such device."""
         with self._lock:
             return self._life.forget_one(dev_id, reason, self._clock(), self._dirty)
 
@@ -369,6 +368,11 @@ class Fleet:
             return row_of(d, tags_json)
 
         return self._each(list(dirty), chunk, row), events
+
+    def take_heard(self) -> list[dict[str, Any]]:
+        """The events added since the last call, each once, for the alerts (`EventLog.hear`)."""
+        with self._lock:
+            return self._log.hear()
 
     def requeue(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]]) -> int:
         """Give back what a failed store write took, so the next flush tries again: rows

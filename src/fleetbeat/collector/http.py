@@ -130,7 +130,7 @@ class _App:
         store_path: Optional[str] = None,
     ) -> None:
         self.alerts = AlertsApi(alerting) if alerting is not None else None
-        self.alerts = with_devices(self.alerts, fleet)  # DELETE /api/devices/{id}: http_devices
+        self.alerts = with_devices(self.alerts, fleet, health)  # DELETE /api/devices/{id}
         self.guard = WriteGuard(token)
         self.fleet = fleet
         self.history = HistoryApi(fleet, StoreReader(store_path) if store_path else None)

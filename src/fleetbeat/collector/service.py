@@ -12,18 +12,22 @@ listen addresses, state_dir, receive buffer and MQTT settings need a restart (lo
 The `expected_devices` file is read at start (a bad line is a config error) and again
 on SIGHUP (a bad file is logged, and the list read before stays), as the signing keys.
 
-Alerts (`collector.alerting`) are built after the store and hear the events the store
-is handed, each once; they turn with the loop, and a device judged late or down is
-flushed within 0.5 s so that they hear of it soon. SIGHUP applies `[collector.alerts]`
+Alerts (`collector.alerting`) are built after the store and hear every event once, at
+the flush after it was logged (`Fleet.take_heard`), whether the store's write succeeds,
+fails and is retried, or a forget drops the device's unwritten events; they turn with
+the loop, and a device judged late or down is flushed within 0.5 s so that they hear of
+it soon. SIGHUP applies `[collector.alerts]`
 and the maintenance windows; notifiers, the self-check and the token need a restart.
 
 A store that cannot write (a full disk) never stops judging: the changes stay in
 memory (at most one row per device and a bounded number of events) and every flush
 tries again. The failure is logged as an error each time its reason changes, shown
 in systemd's STATUS= and answered by `/healthz` with 503; a database deleted or
-replaced under the running collector is recreated and written whole. When the last
-write at SIGTERM fails, the log says what was lost and the exit status is 74
-(EX_IOERR), so systemd marks the stop as failed.
+replaced under the running collector is recreated and written whole. While it cannot
+write, `DELETE /api/devices/{id}` is refused (503): a forget only in memory would be
+undone by a restart. When the last write at SIGTERM fails, the log says what was lost
+(the forgets not yet deleted from the store by id) and the exit status is 74 (EX_IOERR),
+so systemd marks the stop as failed.
 """
 
 from __future__ import annotations
@@ -88,7 +92,6 @@ class Collector:
         self._unsaved = (0, 0)  # device rows and events the last failed flush could not write
         self._unforgotten: list[str] = []  # evicted devices still to delete from the store
         self.alerting: Optional[Alerting] = None
-        self._observed = 0  # events at the head of the fleet's queue the alerts already saw
         self._turn_gap = 0.0  # s between the last two turns of the main loop
 
     def status_line(self) -> str:
@@ -211,10 +214,10 @@ class Collector:
         else:
             ring = load_keyring(new.collector.auth)  # raises: the old keys stay in force
         self.fleet.apply_limits(new.collector)
+        self._expect(new.collector)
         if self.store is not None:  # what prune deletes
             self.store.retention = new.collector.event_retention
             self.store.loss_history = new.collector.loss_history
-        self._expect(new.collector)
         self.fleet.use_keyring(ring)
         self.keyring = ring
         if self.alerting is not None:
@@ -247,9 +250,9 @@ class Collector:
         if gone is not None:
             self._recreate(store, gone)
         rows, events = self.fleet.take_changes()
-        if self.alerting is not None:  # the same events as the store, each once
-            self.alerting.observe(events[self._observed :])
-        self._observed = 0
+        heard = self.fleet.take_heard()  # each event once, whatever the store does with it
+        if self.alerting is not None:
+            self.alerting.observe(heard)
         forgotten = self._unforgotten + self.fleet.take_forgotten()
         try:
             store.forget(forgotten)
@@ -260,7 +263,6 @@ class Collector:
             # a full disk must not stop liveness checks: keep the changes, retry next time
             self._unsaved = (len(rows), len(events))
             dropped = self.fleet.requeue(rows, events)
-            self._observed = max(0, len(events) - dropped)  # back at the head, already seen
             self.store_health.failed(str(err), dropped)
             return False
         self.store_health.ok()
@@ -277,9 +279,7 @@ class Collector:
             return
         devices = self.fleet.devices()
         # requeue marks each id dirty (it reads row[0]) and puts the events back in line
-        seen = self.fleet.events(limit=10**9)
-        dropped = self.fleet.requeue([(d["id"],) for d in devices], seen)
-        self._observed = max(0, len(seen) + self._observed - dropped)
+        self.fleet.requeue([(d["id"],) for d in devices], self.fleet.events(limit=10**9))
 
     def _prune(self) -> None:
         if self.store is None:
@@ -306,15 +306,24 @@ class Collector:
             if not self.flush():
                 devices, events = self._unsaved
                 log.error("the last write of the state to %s failed (%s). Lost: the changes "
-                          "of %d devices and %d events since the last successful write",
-                          self.store.path, self.store_health.problem(), devices,
-                          events)  # fmt: skip
+                          "of %d devices and %d events since the last successful write%s",
+                          self.store.path, self.store_health.problem(), devices, events,
+                          _unwritten(self._unforgotten))  # fmt: skip
                 self._exit_status = EX_IOERR
             self.store.close()
             self.store = None
         if self.alerting is not None:
             self.alerting.close()
             self.alerting = None
+
+
+def _unwritten(ids: list[str], shown: int = 20) -> str:
+    """For the exit log: the forgets (and evictions) the store never deleted."""
+    if not ids:
+        return ""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return (f", and the forgets of {len(ids)} devices (forgotten or evicted: they are back "
+            f"after a restart): {', '.join(ids[:shown])}{more}")  # fmt: skip
 
 
 def load_keyring(auth: AuthSection) -> Keyring:

@@ -6,8 +6,8 @@ else the `api_token_file` of the collector config given with `-c`, else
 `{state_dir}/api-token` of the embedded defaults.
 
 Exit status: 0 when every device was forgotten, 1 when the collector refused one (an
-unknown id, a missing one, a wrong token: the others are still tried), 3 when it cannot
-be reached.
+unknown id, a missing one, a wrong token, a store that cannot write: the others are
+still tried), 3 when it cannot be reached.
 """
 
 from __future__ import annotations
@@ -20,16 +20,20 @@ from typing import Any, TextIO
 EXIT_REFUSED = 1
 
 DESCRIPTION = (
-    "Remove devices from the collector: each leaves the fleet, and the collector's store "
-    "deletes its row, its events and its history (an event records that it was "
-    "forgotten). A device retired for good belongs here; one that speaks again later "
+    "Remove devices from the collector: each leaves the fleet at once, and the "
+    "collector's store deletes its row, its events and its history at its next write or "
+    "the one after (flush_interval; an event records that it was forgotten). While the "
+    "store cannot write (a full disk: /healthz says 503) the collector refuses the "
+    "forget and nothing is forgotten; should the store fail after the answer and until "
+    "the collector stops, its exit log names the forgets lost, and those devices are "
+    "back after the restart. A device retired for good belongs here; one that speaks again later "
     "is simply a new device. An id listed in the collector's expected_devices file is "
     "shown as missing again at once: take it out of the file too (and send the "
     "collector SIGHUP) to be rid of it. The collector also forgets by itself the "
     "devices down or offline for forget_after (30 days), unless they are expected. "
     "Needs the collector's API token (see --token-file). Exit status: 0 when every "
-    "device was forgotten, 1 when one was refused (unknown, missing, a wrong token), "
-    "3 when the collector cannot be reached."
+    "device was forgotten, 1 when one was refused (unknown, missing, a wrong token, "
+    "the store cannot write), 3 when the collector cannot be reached."
 )
 
 
