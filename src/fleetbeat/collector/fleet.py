@@ -77,9 +77,7 @@ class Fleet:
         self, data: bytes, addr: Any, transport: str = "udp", topic_dev: Optional[str] = None
     ) -> None:
         """Parse one datagram or MQTT payload and apply it; bad input is counted, never raised.
-
-        `topic_dev`: the device id in the MQTT topic, which must match the payload's.
-        """
+        `topic_dev`: the device id in the MQTT topic, which must match the payload's."""
         ring = self._keyring  # with keys, verified before anything in it is believed
         try:
             msg, signed = (
@@ -138,7 +136,7 @@ class Fleet:
             if over:
                 self._intake.reject(over, transport)
                 return
-        if signed and replayed(d, msg, now):
+        if signed and replayed(d, msg, now, self._life.gone):
             self._intake.reject("replay", transport)
             return
         if d is None:
@@ -391,8 +389,9 @@ class Fleet:
         with self._lock:
             wall, mono = self._clock(), self._mono()
             skipped = self._log.restore(events)
-            revived, bad = self._life.restore(rows, wall, mono, self._max_devices,
-                                              self._budget.share_sets)  # fmt: skip
+            revived, bad = self._life.restore(rows, events, wall, mono,
+                                              share=self._budget.share_sets,
+                                              max_devices=self._max_devices)  # fmt: skip
             for d in revived:
                 if d.state in ("up", "late"):
                     self._judge(d, mono, wall, "silent_through_restart")

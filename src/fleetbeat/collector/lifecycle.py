@@ -36,12 +36,16 @@ and its events from memory, and log one event (`to` "forgotten", reason "forgott
 "forget_after"). The store deletes its row, events and history (`Store.forget`, through
 `Fleet.take_forgotten`) at the first flush after one whose batch was taken after the
 forget: so that delete comes after any write of the device's old row, and before the
-write of the event that records it. A forgotten device that speaks again is new.
+write of the event that records it. A forgotten device that speaks again is new; but
+for STRANGER_SLACK the forget time of the last MAX_GONE forgotten ids is kept (`gone`,
+rebuilt at start from the stored `forgotten` events), so that a signed message no newer
+than the forget is a replay (`device.replayed`), not the device back.
 Not thread-safe by itself: the fleet calls `Lifecycle` under its lock.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 import os
@@ -51,8 +55,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fleetbeat.collector.budget import tags_cost
-from fleetbeat.collector.device import Device
-from fleetbeat.collector.events import EventLog
+from fleetbeat.collector.device import STRANGER_SLACK, Device
+from fleetbeat.collector.events import FORGOTTEN, EventLog, event_ok
 from fleetbeat.collector.eviction import Eviction
 from fleetbeat.collector.liveness import count_by_state
 from fleetbeat.collector.rows import revive
@@ -68,6 +72,7 @@ MAX_PROBLEMS = 20  # bad lines named in one error; the count says how many more
 SCAN_EVERY = 60.0  # s between forget_after scans (O(devices) each, under the lock)
 MAX_FORGET_PER_SCAN = 1000  # the rest wait for the next scan: each flush stays small
 UNHEARD = ("down", "offline")  # the states forget_after applies to
+MAX_GONE = 10_000  # forgotten ids whose forget time is kept, for STRANGER_SLACK at most
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\x9f]")  # Cc, but tab and CR
 Expected = dict[str, Mapping[str, str]]  # id -> the file's tags for it, in file order
@@ -224,6 +229,9 @@ class Lifecycle:
         self._log = log
         self._expected: dict[str, tuple[Mapping[str, str], float]] = {}  # id -> tags, since
         self._pending: list[tuple[str, int]] = []  # forgotten, stored: id, log takes then
+        # forgotten within STRANGER_SLACK, oldest first: id -> (when, its clock skew then),
+        # so a captured signed heartbeat cannot bring the device back (`device.replayed`)
+        self.gone: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
         self._scan_at = -math.inf
         self.forget_after = 0.0  # s; 0: never
         self.forgotten = {"forgotten": 0, "forget_after": 0}
@@ -286,8 +294,18 @@ class Lifecycle:
                 self._expected[d.id] = (e[0], now)
             if d.confirmed:  # stored (a device heard once never was)
                 self._pending.append((d.id, self._log.takes))
+            self._gone(d.id, now, d.clock_skew)
         self._log.forget(gone, reason, now)
         self.forgotten[reason] += len(gone)
+
+    def _gone(self, dev_id: str, when: float, skew: float) -> None:
+        gone = self.gone
+        gone[dev_id] = (when, skew)
+        gone.move_to_end(dev_id)
+        while gone and (
+            len(gone) > MAX_GONE or next(iter(gone.values()))[0] < when - STRANGER_SLACK
+        ):
+            gone.popitem(last=False)  # past the slack the stranger rule refuses its replays
 
     def scan(self, mono: float, wall: float, dirty: set[str]) -> int:
         """Forget the devices down or offline for `forget_after`, once a minute at most."""
@@ -311,11 +329,17 @@ class Lifecycle:
         return {"devices": states, "devices_expected": len(self._expected),
                 "forgotten": dict(self.forgotten)}  # fmt: skip
 
-    def restore(self, rows: list[tuple[Any, ...]], wall: float, mono: float, max_devices: int,
+    def restore(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]], wall: float,
+                mono: float, *, max_devices: int,
                 share: Callable[[Device], None]) -> tuple[list[Device], int]:  # fmt: skip
         """Devices from the store's rows at start, each taking the fleet's shared sets:
         (those kept, how many were skipped: unreadable, twice, or past max_devices, where
-        the least recently seen go)."""
+        the least recently seen go); and, from the stored events, the devices forgotten
+        within STRANGER_SLACK (`gone`; their clock skew is not kept: 0)."""
+        forgets = [e for e in events if event_ok(e) and e["to"] == FORGOTTEN]
+        for ev in sorted(forgets, key=lambda e: float(e["time"])):
+            if wall - STRANGER_SLACK <= ev["time"] <= wall:
+                self._gone(ev["device"], ev["time"], 0.0)
         revived, skipped = [], 0
         for row in rows:
             d = revive(row, wall=wall, mono=mono)
