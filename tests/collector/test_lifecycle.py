@@ -106,14 +106,46 @@ def test_a_missing_device_that_speaks_is_new_with_its_own_tags_filled_in_by_the_
     assert '"site"' not in rows[0][11]  # the stored tags: the heartbeat's only
 
 
-def test_a_device_heard_once_is_not_missing_and_missing_again_when_evicted() -> None:
-    """An expected id heard once is tracked (up); evicted by junk it is missing again."""
+def test_a_listed_device_heard_once_is_tracked_and_junk_cannot_evict_it() -> None:
+    """An expected id heard once is tracked (up), and not the first to go: a junk id
+    arriving when the fleet is full is rejected (max_devices) instead."""
     w = World(max_devices=1)
     w.fleet.expect({"pi-1": {}})
     w.hb("pi-1", 0)
     assert w.state("pi-1") == "up"
-    w.hb("junk-1", 0)  # the fleet is full: the unconfirmed pi-1 goes first
-    assert w.state("pi-1") == "missing" and w.state("junk-1") == "up"
+    w.hb("junk-1", 0)
+    assert w.state("pi-1") == "up" and w.state("junk-1") is None
+    assert w.fleet.stats()["rejected"]["max_devices"] == 1
+
+
+def test_a_silent_listed_device_is_never_evicted_and_its_down_alert_stays() -> None:
+    """max_devices full, a listed device and an unlisted one both silent past evict_after:
+    a new id evicts the unlisted one; the next is rejected (max_devices) rather than the
+    listed device evicted, which stays down (not missing), its stored history kept, and
+    its down alert firing, never told "back up"."""
+    w = World(max_devices=2, evict_after=60.0)
+    w.fleet.expect({"pi-a": BARN})
+    w.speaks("pi-a")
+    w.speaks("other")
+    a = Alerts(alerts_config(group_wait="0s", group_interval="1m"), missing_after=600.0)
+    w.advance(100)  # both down, then silent past evict_after
+    a.observe(w.fleet.take_changes()[1], w.wall.now)
+    a.evaluate(w.fleet.devices(), w.wall.now)
+    told = _notes(a, w.wall.now, w.wall.now + 1)
+    assert sorted(x["device"] for n in told for x in n.alerts) == ["other", "pi-a"]
+    w.speaks("new-1")
+    assert w.state("other") is None and w.state("new-1") == "up"
+    w.speaks("new-2")
+    assert w.state("new-2") is None and w.fleet.stats()["rejected"]["max_devices"] == 2
+    d = w.fleet.device("pi-a")
+    assert d is not None and d["state"] == "down" and d["received"] == 2
+    assert w.fleet.take_forgotten() == ["other"]  # the store deletes the evicted one only
+    t = w.wall.now
+    for step in range(0, 600, 20):
+        a.evaluate(w.fleet.devices(), t + step)
+        for n in _notes(a, t + step, t + step + 19):
+            assert "back up" not in n.summary, n.summary
+    assert ("down", "pi-a") in {(x["kind"], x["device"]) for x in a.active(t + 600)}
 
 
 def test_missing_devices_take_no_place_and_junk_cannot_remove_them() -> None:

@@ -151,7 +151,7 @@ class Fleet:
                 self._dirty.discard(gone)
             d = Device(dev_id, now, mono)
             self._devices[dev_id] = d
-            self._eviction.unconfirmed[dev_id] = None
+            self._eviction.admit(dev_id)
             d.run = msg["run"]
         elif msg["run"] != d.run:
             if kind != "hb":  # only a heartbeat starts a run: a forged bye cannot end one

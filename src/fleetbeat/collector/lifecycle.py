@@ -20,14 +20,15 @@ An expected id the fleet does not know (never heard from, or forgotten) is a dev
 state `missing` to every reader (`Fleet.devices()`, `device()`, `stats()`), since the
 collector started or the id was added to the file (or it was forgotten), with the
 file's tags and nothing else known (last_seen, interval, boot_time, version null). It
-is not in `Fleet._devices`: it takes no place among `max_devices`, junk ids cannot evict
-it, and it blocks no real device. The alerts call it `missing` once it has been so for
-`missing_after` (`alerts.Alerts`). When it speaks it is an ordinary new device, and its
-`first_seen` event says `from: "missing"`. A device that speaks has its heartbeat's
-tags; the file's tags fill in the keys its heartbeat lacks, wherever it is read (the
-API, `/metrics`, the alerts' grouping), while the store keeps the heartbeat's own. An
-expected device known to the fleet is simply a device (`listed: true`), never
-forgotten by `forget_after`.
+is not in `Fleet._devices`: it takes no place among `max_devices` until it speaks (then
+it needs one like any new device), junk ids cannot evict it, and it blocks no real
+device. The alerts call it `missing` once it has been so for `missing_after`
+(`alerts.Alerts`). When it speaks it is an ordinary new device, and its `first_seen`
+event says `from: "missing"`. A device that speaks has its heartbeat's tags; the file's
+tags fill in the keys its heartbeat lacks, wherever it is read (the API, `/metrics`,
+the alerts' grouping), while the store keeps the heartbeat's own. An expected device
+known to the fleet is simply a device (`listed: true`), never evicted
+(`Eviction.keep`), never forgotten by `forget_after`.
 
 **Forgetting.** `Fleet.forget` (`DELETE /api/devices/{id}`, `fleetbeat forget`) and,
 once a minute at most, `forget_after` (devices `down` or `offline` that long, by both
@@ -241,7 +242,11 @@ class Lifecycle:
         old = self._expected
         self._expected = {k: (expected[k], old[k][1] if k in old else now)
                           for k in sorted(expected)}  # fmt: skip
-        return len(self._expected.keys() - old.keys()), len(old.keys() - self._expected.keys())
+        self._eviction.keep = self._expected  # listed devices are never evicted
+        added = self._expected.keys() - old.keys()
+        for k in added:  # heard once before it was listed: no longer the first to go
+            self._eviction.unconfirmed.pop(k, None)
+        return len(added), len(old.keys() - self._expected.keys())
 
     def __len__(self) -> int:
         return len(self._expected)
