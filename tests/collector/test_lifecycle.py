@@ -429,9 +429,11 @@ def test_missing_devices_alert_after_missing_after_grouped_and_resolve_when_they
     assert sorted(x["device"] for x in a.active(T0 + 800)) == ["pi-barn-01", "pi-barn-03"]
 
 
-def test_a_forgotten_devices_alert_goes_untold_and_an_expected_one_comes_back_missing() -> None:
-    """A down device forgotten: its alert ends without a "back up"; an expected one is
-    missing again, and alerts as such only after missing_after from the forget."""
+def test_a_forgotten_devices_alert_resolves_as_forgotten_and_an_expected_one_comes_back_missing(
+) -> None:  # fmt: skip
+    """A down device forgotten: its told alert resolves, told once as "forgotten" (not
+    "back up"); an expected one is missing again, and alerts as such (a new alert) only
+    after missing_after from the forget."""
     w = World()
     w.fleet.expect({"pi-barn-01": BARN})
     w.speaks("pi-barn-01")
@@ -446,10 +448,68 @@ def test_a_forgotten_devices_alert_goes_untold_and_an_expected_one_comes_back_mi
     t = w.wall.now
     a.observe(w.fleet.take_changes()[1], t)
     a.evaluate(w.fleet.devices(), t)
-    assert _notes(a, t + 1, t + 300) == [] and a.active(t + 300) == []
+    (gone,) = _notes(a, t + 1, t + 300)
+    assert gone.status == "resolved" and a.active(t + 300) == []
+    assert gone.summary == "2 devices forgotten (no site tag): pi-barn-01, pi-other"
+    assert {(x["device"], x["resolved_reason"]) for x in gone.alerts} == {
+        ("pi-barn-01", "forgotten"), ("pi-other", "forgotten")}  # fmt: skip
     a.evaluate(w.fleet.devices(), t + 600)
     (n,) = _notes(a, t + 600, t + 601)
     assert n.summary == "1 device missing at site=barn: pi-barn-01"
+    assert [x["started"] for x in n.alerts] == [t]
+
+
+def test_a_listed_down_device_forgotten_is_told_forgotten_even_if_seen_missing_first() -> None:
+    """The alerts read the fleet (the device now missing) before they hear its forgotten
+    event: its down alert still resolves as "forgotten", never "back up"."""
+    w = World()
+    w.fleet.expect({"pi-barn-01": BARN})
+    w.speaks("pi-barn-01")
+    w.advance(100)
+    a = Alerts(alerts_config(group_wait="0s", group_interval="1m"), missing_after=600.0)
+    a.evaluate(w.fleet.devices(), w.wall.now)
+    a.observe(w.fleet.take_changes()[1], w.wall.now)
+    assert [n.summary for n in _notes(a, w.wall.now, w.wall.now + 1)] == [
+        "1 device down at site=barn: pi-barn-01"]  # fmt: skip
+    w.fleet.forget("pi-barn-01")
+    t = w.wall.now
+    a.evaluate(w.fleet.devices(), t + 2)
+    a.observe(w.fleet.take_changes()[1], t + 3)
+    assert [n.summary for n in _notes(a, t + 3, t + 300)] == [
+        "1 device forgotten at site=barn: pi-barn-01"]  # fmt: skip
+
+
+def test_a_missing_alert_resolves_when_the_id_leaves_the_list_and_comes_back_new() -> None:
+    """A told missing alert whose id is taken out of expected_devices resolves, told as
+    "no longer expected"; with send_resolved off it goes untold; the id listed again
+    later raises a new alert after missing_after, from the new listing."""
+    for send_resolved in (True, False):
+        w = World()
+        w.fleet.expect({"pi-typo": BARN})
+        a = Alerts(alerts_config(group_wait="0s", group_interval="1m",
+                                 send_resolved=send_resolved), missing_after=600.0)  # fmt: skip
+        a.evaluate(w.fleet.devices(), T0 + 600)
+        (n,) = _notes(a, T0 + 600, T0 + 601)
+        assert n.summary == "1 device missing at site=barn: pi-typo"
+        w.wall.now = T0 + 700
+        w.fleet.expect({})
+        a.evaluate(w.fleet.devices(), T0 + 700)
+        told = _notes(a, T0 + 700, T0 + 4 * 3600)
+        assert a.active(T0 + 4 * 3600) == []
+        if send_resolved:
+            (back,) = told
+            assert back.summary == "1 device no longer expected at site=barn: pi-typo"
+            assert back.alerts[0]["resolved_reason"] == "no longer expected"
+        else:
+            assert told == []
+        w.wall.now = T0 + 5 * 3600
+        w.fleet.expect({"pi-typo": BARN})
+        a.evaluate(w.fleet.devices(), w.wall.now + 599)
+        assert _notes(a, w.wall.now + 599, w.wall.now + 599) == []
+        a.evaluate(w.fleet.devices(), w.wall.now + 600)
+        (again,) = _notes(a, w.wall.now + 600, w.wall.now + 601)
+        assert again.summary == "1 device missing at site=barn: pi-typo"
+        assert again.alerts[0]["started"] == w.wall.now
 
 
 def test_a_told_missing_alert_survives_a_restart_within_missing_after() -> None:
