@@ -4,6 +4,7 @@ store and the alerts see of it."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -249,6 +250,59 @@ def test_forget_after_forgets_devices_down_or_offline_that_long_but_never_expect
     assert sorted(gone) == [("pi-down", "down", "forget_after"),
                             ("pi-offline", "offline", "forget_after")]  # fmt: skip
     assert w.fleet.stats()["forgotten"] == {"forgotten": 0, "forget_after": 2}
+
+
+def test_a_reload_of_an_empty_list_is_refused_and_the_protection_stays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP with the expected_devices file emptied (or all comments): refused, logged
+    as an error naming the file and how to clear the list; the device down for 45 days
+    stays listed and is not forgotten. Clearing it on purpose (expected_devices = "")
+    works."""
+    path = tmp_path / "expected"
+    path.write_text("pi-seasonal site=barn\n")
+    wall = FakeClock(T0)
+    section = dataclasses.replace(CollectorSection(), state_dir=str(tmp_path),
+                                  expected_devices=str(path), forget_after=30 * DAY)  # fmt: skip
+    col = Collector(CollectorConfig(collector=section), clock=wall)
+    w = World(forget_after=30 * DAY)
+    col.fleet = w.fleet  # the World's clocks
+    col._expect(section)
+    w.speaks("pi-seasonal")
+    for _ in range(45):
+        w.advance(DAY)
+    for text in ("", "# nothing here yet\n\n"):
+        path.write_text(text)
+        with caplog.at_level(logging.ERROR):
+            col._expect(section)
+        (err,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert str(path) in err and "lists none of the 1 expected devices" in err
+        assert 'expected_devices = ""' in err
+        caplog.clear()
+        w.advance(61)
+        d = w.fleet.device("pi-seasonal")
+        assert d is not None and d["listed"] and d["state"] == "down"
+    col._expect(dataclasses.replace(section, expected_devices=""))
+    assert w.fleet.stats()["devices_expected"] == 0
+
+
+def test_a_device_that_leaves_the_list_is_forgotten_only_forget_after_later() -> None:
+    """A listed device long down, taken out of the list (the list still has others): not
+    forgotten at the next scans, but once forget_after has passed since it left."""
+    w = World(forget_after=30 * DAY)
+    w.fleet.expect({"pi-old": {}, "pi-other": {}})
+    w.speaks("pi-old")
+    for _ in range(40):
+        w.advance(DAY)
+    w.fleet.expect({"pi-other": {}}, "expected")
+    w.advance(61)
+    w.advance(29 * DAY)
+    assert w.state("pi-old") == "down"
+    w.advance(DAY)
+    w.advance(61)
+    assert w.state("pi-old") is None
+    (ev,) = [e for e in w.fleet.events() if e["to"] == "forgotten"]
+    assert (ev["device"], ev["reason"]) == ("pi-old", "forget_after")
 
 
 def test_forget_after_scans_once_a_minute_and_zero_never_forgets() -> None:

@@ -204,10 +204,10 @@ class Fleet:
         with self._lock:
             return self._life.forget_one(dev_id, reason, self._clock(), self._dirty)
 
-    def expect(self, expected: Expected) -> tuple[int, int]:
-        """The ids of the expected_devices file (`lifecycle`); (added, removed)."""
+    def expect(self, expected: Expected, path: str = "") -> tuple[int, int]:
+        """The ids of the expected_devices file (`lifecycle`; `path`: a reload of it)."""
         with self._lock:
-            return self._life.expect(expected, self._clock())
+            return self._life.expect(expected, self._clock(), path=path)
 
     def release(self, dev_ids: Iterable[str]) -> int:
         """Forget devices another collector judges now (a Kafka rebalance); how many were known."""

@@ -14,7 +14,8 @@ keys and values at most 128 characters, as on the wire), at most `max_tags` of t
 `max_tag_bytes` a line, at most `max_devices` lines with an id, `MAX_FILE_BYTES` in
 all, each id once, a regular file. A bad file at start is a config error naming the
 file, each bad line's number and what is wrong (`ExpectedError`); on SIGHUP it is
-logged and the list read before stays.
+logged and the list read before stays, as for a file that keeps none of the ids of a
+non-empty list (`Lifecycle.expect`).
 
 An expected id the fleet does not know (never heard from, or forgotten) is a device in
 state `missing` to every reader (`Fleet.devices()`, `device()`, `stats()`), since the
@@ -28,7 +29,8 @@ event says `from: "missing"`. A device that speaks has its heartbeat's tags; the
 tags fill in the keys its heartbeat lacks, wherever it is read (the API, `/metrics`,
 the alerts' grouping), while the store keeps the heartbeat's own. An expected device
 known to the fleet is simply a device (`listed: true`), never evicted
-(`Eviction.keep`), never forgotten by `forget_after`.
+(`Eviction.keep`), never forgotten by `forget_after` (nor, once it leaves the list,
+until forget_after has passed since then).
 
 **Forgetting.** `Fleet.forget` (`DELETE /api/devices/{id}`, `fleetbeat forget`) and,
 once a minute at most, `forget_after` (devices `down` or `offline` that long, by both
@@ -234,19 +236,35 @@ class Lifecycle:
         # so a captured signed heartbeat cannot bring the device back (`device.replayed`)
         self.gone: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
         self._scan_at = -math.inf
+        self._unlisted: dict[str, float] = {}  # tracked ids that left the list: id -> when
         self.forget_after = 0.0  # s; 0: never
         self.forgotten = {"forgotten": 0, "forget_after": 0}
 
-    def expect(self, expected: Expected, now: float) -> tuple[int, int]:
-        """A new list of expected ids (sorted here); (how many were added, removed)."""
+    def expect(self, expected: Expected, now: float, *, path: str = "") -> tuple[int, int]:
+        """A new list of expected ids (sorted here); (how many were added, removed).
+
+        With `path` (a SIGHUP re-read of that file): ExpectedError, and the old list kept,
+        when the new one keeps none of a non-empty old list (an empty or all-comment file,
+        a generator that failed): it would lift every listed device's protection at once.
+        A listed device that leaves the list is not forgotten by `forget_after` until
+        forget_after has passed since it left (`scan`)."""
         old = self._expected
+        if path and old and expected.keys().isdisjoint(old):
+            raise ExpectedError([f"{path}: lists none of the {len(old)} expected devices "
+                                 "(empty, or all comments?): refused; to clear the list, set "
+                                 'expected_devices = "" and reload'])  # fmt: skip
         self._expected = {k: (expected[k], old[k][1] if k in old else now)
                           for k in sorted(expected)}  # fmt: skip
         self._eviction.keep = self._expected  # listed devices are never evicted
         added = self._expected.keys() - old.keys()
         for k in added:  # heard once before it was listed: no longer the first to go
             self._eviction.unconfirmed.pop(k, None)
-        return len(added), len(old.keys() - self._expected.keys())
+            self._unlisted.pop(k, None)
+        removed = old.keys() - self._expected.keys()
+        for k in removed:
+            if k in self._devices:  # protected until now: forget_after counts from here
+                self._unlisted[k] = now
+        return len(added), len(removed)
 
     def __len__(self) -> int:
         return len(self._expected)
@@ -318,9 +336,12 @@ class Lifecycle:
             return 0
         self._scan_at = mono + SCAN_EVERY
         wall_by, mono_by = wall - self.forget_after, mono - self.forget_after
+        grace = self._unlisted  # left the list less than forget_after ago: not yet
+        for k in [k for k, at in grace.items() if at <= wall_by or k not in self._devices]:
+            del grace[k]
         old = [d for d in self._devices.values()
                if d.state in UNHEARD and d.state_since <= wall_by and d.seen <= mono_by
-               and d.id not in self._expected]  # fmt: skip
+               and d.id not in self._expected and d.id not in grace]  # fmt: skip
         if len(old) > MAX_FORGET_PER_SCAN:  # the longest down first
             old = heapq.nsmallest(MAX_FORGET_PER_SCAN, old, key=lambda d: d.state_since)
         if old:

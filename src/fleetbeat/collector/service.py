@@ -228,11 +228,11 @@ class Collector:
         """Re-read expected_devices (SIGHUP): a bad file is logged, the old list stays."""
         try:
             expected = lifecycle.load_expected(c)
+            added, removed = self.fleet.expect(expected, c.expected_devices)
         except lifecycle.ExpectedError as err:
             log.error("reload: expected_devices: %s; keeping the expected devices read before",
                       err)  # fmt: skip
             return
-        added, removed = self.fleet.expect(expected)
         if added or removed or c.expected_devices != self.config.collector.expected_devices:
             log.info("reload: expected devices: %d in %s (+%d, -%d)", len(expected),
                      c.expected_devices or '""', added, removed)  # fmt: skip
