@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetbeat.collector.lifecycle import (
+from fleetbeat.collector.expected import (
     MAX_FILE_BYTES,
     MAX_PROBLEMS,
     ExpectedError,

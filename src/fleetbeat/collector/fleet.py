@@ -25,8 +25,9 @@ from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.device import Device, replayed
 from fleetbeat.collector.events import EventLog
 from fleetbeat.collector.eviction import Eviction
+from fleetbeat.collector.expected import Expected
 from fleetbeat.collector.intake import Intake
-from fleetbeat.collector.lifecycle import Expected, Lifecycle, merge
+from fleetbeat.collector.lifecycle import Lifecycle, merge
 from fleetbeat.collector.loss import MAX_PLAIN_JUMP
 from fleetbeat.collector.rows import row_of
 

@@ -39,7 +39,7 @@ import time
 from types import FrameType
 from typing import Any, Callable, Optional
 
-from fleetbeat.collector import lifecycle
+from fleetbeat.collector import expected as expected_file
 from fleetbeat.collector.alerting import Alerting
 from fleetbeat.collector.auth import ApiToken, Keyring
 from fleetbeat.collector.config import (
@@ -116,8 +116,8 @@ class Collector:
         """Reload stored state, then start receiving and serving."""
         c = self.config.collector
         try:  # before anything starts: a bad line is a config error (exit status 78)
-            expected = lifecycle.load_expected(c)
-        except lifecycle.ExpectedError as err:
+            expected = expected_file.load_expected(c)
+        except expected_file.ExpectedError as err:
             raise ConfigError([f"collector.expected_devices: {p}" for p in err.problems]) from None
         self.fleet.expect(expected)
         if c.expected_devices:
@@ -227,9 +227,9 @@ class Collector:
     def _expect(self, c: CollectorSection) -> None:
         """Re-read expected_devices (SIGHUP): a bad file is logged, the old list stays."""
         try:
-            expected = lifecycle.load_expected(c)
+            expected = expected_file.load_expected(c)
             added, removed = self.fleet.expect(expected, c.expected_devices)
-        except lifecycle.ExpectedError as err:
+        except expected_file.ExpectedError as err:
             log.error("reload: expected_devices: %s; keeping the expected devices read before",
                       err)  # fmt: skip
             return
