@@ -16,6 +16,7 @@ from collector_helpers import stored_devices, stored_events
 from fleetbeat import wire
 from fleetbeat.collector.alerts import Alerts
 from fleetbeat.collector.config import CollectorConfig, CollectorSection
+from fleetbeat.collector.expected import Rereader
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.service import Collector
 from fleetbeat.collector.store import Store
@@ -164,6 +165,40 @@ def test_missing_devices_take_no_place_and_junk_cannot_remove_them() -> None:
     assert w.fleet.stats()["devices"]["missing"] == 3
 
 
+def test_a_big_expected_list_is_never_read_whole_under_the_fleets_lock() -> None:
+    """With 50,000 ids expected and one heard: stats() counts the missing ones without
+    reading the list, and devices() and a new list (expect) read and sort it with the
+    fleet's lock released, so receivers never wait for it."""
+    w = World(max_devices=100_000)
+    lock = w.fleet._lock
+
+    class Watched(dict):  # type: ignore[type-arg]
+        """A dict that counts the times it was read whole while the fleet's lock was held."""
+
+        locked = 0
+
+        def __iter__(self) -> Any:
+            Watched.locked += lock.locked()
+            return super().__iter__()
+
+        def items(self) -> Any:
+            Watched.locked += lock.locked()
+            return super().items()
+
+        def keys(self) -> Any:
+            Watched.locked += lock.locked()
+            return super().keys()
+
+    w.speaks("pi-000007")
+    w.fleet.expect(Watched({f"pi-{i:06d}": BARN for i in range(50_000)}))
+    life = w.fleet._life
+    life._expected = Watched(life._expected)  # the list as installed, watched too
+    assert w.fleet.stats()["devices"]["missing"] == 49_999
+    devices = w.fleet.devices()
+    assert len(devices) == 50_000 and devices[7]["state"] == "up"
+    assert Watched.locked == 0
+
+
 def test_a_reload_keeps_the_since_of_ids_kept_and_drops_the_ids_removed() -> None:
     """A new list (SIGHUP): ids kept stay missing since they were first expected; new
     ones since now; removed ones are no longer shown."""
@@ -261,20 +296,18 @@ def test_a_reload_of_an_empty_list_is_refused_and_the_protection_stays(
     works."""
     path = tmp_path / "expected"
     path.write_text("pi-seasonal site=barn\n")
-    wall = FakeClock(T0)
     section = dataclasses.replace(CollectorSection(), state_dir=str(tmp_path),
                                   expected_devices=str(path), forget_after=30 * DAY)  # fmt: skip
-    col = Collector(CollectorConfig(collector=section), clock=wall)
     w = World(forget_after=30 * DAY)
-    col.fleet = w.fleet  # the World's clocks
-    col._expect(section)
+    reload = Rereader(w.fleet)  # what SIGHUP runs (`Collector._apply_file`), in this thread
+    reload.now(section, str(path))
     w.speaks("pi-seasonal")
     for _ in range(45):
         w.advance(DAY)
     for text in ("", "# nothing here yet\n\n"):
         path.write_text(text)
         with caplog.at_level(logging.ERROR):
-            col._expect(section)
+            reload.now(section, str(path))
         (err,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert str(path) in err and "lists none of the 1 expected devices" in err
         assert 'expected_devices = ""' in err
@@ -282,7 +315,7 @@ def test_a_reload_of_an_empty_list_is_refused_and_the_protection_stays(
         w.advance(61)
         d = w.fleet.device("pi-seasonal")
         assert d is not None and d["listed"] and d["state"] == "down"
-    col._expect(dataclasses.replace(section, expected_devices=""))
+    reload.now(dataclasses.replace(section, expected_devices=""), str(path))
     assert w.fleet.stats()["devices_expected"] == 0
 
 

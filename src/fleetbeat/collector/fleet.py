@@ -27,7 +27,7 @@ from fleetbeat.collector.events import EventLog
 from fleetbeat.collector.eviction import Eviction
 from fleetbeat.collector.expected import Expected
 from fleetbeat.collector.intake import Intake
-from fleetbeat.collector.lifecycle import Lifecycle, merge
+from fleetbeat.collector.lifecycle import Lifecycle, Roster, merge
 from fleetbeat.collector.loss import MAX_PLAIN_JUMP
 from fleetbeat.collector.rows import row_of
 
@@ -59,7 +59,7 @@ class Fleet:
         self._clock = clock
         self._mono = monotonic
         self._lock = threading.Lock()
-        self._devices: dict[str, Device] = {}
+        self._devices = Roster()
         self._dirty: set[str] = set()
         self._intake = Intake()
         self._eviction = Eviction(self._devices, config.evict_after)
@@ -206,9 +206,8 @@ class Fleet:
             return self._life.forget_one(dev_id, reason, self._clock(), self._dirty)
 
     def expect(self, expected: Expected, path: str = "") -> tuple[int, int]:
-        """The ids of the expected_devices file (`lifecycle`; `path`: a reload of it)."""
-        with self._lock:
-            return self._life.expect(expected, self._clock(), path=path)
+        """The expected_devices ids (`lifecycle`; `path`: a reload); one caller at a time."""
+        return self._life.expect(expected, self._clock(), self._lock, path=path)
 
     def release(self, dev_ids: Iterable[str]) -> int:
         """Forget devices another collector judges now (a Kafka rebalance); how many were known."""
@@ -278,9 +277,10 @@ class Fleet:
     def devices(self) -> list[dict[str, Any]]:
         """Every device as a JSON-ready dict, sorted by id; built in chunks, releasing the
         lock between them: each dict is consistent, and receivers never wait for long."""
-        with self._lock:
-            ids = sorted(self._devices)
-            missing = self._life.missing()
+        with self._lock:  # copies only: sorting, and finding the missing, come after
+            ids, listed = list(self._devices), self._life.listed()
+        ids.sort()
+        missing = self._life.missing_of(listed, set(ids))
         return merge(self._each(ids, LOCK_CHUNK, self._snapshot), missing)
 
     def _each(self, ids: list[str], chunk: int, read: Callable[[Device], Any]) -> list[Any]:

@@ -37,7 +37,8 @@ from __future__ import annotations
 import collections
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
+from threading import Lock
 from typing import Any, Callable, Optional
 
 from fleetbeat.collector.device import STRANGER_SLACK, Device
@@ -80,14 +81,50 @@ def merge(known: list[dict[str, Any]], missing: list[Missing]) -> list[dict[str,
     return sorted(known + [missing_snapshot(m) for m in missing], key=lambda d: str(d["id"]))
 
 
-class Lifecycle:
-    """The expected ids and the forgetting, over the fleet's devices, eviction and log."""
+class Roster(dict[str, Device]):
+    """The fleet's devices by id, counting those the expected list names (`listed_known`),
+    so that the count of missing ones costs nothing to read (`Lifecycle.stats`)."""
 
-    def __init__(self, devices: dict[str, Device], eviction: Eviction, log: EventLog) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: Container[str] = ()
+        self.listed_known = 0
+
+    def __setitem__(self, k: str, v: Device) -> None:
+        if k not in self and k in self.listed:
+            self.listed_known += 1
+        super().__setitem__(k, v)
+
+    def __delitem__(self, k: str) -> None:
+        super().__delitem__(k)
+        if k in self.listed:
+            self.listed_known -= 1
+
+    def pop(self, k: str, *default: Any) -> Any:
+        if k in self and k in self.listed:
+            self.listed_known -= 1
+        return super().pop(k, *default)
+
+    def relist(self, listed: dict[str, Any]) -> None:
+        """A new expected list: counted over the smaller of the two."""
+        self.listed = listed
+        small, big = (self, listed) if len(self) <= len(listed) else (listed, self)
+        self.listed_known = sum(1 for k in small if k in big)
+
+
+class Lifecycle:
+    """The expected ids and the forgetting, over the fleet's devices, eviction and log.
+
+    The expected list (`_expected`) is replaced whole by `expect` and never changed in
+    place (a forget's new missing-since goes to `_reset`): readers may copy the reference
+    under the fleet's lock and read it after (`listed`, `missing_of`)."""
+
+    def __init__(self, devices: Roster, eviction: Eviction, log: EventLog) -> None:
         self._devices = devices
         self._eviction = eviction
         self._log = log
         self._expected: dict[str, tuple[Mapping[str, str], float]] = {}  # id -> tags, since
+        self._reset: dict[str, float] = {}  # listed ids forgotten: missing again since then
         self._pending: list[tuple[str, int]] = []  # forgotten, stored: id, log takes then
         # forgotten within STRANGER_SLACK, oldest first: id -> (when, its clock skew then),
         # so a captured signed heartbeat cannot bring the device back (`device.replayed`)
@@ -97,8 +134,12 @@ class Lifecycle:
         self.forget_after = 0.0  # s; 0: never
         self.forgotten = {"forgotten": 0, "forget_after": 0}
 
-    def expect(self, expected: Expected, now: float, *, path: str = "") -> tuple[int, int]:
-        """A new list of expected ids (sorted here); (how many were added, removed).
+    def expect(
+        self, expected: Expected, now: float, lock: Lock, *, path: str = ""
+    ) -> tuple[int, int]:
+        """A new list of expected ids (sorted here); (how many were added, removed). Built
+        outside the fleet's `lock` (only the main thread replaces the list), installed
+        under it in O(devices) at most, never O(ids listed).
 
         With `path` (a SIGHUP re-read of that file): ExpectedError, and the old list kept,
         when the new one keeps none of a non-empty old list (an empty or all-comment file,
@@ -110,32 +151,44 @@ class Lifecycle:
             raise ExpectedError([f"{path}: lists none of the {len(old)} expected devices "
                                  "(empty, or all comments?): refused; to clear the list, set "
                                  'expected_devices = "" and reload'])  # fmt: skip
-        self._expected = {k: (expected[k], old[k][1] if k in old else now)
-                          for k in sorted(expected)}  # fmt: skip
-        self._eviction.keep = self._expected  # listed devices are never evicted
-        added = self._expected.keys() - old.keys()
-        for k in added:  # heard once before it was listed: no longer the first to go
-            self._eviction.unconfirmed.pop(k, None)
-            self._unlisted.pop(k, None)
-        removed = old.keys() - self._expected.keys()
-        for k in removed:
-            if k in self._devices:  # protected until now: forget_after counts from here
+        new = {k: (expected[k], old[k][1] if k in old else now) for k in sorted(expected)}
+        added = len(new) - sum(1 for k in old if k in new)
+        removed = {k for k in old if k not in new}
+        with lock:
+            self._expected = new
+            self._devices.relist(new)
+            self._eviction.keep = new  # listed devices are never evicted
+            unconfirmed, devices = self._eviction.unconfirmed, self._devices
+            for k in [k for k in unconfirmed if k in new]:  # no longer the first to go
+                del unconfirmed[k]
+            for k in [k for k in self._unlisted if k in new]:
+                del self._unlisted[k]
+            for k in [k for k in self._reset if k not in new]:
+                del self._reset[k]
+            left = (k for k in removed if k in devices) if len(removed) < len(devices) else (
+                k for k in devices if k in removed)  # fmt: skip
+            for k in left:  # protected until now: forget_after counts from here
                 self._unlisted[k] = now
-        return len(added), len(removed)
+        return added, len(removed)
 
     def __len__(self) -> int:
         return len(self._expected)
 
-    def missing(self) -> list[Missing]:
-        """The expected ids the fleet does not know, sorted."""
-        known = self._devices
-        return [(k, e[0], e[1]) for k, e in self._expected.items() if k not in known]
+    def listed(self) -> dict[str, tuple[Mapping[str, str], float]]:
+        """The expected list as it is now (under the fleet's lock; read it after)."""
+        return self._expected
+
+    def missing_of(self, listed: dict[str, tuple[Mapping[str, str], float]],
+                   known: Container[str]) -> list[Missing]:  # fmt: skip
+        """The ids of `listed` not in `known`, sorted: no lock needed (see the class)."""
+        reset = self._reset
+        return [(k, e[0], reset.get(k, e[1])) for k, e in listed.items() if k not in known]
 
     def missing_one(self, dev_id: str) -> Optional[dict[str, Any]]:
         e = self._expected.get(dev_id)
         if e is None or dev_id in self._devices:
             return None
-        return missing_snapshot((dev_id, e[0], e[1]))
+        return missing_snapshot((dev_id, e[0], self._reset.get(dev_id, e[1])))
 
     def dress(self, snap: dict[str, Any]) -> dict[str, Any]:
         """A tracked device's dict: `listed` (expected), the file's tags its heartbeat lacks."""
@@ -169,9 +222,8 @@ class Lifecycle:
             del self._devices[d.id]
             self._eviction.unconfirmed.pop(d.id, None)
             dirty.discard(d.id)
-            e = self._expected.get(d.id)
-            if e is not None:
-                self._expected[d.id] = (e[0], now)
+            if d.id in self._expected:
+                self._reset[d.id] = now
             if d.confirmed:  # stored (a device heard once never was)
                 self._pending.append((d.id, self._log.takes))
             self._gone(d.id, now, d.clock_skew)
@@ -208,7 +260,7 @@ class Lifecycle:
     def stats(self) -> dict[str, Any]:
         """For `Fleet.stats`: devices by state, the missing ones too; expected; forgotten."""
         states = count_by_state(d.state for d in self._devices.values())
-        states["missing"] += len(self.missing())
+        states["missing"] += len(self._expected) - self._devices.listed_known
         return {"devices": states, "devices_expected": len(self._expected),
                 "forgotten": dict(self.forgotten)}  # fmt: skip
 
