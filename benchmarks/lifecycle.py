@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 from fleetbeat import wire
 from fleetbeat.collector.config import CollectorSection
+from fleetbeat.collector.expected import read_expected
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.lifecycle import read_expected
 from fleetbeat.config import frozen as dataclasses
 
 MISSING = 40_000

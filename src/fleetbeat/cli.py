@@ -74,7 +74,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     data = read_toml(args.file)
     lines = [f"# {args.file}: valid. Effective configuration (defaults filled in):", ""]
     if is_collector_document(data):
-        from fleetbeat.collector.lifecycle import ExpectedError, load_expected
+        from fleetbeat.collector.expected import ExpectedError, load_expected
 
         collector = parse_collector_config(data, args.file).collector
         try:  # the file the collector would refuse to start with

@@ -308,14 +308,19 @@ def test_devices_reconcile_state_alerts_without_events():
     assert end.status == "resolved"
 
 
-def test_a_forgotten_device_is_dropped_without_a_word():
-    """A device no longer in the fleet (forgotten) leaves no alert and gets no reminders."""
+def test_a_device_that_left_the_fleet_resolves_as_such_and_gets_no_reminders():
+    """A device no longer in the fleet (evicted, released) leaves no alert and gets no
+    reminders: its told down alert resolves "no longer tracked", not "back up"."""
     a = barn(group_interval="1m", repeat_interval="10m")
     down(a, T0, "pi-barn-01", "pi-barn-02")
     assert len(run(a, T0, T0 + 30)) == 1
     a.evaluate([device("pi-barn-02", "down", since=T0, site="barn")], T0 + 40)
     assert [x["device"] for x in a.active(T0 + 40)] == ["pi-barn-02"]
-    (reminder,) = run(a, T0 + 40, T0 + 700, 10)
+    gone, reminder = run(a, T0 + 40, T0 + 700, 10)
+    assert gone.summary == "1 device no longer tracked at site=barn: pi-barn-01"
+    (told,) = [x for x in gone.alerts if x["device"] == "pi-barn-01"]
+    assert (told["status"], told["resolved_reason"], told["resolved"]) == (
+        "resolved", "no longer tracked", T0 + 40)  # fmt: skip
     assert reminder.summary == "Still: 1 device down at site=barn: pi-barn-02"
 
 

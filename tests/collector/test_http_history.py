@@ -105,6 +105,48 @@ def test_the_fleet_pass_gives_each_device_the_availability_of_its_own_history(
     store.close()
 
 
+def test_a_forgotten_device_that_speaks_again_has_no_made_up_history(tmp_path: Path) -> None:
+    """A device forgotten while down and heard again: its kept history starts with the
+    forgotten event, and neither its own history nor the fleet-wide pass stretches that
+    event's `from` (down) back to the window's start: no state before the forget, counted
+    from its first heartbeat after it (100 %, since then)."""
+    now = 1_800_000_000.0
+    clock = FakeClock(now - 3 * DAY)
+    store = Store(str(tmp_path), retention=31 * DAY, clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
+    fleet.receive(hb("pi", 0), ("10.0.0.1", 1))
+    fleet.receive(hb("pi", 1), ("10.0.0.1", 1))
+    clock.now += 600
+    fleet.check()  # late, down
+
+    def flush() -> None:  # as `service.Collector.flush` does
+        rows, events = fleet.take_changes()
+        store.forget(fleet.take_forgotten())
+        store.write(rows, events)
+
+    flush()
+    assert fleet.forget("pi")
+    flush()
+    flush()  # the delete comes a flush later, before the forgotten event is written
+    clock.now += 60
+    back = clock.now
+    fleet.receive(hb("pi", 0), ("10.0.0.1", 1))
+    fleet.receive(hb("pi", 1), ("10.0.0.1", 1))
+    flush()
+    clock.now = now
+    reader = StoreReader(store.path)
+    _, events, _ = reader.events("pi", now - h.LONGEST)
+    assert [e[2] for e in events] == ["forgotten", "up"]
+    api = HistoryApi(fleet, reader, clock=clock)
+    status, body = api.device_history("pi", {"since": [str(now - 7 * DAY)]})
+    assert status == 200
+    assert [(s["from"], s["state"]) for s in body["segments"]] == [(back, "up")]
+    assert body["availability"] == {"24h": 100.0, "7d": 100.0, "30d": 100.0, "since": back}
+    assert h.availability(api.tallies()["pi"]) == body["availability"]
+    reader.close()
+    store.close()
+
+
 class Current:
     """The fleet's read side reduced to what the availability pass reads: states now."""
 
@@ -135,14 +177,17 @@ def test_the_fleet_pass_equals_each_devices_segments_on_random_histories(
     states = [*h.STATES, "forgotten", "weird"]
     timeline: list[dict[str, Any]] = []
     last: dict[str, tuple[float, str]] = {}
-    for dev in names[:140]:  # the last 10 have no events at all
+    for n, dev in enumerate(names[:140]):  # the last 10 have no events at all
         t = now - rng.choice([1, 5, 20, 35, 40]) * DAY
         state: str | None = None if rng.random() < 0.5 else "up"
+        first = True
         while True:
             t += rng.expovariate(1 / (rng.choice([0.1, 1, 4]) * DAY))
             if t >= now - 60:
                 break
-            new = rng.choice(states)
+            # one in five starts with a forget (its older history deleted): nothing before it
+            new = "forgotten" if first and n % 5 == 0 else rng.choice(states)
+            first = False
             timeline.append({"time": t, "device": dev, "from": state, "to": new, "reason": "x"})
             state = new
             last[dev] = (t, new)

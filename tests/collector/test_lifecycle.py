@@ -4,6 +4,7 @@ store and the alerts see of it."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +16,7 @@ from collector_helpers import stored_devices, stored_events
 from fleetbeat import wire
 from fleetbeat.collector.alerts import Alerts
 from fleetbeat.collector.config import CollectorConfig, CollectorSection
+from fleetbeat.collector.expected import Rereader
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.service import Collector
 from fleetbeat.collector.store import Store
@@ -106,14 +108,46 @@ def test_a_missing_device_that_speaks_is_new_with_its_own_tags_filled_in_by_the_
     assert '"site"' not in rows[0][11]  # the stored tags: the heartbeat's only
 
 
-def test_a_device_heard_once_is_not_missing_and_missing_again_when_evicted() -> None:
-    """An expected id heard once is tracked (up); evicted by junk it is missing again."""
+def test_a_listed_device_heard_once_is_tracked_and_junk_cannot_evict_it() -> None:
+    """An expected id heard once is tracked (up), and not the first to go: a junk id
+    arriving when the fleet is full is rejected (max_devices) instead."""
     w = World(max_devices=1)
     w.fleet.expect({"pi-1": {}})
     w.hb("pi-1", 0)
     assert w.state("pi-1") == "up"
-    w.hb("junk-1", 0)  # the fleet is full: the unconfirmed pi-1 goes first
-    assert w.state("pi-1") == "missing" and w.state("junk-1") == "up"
+    w.hb("junk-1", 0)
+    assert w.state("pi-1") == "up" and w.state("junk-1") is None
+    assert w.fleet.stats()["rejected"]["max_devices"] == 1
+
+
+def test_a_silent_listed_device_is_never_evicted_and_its_down_alert_stays() -> None:
+    """max_devices full, a listed device and an unlisted one both silent past evict_after:
+    a new id evicts the unlisted one; the next is rejected (max_devices) rather than the
+    listed device evicted, which stays down (not missing), its stored history kept, and
+    its down alert firing, never told "back up"."""
+    w = World(max_devices=2, evict_after=60.0)
+    w.fleet.expect({"pi-a": BARN})
+    w.speaks("pi-a")
+    w.speaks("other")
+    a = Alerts(alerts_config(group_wait="0s", group_interval="1m"), missing_after=600.0)
+    w.advance(100)  # both down, then silent past evict_after
+    a.observe(w.fleet.take_changes()[1], w.wall.now)
+    a.evaluate(w.fleet.devices(), w.wall.now)
+    told = _notes(a, w.wall.now, w.wall.now + 1)
+    assert sorted(x["device"] for n in told for x in n.alerts) == ["other", "pi-a"]
+    w.speaks("new-1")
+    assert w.state("other") is None and w.state("new-1") == "up"
+    w.speaks("new-2")
+    assert w.state("new-2") is None and w.fleet.stats()["rejected"]["max_devices"] == 2
+    d = w.fleet.device("pi-a")
+    assert d is not None and d["state"] == "down" and d["received"] == 2
+    assert w.fleet.take_forgotten() == ["other"]  # the store deletes the evicted one only
+    t = w.wall.now
+    for step in range(0, 600, 20):
+        a.evaluate(w.fleet.devices(), t + step)
+        for n in _notes(a, t + step, t + step + 19):
+            assert "back up" not in n.summary, n.summary
+    assert ("down", "pi-a") in {(x["kind"], x["device"]) for x in a.active(t + 600)}
 
 
 def test_missing_devices_take_no_place_and_junk_cannot_remove_them() -> None:
@@ -129,6 +163,40 @@ def test_missing_devices_take_no_place_and_junk_cannot_remove_them() -> None:
     assert w.fleet.stats()["rejected"]["max_devices"] == 200
     assert [w.state(f"pi-{i}") for i in range(3)] == ["missing"] * 3
     assert w.fleet.stats()["devices"]["missing"] == 3
+
+
+def test_a_big_expected_list_is_never_read_whole_under_the_fleets_lock() -> None:
+    """With 50,000 ids expected and one heard: stats() counts the missing ones without
+    reading the list, and devices() and a new list (expect) read and sort it with the
+    fleet's lock released, so receivers never wait for it."""
+    w = World(max_devices=100_000)
+    lock = w.fleet._lock
+
+    class Watched(dict):  # type: ignore[type-arg]
+        """A dict that counts the times it was read whole while the fleet's lock was held."""
+
+        locked = 0
+
+        def __iter__(self) -> Any:
+            Watched.locked += lock.locked()
+            return super().__iter__()
+
+        def items(self) -> Any:
+            Watched.locked += lock.locked()
+            return super().items()
+
+        def keys(self) -> Any:
+            Watched.locked += lock.locked()
+            return super().keys()
+
+    w.speaks("pi-000007")
+    w.fleet.expect(Watched({f"pi-{i:06d}": BARN for i in range(50_000)}))
+    life = w.fleet._life
+    life._expected = Watched(life._expected)  # the list as installed, watched too
+    assert w.fleet.stats()["devices"]["missing"] == 49_999
+    devices = w.fleet.devices()
+    assert len(devices) == 50_000 and devices[7]["state"] == "up"
+    assert Watched.locked == 0
 
 
 def test_a_reload_keeps_the_since_of_ids_kept_and_drops_the_ids_removed() -> None:
@@ -217,6 +285,57 @@ def test_forget_after_forgets_devices_down_or_offline_that_long_but_never_expect
     assert sorted(gone) == [("pi-down", "down", "forget_after"),
                             ("pi-offline", "offline", "forget_after")]  # fmt: skip
     assert w.fleet.stats()["forgotten"] == {"forgotten": 0, "forget_after": 2}
+
+
+def test_a_reload_of_an_empty_list_is_refused_and_the_protection_stays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP with the expected_devices file emptied (or all comments): refused, logged
+    as an error naming the file and how to clear the list; the device down for 45 days
+    stays listed and is not forgotten. Clearing it on purpose (expected_devices = "")
+    works."""
+    path = tmp_path / "expected"
+    path.write_text("pi-seasonal site=barn\n")
+    section = dataclasses.replace(CollectorSection(), state_dir=str(tmp_path),
+                                  expected_devices=str(path), forget_after=30 * DAY)  # fmt: skip
+    w = World(forget_after=30 * DAY)
+    reload = Rereader(w.fleet)  # what SIGHUP runs (`Collector._apply_file`), in this thread
+    reload.now(section, str(path))
+    w.speaks("pi-seasonal")
+    for _ in range(45):
+        w.advance(DAY)
+    for text in ("", "# nothing here yet\n\n"):
+        path.write_text(text)
+        with caplog.at_level(logging.ERROR):
+            reload.now(section, str(path))
+        (err,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert str(path) in err and "lists none of the 1 expected devices" in err
+        assert 'expected_devices = ""' in err
+        caplog.clear()
+        w.advance(61)
+        d = w.fleet.device("pi-seasonal")
+        assert d is not None and d["listed"] and d["state"] == "down"
+    reload.now(dataclasses.replace(section, expected_devices=""), str(path))
+    assert w.fleet.stats()["devices_expected"] == 0
+
+
+def test_a_device_that_leaves_the_list_is_forgotten_only_forget_after_later() -> None:
+    """A listed device long down, taken out of the list (the list still has others): not
+    forgotten at the next scans, but once forget_after has passed since it left."""
+    w = World(forget_after=30 * DAY)
+    w.fleet.expect({"pi-old": {}, "pi-other": {}})
+    w.speaks("pi-old")
+    for _ in range(40):
+        w.advance(DAY)
+    w.fleet.expect({"pi-other": {}}, "expected")
+    w.advance(61)
+    w.advance(29 * DAY)
+    assert w.state("pi-old") == "down"
+    w.advance(DAY)
+    w.advance(61)
+    assert w.state("pi-old") is None
+    (ev,) = [e for e in w.fleet.events() if e["to"] == "forgotten"]
+    assert (ev["device"], ev["reason"]) == ("pi-old", "forget_after")
 
 
 def test_forget_after_scans_once_a_minute_and_zero_never_forgets() -> None:
@@ -397,9 +516,11 @@ def test_missing_devices_alert_after_missing_after_grouped_and_resolve_when_they
     assert sorted(x["device"] for x in a.active(T0 + 800)) == ["pi-barn-01", "pi-barn-03"]
 
 
-def test_a_forgotten_devices_alert_goes_untold_and_an_expected_one_comes_back_missing() -> None:
-    """A down device forgotten: its alert ends without a "back up"; an expected one is
-    missing again, and alerts as such only after missing_after from the forget."""
+def test_a_forgotten_devices_alert_resolves_as_forgotten_and_an_expected_one_comes_back_missing(
+) -> None:  # fmt: skip
+    """A down device forgotten: its told alert resolves, told once as "forgotten" (not
+    "back up"); an expected one is missing again, and alerts as such (a new alert) only
+    after missing_after from the forget."""
     w = World()
     w.fleet.expect({"pi-barn-01": BARN})
     w.speaks("pi-barn-01")
@@ -414,10 +535,68 @@ def test_a_forgotten_devices_alert_goes_untold_and_an_expected_one_comes_back_mi
     t = w.wall.now
     a.observe(w.fleet.take_changes()[1], t)
     a.evaluate(w.fleet.devices(), t)
-    assert _notes(a, t + 1, t + 300) == [] and a.active(t + 300) == []
+    (gone,) = _notes(a, t + 1, t + 300)
+    assert gone.status == "resolved" and a.active(t + 300) == []
+    assert gone.summary == "2 devices forgotten (no site tag): pi-barn-01, pi-other"
+    assert {(x["device"], x["resolved_reason"]) for x in gone.alerts} == {
+        ("pi-barn-01", "forgotten"), ("pi-other", "forgotten")}  # fmt: skip
     a.evaluate(w.fleet.devices(), t + 600)
     (n,) = _notes(a, t + 600, t + 601)
     assert n.summary == "1 device missing at site=barn: pi-barn-01"
+    assert [x["started"] for x in n.alerts] == [t]
+
+
+def test_a_listed_down_device_forgotten_is_told_forgotten_even_if_seen_missing_first() -> None:
+    """The alerts read the fleet (the device now missing) before they hear its forgotten
+    event: its down alert still resolves as "forgotten", never "back up"."""
+    w = World()
+    w.fleet.expect({"pi-barn-01": BARN})
+    w.speaks("pi-barn-01")
+    w.advance(100)
+    a = Alerts(alerts_config(group_wait="0s", group_interval="1m"), missing_after=600.0)
+    a.evaluate(w.fleet.devices(), w.wall.now)
+    a.observe(w.fleet.take_changes()[1], w.wall.now)
+    assert [n.summary for n in _notes(a, w.wall.now, w.wall.now + 1)] == [
+        "1 device down at site=barn: pi-barn-01"]  # fmt: skip
+    w.fleet.forget("pi-barn-01")
+    t = w.wall.now
+    a.evaluate(w.fleet.devices(), t + 2)
+    a.observe(w.fleet.take_changes()[1], t + 3)
+    assert [n.summary for n in _notes(a, t + 3, t + 300)] == [
+        "1 device forgotten at site=barn: pi-barn-01"]  # fmt: skip
+
+
+def test_a_missing_alert_resolves_when_the_id_leaves_the_list_and_comes_back_new() -> None:
+    """A told missing alert whose id is taken out of expected_devices resolves, told as
+    "no longer expected"; with send_resolved off it goes untold; the id listed again
+    later raises a new alert after missing_after, from the new listing."""
+    for send_resolved in (True, False):
+        w = World()
+        w.fleet.expect({"pi-typo": BARN})
+        a = Alerts(alerts_config(group_wait="0s", group_interval="1m",
+                                 send_resolved=send_resolved), missing_after=600.0)  # fmt: skip
+        a.evaluate(w.fleet.devices(), T0 + 600)
+        (n,) = _notes(a, T0 + 600, T0 + 601)
+        assert n.summary == "1 device missing at site=barn: pi-typo"
+        w.wall.now = T0 + 700
+        w.fleet.expect({})
+        a.evaluate(w.fleet.devices(), T0 + 700)
+        told = _notes(a, T0 + 700, T0 + 4 * 3600)
+        assert a.active(T0 + 4 * 3600) == []
+        if send_resolved:
+            (back,) = told
+            assert back.summary == "1 device no longer expected at site=barn: pi-typo"
+            assert back.alerts[0]["resolved_reason"] == "no longer expected"
+        else:
+            assert told == []
+        w.wall.now = T0 + 5 * 3600
+        w.fleet.expect({"pi-typo": BARN})
+        a.evaluate(w.fleet.devices(), w.wall.now + 599)
+        assert _notes(a, w.wall.now + 599, w.wall.now + 599) == []
+        a.evaluate(w.fleet.devices(), w.wall.now + 600)
+        (again,) = _notes(a, w.wall.now + 600, w.wall.now + 601)
+        assert again.summary == "1 device missing at site=barn: pi-typo"
+        assert again.alerts[0]["started"] == w.wall.now
 
 
 def test_a_told_missing_alert_survives_a_restart_within_missing_after() -> None:

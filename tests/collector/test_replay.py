@@ -122,6 +122,35 @@ def test_an_evicted_device_cannot_be_brought_back_by_an_old_capture(tmp_path: Pa
     assert fleet.device("pi") is None and _replays(fleet) == 2
 
 
+def test_a_forgotten_device_cannot_be_brought_back_by_its_captured_heartbeats(
+    tmp_path: Path,
+) -> None:
+    """A device retired and forgotten a minute after its last heartbeat: two of its captured
+    signed heartbeats sent again from elsewhere (within the stranger's hour) are replays,
+    and it stays gone; the same after a collector restart (the forget time comes back from
+    the stored `forgotten` event); a heartbeat with a clock past the forget is a new device."""
+    fleet, wall, mono = _fleet(tmp_path)
+    captured = [_msg(s, ts=T0 + s) for s in range(10)]
+    for m in captured:
+        fleet.receive(m, ("10.0.0.5", 1))
+        _tick(wall, mono, 1)
+    _tick(wall, mono, 60)
+    assert fleet.forget("pi") and fleet.device("pi") is None
+    _tick(wall, mono, 120)
+    fleet.receive(captured[8], ("10.0.0.66", 1))
+    fleet.receive(captured[9], ("10.0.0.66", 1))
+    assert fleet.device("pi") is None and _replays(fleet) == 2
+    fleet = _restart(fleet, tmp_path, wall, mono)
+    _tick(wall, mono, 60)
+    fleet.receive(captured[8], ("10.0.0.66", 1))
+    fleet.receive(captured[9], ("10.0.0.66", 1))
+    assert fleet.device("pi") is None and _replays(fleet) == 2
+    fleet.receive(_msg(0, run="fedcba9876543210", ts=wall.now), ("10.0.0.5", 1))
+    fleet.receive(_msg(1, run="fedcba9876543210", ts=wall.now), ("10.0.0.5", 1))
+    d = fleet.device("pi")
+    assert d is not None and d["state"] == "up" and d["received"] == 2
+
+
 def test_a_genuine_restart_and_a_new_device_are_accepted(tmp_path: Path) -> None:
     """The rules refuse replays, not life: a restart with a later clock starts its run, and a
     new device whose clock is within the hour is admitted."""

@@ -22,8 +22,10 @@ The main loop drives it; the HTTP side reads it. All of it is thread-safe.
 because it stayed silent through a collector restart), `offline`, and the one-off `reboot`
 and `restart`; each resolves when the device is back up. `missing` is also an expected
 device never heard from (`collector.lifecycle`), once it has been so for `missing_after`
-(judged by `evaluate`; it resolves when the device speaks). A device forgotten (its event
-goes to "forgotten") takes its alerts with it, untold: it did not come back up. More than
+(judged by `evaluate`; it resolves when the device speaks). A device that leaves the fleet
+resolves its alerts with why (`resolved_reason`; "1 device forgotten", not "back up"):
+"forgotten", "no longer expected" (a missing one off the list), "no longer tracked"
+(evicted, released); if the id comes back its next alert is a new one. More than
 `flapping` up/down changes, restarts and reboots within `flapping_window` raise one
 `flapping` alert, which holds back the device's down/offline/reboot/restart alerts until
 it has been stable for a whole window (a restart loop is one alert, not one a restart).
@@ -102,6 +104,7 @@ class Alerts:
         self._children: dict[str, int] = {}  # parent id -> devices tagged with it
         self._changes: dict[str, list[float]] = {}  # recent up/down change times (flapping)
         self._breached: dict[AlertKey, float] = {}  # rule/loss breached since (not yet held)
+        self._missing: set[str] = set()  # missing at the last look (`evaluate`)
 
     def apply_config(
         self,
@@ -127,16 +130,16 @@ class Alerts:
                 self._event(ev, now)
                 (gone.add if ev["to"] == FORGOTTEN else gone.discard)(ev["device"])
             if gone:
-                self._drop(gone)
+                self._drop(gone, now)
 
-    def _drop(self, gone: set[str]) -> None:
-        """Forgotten devices: their alerts go untold (no "back up"), their history too."""
+    def _drop(self, gone: set[str], now: float) -> None:
+        """Forgotten devices: alerts resolve as "forgotten" (not "back up"), history goes."""
         for dev in gone:
             self._unreachable.discard(dev)
             self._changes.pop(dev, None)
         for key in [k for k in self._breached if k[1] in gone]:
             del self._breached[key]
-        self._grouper.forget(lambda dev: dev not in gone)
+        self._grouper.forget(lambda dev: "forgotten" if dev in gone else None, now)
 
     def _event(self, ev: Mapping[str, Any], now: float) -> None:
         dev: str = ev["device"]
@@ -192,6 +195,7 @@ class Alerts:
                 self._tag_sets.clear()
             children: dict[str, int] = {}
             unreachable: set[str] = set()
+            was_missing, missing = self._missing, set()
             for d in devices:
                 dev: str = d["id"]
                 tags: Mapping[str, str] = d["tags"]
@@ -200,6 +204,8 @@ class Alerts:
                 if parent:
                     children[parent] = children.get(parent, 0) + 1
                 state: str = d["state"]
+                if state == "missing":
+                    missing.add(dev)
                 news = self._since.get(dev)
                 if news is None or d["state_since"] >= news:  # not older than our news
                     self._since.pop(dev, None)
@@ -224,8 +230,10 @@ class Alerts:
             self._unreachable = unreachable
             for dev in [k for k in self._since if k not in tags_by]:  # forgotten devices
                 del self._since[dev]
-            # a device known at the last look and gone now was forgotten: no more reminders
-            self._grouper.forget(lambda dev: dev in tags_by or dev not in known)
+            self._missing = missing
+            gone = {k for k in known if k not in tags_by}  # known at the last look, gone now
+            self._grouper.forget(lambda dev: None if dev not in gone else "no longer expected"
+                                 if dev in was_missing else "no longer tracked", now)  # fmt: skip
 
     def _reconcile(self, dev: str, state: str, since: float, now: float) -> None:
         """State alerts agree with the fleet, whatever events were missed (a restart)."""
@@ -237,7 +245,7 @@ class Alerts:
             if not self._firing(alerts.get(("offline", dev, ""))):
                 self._start("offline", dev, since, now)
         elif state == "missing":  # expected, never heard: alerts once missing_after is over
-            self._end(dev, ("down", "offline"), since)
+            self._end(dev, ("down", "offline"), since, why="forgotten")  # known, now missing
             if now - since >= self.missing_after and not self._firing(
                 alerts.get(("missing", dev, ""))
             ):
@@ -296,12 +304,13 @@ class Alerts:
                   instant=instant)  # fmt: skip
         self._grouper.add(a, now)
 
-    def _end(self, dev: str, kinds: Iterable[str], t: float) -> None:
+    def _end(self, dev: str, kinds: Iterable[str], t: float, why: str = "") -> None:
         alerts = self._grouper.alerts
         for k in kinds:
             a = alerts.get((k, dev, ""))
             if a is not None and a.resolved is None:
                 a.resolved = t
+                a.why = why
 
     # --- across restarts -----------------------------------------------------------
 

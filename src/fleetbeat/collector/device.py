@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from fleetbeat.collector.liveness import rebooted
@@ -17,7 +18,8 @@ OLD_RUNS = 8  # runs remembered per device: a signed message from one of them is
 STRANGER_SLACK = 3600.0  # s a signed message from a device not known may be behind our clock
 
 
-def replayed(d: Optional[Device], msg: dict[str, Any], now: float) -> bool:
+def replayed(d: Optional[Device], msg: dict[str, Any], now: float,
+             forgotten: Mapping[str, tuple[float, float]]) -> bool:  # fmt: skip
     """For a verified (signed) message: could it be a captured one sent again?
 
     A signature proves who wrote a message, not when. So, for a signed device: a seq of
@@ -26,10 +28,16 @@ def replayed(d: Optional[Device], msg: dict[str, Any], now: float) -> bool:
     its last OLD_RUNS; a "new" run whose clock is not past the device's last heartbeat
     (a real restart comes later; a device needs a clock that moves forward, from NTP or
     an RTC); and, for a device not known (new, or evicted), a message more than an hour
-    behind the collector's clock. `run in old_runs` matches a whole 16-hex token only.
+    behind the collector's clock, or, for one forgotten within STRANGER_SLACK
+    (`forgotten`: id -> (forget time, its clock skew then), `lifecycle.Lifecycle.gone`),
+    a message whose clock is not past that forget (a captured heartbeat of a retired
+    device cannot bring it back). `run in old_runs` matches a whole 16-hex token only.
     """
     run, ts = msg["run"], msg["ts"]
     if d is None:
+        gone = forgotten.get(msg["dev"])
+        if gone is not None and now - gone[0] <= STRANGER_SLACK and ts <= gone[0] + gone[1]:
+            return True
         return bool(ts < now - STRANGER_SLACK)
     if run == d.run:
         tracker = d.rd if msg["k"] == "rd" else d.hb

@@ -2,15 +2,19 @@
 
 First the device heard once and never again that arrived first, else the device
 silent longest if silent for more than `evict_after`; else nobody (the newcomer
-is rejected). A device heard twice is never evicted by junk. Not thread-safe by
-itself: `collector.fleet.Fleet` calls it under its lock.
+is rejected). A device heard twice is never evicted by junk, and a device the
+expected_devices file lists (`keep`) never at all: the operator said it should be
+there, so a silent one stays down (and alerted) rather than turning "missing" with its
+history deleted; when only listed devices could go, the newcomer is rejected
+(`max_devices`). Not thread-safe by itself: `collector.fleet.Fleet` calls it under its
+lock.
 """
 
 from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Optional
 
 from fleetbeat.collector.device import Device
@@ -31,6 +35,12 @@ class Eviction:
         self._scan_at = -math.inf
         self.evicted = {"unconfirmed": 0, "silent": 0}
         self._forgotten: collections.deque[str] = collections.deque(maxlen=MAX_FORGOTTEN)
+        self.keep: Container[str] = ()  # the listed ids: never evicted (`lifecycle`)
+
+    def admit(self, dev_id: str) -> None:
+        """A new device heard once: the first to go, unless it is listed."""
+        if dev_id not in self.keep:
+            self.unconfirmed[dev_id] = None
 
     def make_room(self, mono: float) -> Optional[str]:
         """Remove one device by the policy above; its id, or None when nothing may go."""
@@ -44,14 +54,15 @@ class Eviction:
                 if mono < self._scan_at:
                     return None
                 self._scan_at = mono + SILENT_RESCAN  # one O(n) scan per 10 s at most
+                keep = self.keep
                 found = [(d.seen, k) for k, d in self._devices.items()
-                         if mono - d.seen > self.evict_after]  # fmt: skip
+                         if mono - d.seen > self.evict_after and k not in keep]  # fmt: skip
                 found.sort(reverse=True)
                 self._silent = [k for _, k in found]
             while self._silent:
                 dev_id = self._silent.pop()
                 d = self._devices.get(dev_id)
-                if d is not None and mono - d.seen > self.evict_after:
+                if d is not None and mono - d.seen > self.evict_after and dev_id not in self.keep:
                     self.evicted["silent"] += 1
                     del self._devices[dev_id]
                     self._forgotten.append(dev_id)  # stored: the store may delete it

@@ -25,8 +25,9 @@ from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.device import Device, replayed
 from fleetbeat.collector.events import EventLog
 from fleetbeat.collector.eviction import Eviction
+from fleetbeat.collector.expected import Expected
 from fleetbeat.collector.intake import Intake
-from fleetbeat.collector.lifecycle import Expected, Lifecycle, merge
+from fleetbeat.collector.lifecycle import Lifecycle, Roster, merge
 from fleetbeat.collector.loss import MAX_PLAIN_JUMP
 from fleetbeat.collector.rows import row_of
 
@@ -58,7 +59,7 @@ class Fleet:
         self._clock = clock
         self._mono = monotonic
         self._lock = threading.Lock()
-        self._devices: dict[str, Device] = {}
+        self._devices = Roster()
         self._dirty: set[str] = set()
         self._intake = Intake()
         self._eviction = Eviction(self._devices, config.evict_after)
@@ -77,9 +78,7 @@ class Fleet:
         self, data: bytes, addr: Any, transport: str = "udp", topic_dev: Optional[str] = None
     ) -> None:
         """Parse one datagram or MQTT payload and apply it; bad input is counted, never raised.
-
-        `topic_dev`: the device id in the MQTT topic, which must match the payload's.
-        """
+        `topic_dev`: the device id in the MQTT topic, which must match the payload's."""
         ring = self._keyring  # with keys, verified before anything in it is believed
         try:
             msg, signed = (
@@ -138,7 +137,7 @@ class Fleet:
             if over:
                 self._intake.reject(over, transport)
                 return
-        if signed and replayed(d, msg, now):
+        if signed and replayed(d, msg, now, self._life.gone):
             self._intake.reject("replay", transport)
             return
         if d is None:
@@ -153,7 +152,7 @@ class Fleet:
                 self._dirty.discard(gone)
             d = Device(dev_id, now, mono)
             self._devices[dev_id] = d
-            self._eviction.unconfirmed[dev_id] = None
+            self._eviction.admit(dev_id)
             d.run = msg["run"]
         elif msg["run"] != d.run:
             if kind != "hb":  # only a heartbeat starts a run: a forged bye cannot end one
@@ -206,10 +205,9 @@ class Fleet:
         with self._lock:
             return self._life.forget_one(dev_id, reason, self._clock(), self._dirty)
 
-    def expect(self, expected: Expected) -> tuple[int, int]:
-        """The ids of the expected_devices file (`lifecycle`); (added, removed)."""
-        with self._lock:
-            return self._life.expect(expected, self._clock())
+    def expect(self, expected: Expected, path: str = "") -> tuple[int, int]:
+        """The expected_devices ids (`lifecycle`; `path`: a reload); one caller at a time."""
+        return self._life.expect(expected, self._clock(), self._lock, path=path)
 
     def release(self, dev_ids: Iterable[str]) -> int:
         """Forget devices another collector judges now (a Kafka rebalance); how many were known."""
@@ -279,9 +277,10 @@ class Fleet:
     def devices(self) -> list[dict[str, Any]]:
         """Every device as a JSON-ready dict, sorted by id; built in chunks, releasing the
         lock between them: each dict is consistent, and receivers never wait for long."""
-        with self._lock:
-            ids = sorted(self._devices)
-            missing = self._life.missing()
+        with self._lock:  # copies only: sorting, and finding the missing, come after
+            ids, listed = list(self._devices), self._life.listed()
+        ids.sort()
+        missing = self._life.missing_of(listed, set(ids))
         return merge(self._each(ids, LOCK_CHUNK, self._snapshot), missing)
 
     def _each(self, ids: list[str], chunk: int, read: Callable[[Device], Any]) -> list[Any]:
@@ -391,8 +390,9 @@ class Fleet:
         with self._lock:
             wall, mono = self._clock(), self._mono()
             skipped = self._log.restore(events)
-            revived, bad = self._life.restore(rows, wall, mono, self._max_devices,
-                                              self._budget.share_sets)  # fmt: skip
+            revived, bad = self._life.restore(rows, events, wall, mono,
+                                              share=self._budget.share_sets,
+                                              max_devices=self._max_devices)  # fmt: skip
             for d in revived:
                 if d.state in ("up", "late"):
                     self._judge(d, mono, wall, "silent_through_restart")

@@ -8,6 +8,9 @@ notification goes out when an alert fired that was not notified yet, or (with
 every `repeat_interval`. A suppressed alert (silence, maintenance, a down parent, flapping)
 is left out of notifications and stays in its group, so it is notified when the suppression
 ends and it still lasts. An alert that starts and ends between two looks is never notified.
+An alert notified as firing whose device leaves (forgotten, no longer expected, no longer
+tracked: `forget`) resolves with that reason (`resolved_reason`, in the summary: "1 device
+forgotten: pi-a"), told with `send_resolved`; the device's next alert is a new one.
 
 A notification is one line saying what happened ("3 devices down at site=barn: pi-barn-01,
 pi-barn-02, pi-barn-07") plus the detail as JSON (the webhook payload in
@@ -45,7 +48,7 @@ class Alert:
 
     __slots__ = (
         "device", "group", "instant", "key", "kind", "last", "name", "notified", "resolved",
-        "severity", "started", "tags", "value",
+        "severity", "started", "tags", "value", "why",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +75,7 @@ class Alert:
         self.value = value
         self.instant = instant  # one-off (reboot, restart): notified once, never resolved
         self.notified = False  # a firing notification about it went out
+        self.why = ""  # resolved because the device left ("forgotten", ...); "" otherwise
         self.group: tuple[str, ...] = ()
 
     def to_json(self, *, new: bool = False, behind: int = 0) -> dict[str, Any]:
@@ -84,6 +88,7 @@ class Alert:
             "new": new,
             "started": self.started,
             "resolved": self.resolved,
+            "resolved_reason": self.why or None,
             "value": self.value,
             "behind": behind,
             "tags": dict(self.tags),
@@ -153,20 +158,24 @@ def summarize(alerts: Iterable[Mapping[str, Any]], group_label: str, *, reminder
 
     The new and the resolved alerts are told; a reminder tells every firing one.
     """
-    parts: dict[tuple[int, str, str], list[Mapping[str, Any]]] = {}
+    parts: dict[tuple[int, str, str, str], list[Mapping[str, Any]]] = {}
     for a in alerts:
         resolved = a["status"] == "resolved"
         if not (reminder or a["new"] or resolved):
             continue
-        key = (int(resolved), f"{_ORDER.get(a['kind'], 99):02d}", a["name"])
+        why = (a.get("resolved_reason") or "") if resolved else ""
+        key = (int(resolved), f"{_ORDER.get(a['kind'], 99):02d}", a["name"], why)
         parts.setdefault(key, []).append(a)
     phrases = []
-    for (resolved, _, name), items in sorted(parts.items()):
+    for (resolved, _, name, why), items in sorted(parts.items()):
         kind = items[0]["kind"]
         n = len(items)
         devices = f"{n} device" + ("" if n == 1 else "s")
         if kind == "rule":
             head = f"{name} {'cleared ' if resolved else ''}on {devices}"
+            head += f" ({why})" if why else ""
+        elif why:  # it did not come back: it left (a "down" forgotten is not "back up")
+            head = f"{devices} {why}" + ("" if kind in ("down", "missing") else f" ({kind})")
         else:
             head = f"{devices} {_VERBS.get(kind, (kind, kind))[resolved]}"
         named = [_name(a) for a in sorted(items, key=lambda a: a["device"])[:MAX_NAMES]]
@@ -200,7 +209,7 @@ def _name(a: Mapping[str, Any]) -> str:
 
 
 class Group:
-    __slots__ = ("alerts", "key", "last_firing", "last_sent", "next_at", "tags")
+    __slots__ = ("alerts", "departed", "key", "last_firing", "last_sent", "next_at", "tags")
 
     def __init__(self, key: tuple[str, ...], tags: dict[str, str], next_at: float) -> None:
         self.key = key
@@ -209,6 +218,7 @@ class Group:
         self.next_at = next_at
         self.last_sent = -1e300
         self.last_firing: frozenset[AlertKey] = frozenset()
+        self.departed: list[Alert] = []  # notified, resolved as their device left: told next
 
 
 Suppressed = Callable[[Alert], Optional[Mapping[str, Any]]]
@@ -243,15 +253,25 @@ class Grouper:
         g.last_sent = now
         g.next_at = now + self.config.group_interval
 
-    def forget(self, keep: Callable[[str], bool]) -> None:
-        """Drop, untold, the alerts of devices `keep` says no longer exist (forgotten)."""
-        for a in [a for a in self.alerts.values() if not keep(a.device)]:
+    def forget(self, left: Callable[[str], Optional[str]], now: float) -> None:
+        """The alerts of devices that left the fleet (`left`: why, e.g. "forgotten"; None for
+        a device still there) leave their groups: one notified as firing resolves now with
+        that reason, to be told at the group's next look; the others go untold."""
+        for a in list(self.alerts.values()):
+            why = left(a.device)
+            if why is None:
+                continue
             del self.alerts[a.key]
             g = self._groups[a.group]
             del g.alerts[a.key]
             g.last_firing = g.last_firing - {a.key}
             self.told_changed |= a.notified
-            if not g.alerts:
+            if a.notified and not a.instant:
+                if a.resolved is None:
+                    a.resolved = now
+                    a.why = why
+                g.departed.append(a)
+            if not g.alerts and not g.departed:
                 del self._groups[g.key]
 
     def told(self) -> list[Alert]:
@@ -287,7 +307,8 @@ class Grouper:
         c = self.config
         firing = [a for a in g.alerts.values() if a.resolved is None and suppressed(a) is None]
         ended = [a for a in g.alerts.values() if a.resolved is not None]
-        told_ended = [a for a in ended if a.notified] if c.send_resolved else []
+        told_ended = [a for a in [*ended, *g.departed] if a.notified] if c.send_resolved else []
+        g.departed = []
         keys = frozenset(a.key for a in firing)
         fresh = keys - g.last_firing
         remind = bool(firing) and now - g.last_sent >= c.repeat_interval

@@ -6,7 +6,8 @@ No I/O and no clock: the callers (`collector.http_history`) read the store
 Segments. A device's events (time, from, to, reason), oldest first, cut its time into
 segments, each in the event's `to` state from its time to the next event's. The state
 before the first event is the one the last event before the window left (`prior`);
-when none is kept (pruned), the `from` state of the oldest kept event. After the last
+when none is kept (pruned), the `from` state of the oldest kept event, unless that
+event is a forget (the store deleted what came before it: no state). After the last
 event the device is in its current state (`current`: the fleet's state and
 state_since, so a change not yet written to the store is already there). A `to` of
 "forgotten" (a device removed) or of any state this collector does not know means no
@@ -36,6 +37,7 @@ WINDOWS = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0))
 LONGEST = WINDOWS[-1][1]
 HOUR = 3600.0
 UNKNOWN = "unknown"
+FORGOTTEN = "forgotten"  # an event's `to` when the device was removed (`collector.events`)
 
 # (time, from state or None, to state, reason), as stored
 Event = tuple[float, Optional[str], str, str]
@@ -74,7 +76,7 @@ def segments(
     points: list[tuple[float, Optional[str], Optional[str]]] = []
     if prior is not None:
         points.append((prior[0], state_of(prior[2]), prior[3]))
-    elif events:
+    elif events and events[0][2] != FORGOTTEN:  # a forget opens nothing before it either
         points.append((-math.inf, state_of(events[0][1]), UNKNOWN))
     for t, _from, to, reason in events:
         points.append((t, state_of(to), reason))

@@ -1,33 +1,22 @@
 """A device's life beyond liveness: expected before it speaks (`missing`), restored from
 the store at start (`Lifecycle.restore`), and forgotten.
 
-**Expected devices.** `expected_devices` names a file, one device id a line with
-optional tags after it, `#` comments and blank lines allowed:
-
-    # the barn
-    pi-barn-01 site=barn room=loft
-    pi-barn-02 site=barn
-
-`#` starts a comment anywhere on a line. Ids follow the wire's rule (`wire.DEVICE_ID`);
-a tag is KEY=VALUE (the first `=` splits; no spaces, no `#`, no control characters;
-keys and values at most 128 characters, as on the wire), at most `max_tags` of them in
-`max_tag_bytes` a line, at most `max_devices` lines with an id, `MAX_FILE_BYTES` in
-all, each id once, a regular file. A bad file at start is a config error naming the
-file, each bad line's number and what is wrong (`ExpectedError`); on SIGHUP it is
-logged and the list read before stays.
-
+**Expected devices.** `expected_devices` names a file of expected ids (`expected`, which
+reads it).
 An expected id the fleet does not know (never heard from, or forgotten) is a device in
 state `missing` to every reader (`Fleet.devices()`, `device()`, `stats()`), since the
 collector started or the id was added to the file (or it was forgotten), with the
 file's tags and nothing else known (last_seen, interval, boot_time, version null). It
-is not in `Fleet._devices`: it takes no place among `max_devices`, junk ids cannot evict
-it, and it blocks no real device. The alerts call it `missing` once it has been so for
-`missing_after` (`alerts.Alerts`). When it speaks it is an ordinary new device, and its
-`first_seen` event says `from: "missing"`. A device that speaks has its heartbeat's
-tags; the file's tags fill in the keys its heartbeat lacks, wherever it is read (the
-API, `/metrics`, the alerts' grouping), while the store keeps the heartbeat's own. An
-expected device known to the fleet is simply a device (`listed: true`), never
-forgotten by `forget_after`.
+is not in `Fleet._devices`: it takes no place among `max_devices` until it speaks (then
+it needs one like any new device), junk ids cannot evict it, and it blocks no real
+device. The alerts call it `missing` once it has been so for `missing_after`
+(`alerts.Alerts`). When it speaks it is an ordinary new device, and its `first_seen`
+event says `from: "missing"`. A device that speaks has its heartbeat's tags; the file's
+tags fill in the keys its heartbeat lacks, wherever it is read (the API, `/metrics`,
+the alerts' grouping), while the store keeps the heartbeat's own. An expected device
+known to the fleet is simply a device (`listed: true`), never evicted
+(`Eviction.keep`), never forgotten by `forget_after` (nor, once it leaves the list,
+until forget_after has passed since then).
 
 **Forgetting.** `Fleet.forget` (`DELETE /api/devices/{id}`, `fleetbeat forget`) and,
 once a minute at most, `forget_after` (devices `down` or `offline` that long, by both
@@ -36,156 +25,33 @@ and its events from memory, and log one event (`to` "forgotten", reason "forgott
 "forget_after"). The store deletes its row, events and history (`Store.forget`, through
 `Fleet.take_forgotten`) at the first flush after one whose batch was taken after the
 forget: so that delete comes after any write of the device's old row, and before the
-write of the event that records it. A forgotten device that speaks again is new.
+write of the event that records it. A forgotten device that speaks again is new; but
+for STRANGER_SLACK the forget time of the last MAX_GONE forgotten ids is kept (`gone`,
+rebuilt at start from the stored `forgotten` events), so that a signed message no newer
+than the forget is a replay (`device.replayed`), not the device back.
 Not thread-safe by itself: the fleet calls `Lifecycle` under its lock.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
-import os
-import re
-import stat
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Container, Mapping
+from threading import Lock
+from typing import Any, Callable, Optional
 
-from fleetbeat.collector.budget import tags_cost
-from fleetbeat.collector.device import Device
-from fleetbeat.collector.events import EventLog
+from fleetbeat.collector.device import STRANGER_SLACK, Device
+from fleetbeat.collector.events import FORGOTTEN, EventLog, event_ok
 from fleetbeat.collector.eviction import Eviction
+from fleetbeat.collector.expected import Expected, ExpectedError
 from fleetbeat.collector.liveness import count_by_state
 from fleetbeat.collector.rows import revive
-from fleetbeat.errors import FleetbeatError
-from fleetbeat.wire import DEVICE_ID, MAX_TEXT
 
-if TYPE_CHECKING:
-    from fleetbeat.collector.config import CollectorSection
-
-MAX_FILE_BYTES = 32 << 20  # the expected_devices file, read whole at start and on SIGHUP
-MAX_LINE_CHARS = 64 << 10  # one line: an id and its tags fit in far less
-MAX_PROBLEMS = 20  # bad lines named in one error; the count says how many more
 SCAN_EVERY = 60.0  # s between forget_after scans (O(devices) each, under the lock)
 MAX_FORGET_PER_SCAN = 1000  # the rest wait for the next scan: each flush stays small
 UNHEARD = ("down", "offline")  # the states forget_after applies to
-
-_CONTROL = re.compile("[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\x9f]")  # Cc, but tab and CR
-Expected = dict[str, Mapping[str, str]]  # id -> the file's tags for it, in file order
-
-
-class ExpectedError(FleetbeatError):
-    """The expected_devices file cannot be used; `problems` names each bad line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-def load_expected(section: CollectorSection) -> Expected:
-    """The `expected_devices` file of `section` ({} when the key is ""); ExpectedError."""
-    if not section.expected_devices:
-        return {}
-    return read_expected(section.expected_devices, max_devices=section.max_devices,
-                         max_tags=section.max_tags,
-                         max_tag_bytes=section.max_tag_bytes)  # fmt: skip
-
-
-def read_expected(path: str, *, max_devices: int, max_tags: int, max_tag_bytes: int) -> Expected:
-    """Every id of the file at `path` with its tags; ExpectedError naming what is wrong."""
-    try:  # non-blocking open: a FIFO put there would otherwise hang the start or reload
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ExpectedError([f"{path}: not a regular file"])
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ExpectedError([f"{path}: {exc.strerror or exc}"]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ExpectedError([f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB"])
-    if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark some editors write
-        data = data[3:]
-    try:  # one decode for the whole file; a bad byte: line by line, to say where
-        lines: Any = data.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
-        lines = data.split(b"\n")
-    found: dict[str, Mapping[str, str]] = {}
-    at: dict[str, int] = {}
-    shared: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}  # a fleet has few tag sets
-    problems: list[str] = []
-    bad = 0
-    for n, raw in enumerate(lines, 1):
-        try:
-            dev, tags = _line(raw)
-            if dev in at:
-                raise ValueError(f"{dev} is already on line {at[dev]}")
-            key = tuple(tags.items())
-            if dev and key not in shared:  # a tag set is checked once, however many use it
-                _check_tags(tags, max_tags, max_tag_bytes)
-                shared[key] = tags
-        except ValueError as err:
-            bad += 1
-            if len(problems) < MAX_PROBLEMS:
-                problems.append(f"{path} line {n}: {err}")
-            continue
-        if not dev:
-            continue
-        if len(found) >= max_devices:
-            bad += 1
-            problems.append(f"{path} line {n}: more than max_devices ({max_devices}) devices")
-            break
-        found[dev] = shared[key]
-        at[dev] = n
-    if bad:
-        if bad > len(problems):
-            problems.append(f"{path}: {bad - len(problems)} more bad lines")
-        raise ExpectedError(problems)
-    return found
-
-
-def _line(raw: Any) -> tuple[str, dict[str, str]]:
-    """(id, tags) of one line (str, or bytes when the file is not all UTF-8), ("", {}) for
-    a blank or comment one; ValueError saying what is wrong."""
-    if len(raw) > MAX_LINE_CHARS:
-        raise ValueError(f"longer than {MAX_LINE_CHARS} characters")
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("not UTF-8 text") from None
-    text = raw.split("#", 1)[0]
-    if _CONTROL.search(text):
-        raise ValueError("a control character")
-    words = text.split()
-    if not words:
-        return "", {}
-    dev, *pairs = words
-    if not DEVICE_ID.fullmatch(dev):
-        raise ValueError(f"{_show(dev)} is not a device id (1 to 64 of A-Z a-z 0-9 . _ -)")
-    tags: dict[str, str] = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ValueError(f"tag {_show(pair)}: expected KEY=VALUE")
-        if len(key) > MAX_TEXT or len(value) > MAX_TEXT:
-            raise ValueError(f"tag {_show(pair)}: keys and values are at most {MAX_TEXT} "
-                             "characters")  # fmt: skip
-        if key in tags:
-            raise ValueError(f"tag {_show(key)} twice")
-        tags[key] = value
-    return dev, tags
-
-
-def _check_tags(tags: dict[str, str], max_tags: int, max_tag_bytes: int) -> None:
-    """The collector's bounds on one device's tags (as a heartbeat's: `budget`)."""
-    if len(tags) > max_tags:
-        raise ValueError(f"{len(tags)} tags, more than max_tags ({max_tags})")
-    if tags and tags_cost(tags) > max_tag_bytes:
-        raise ValueError(f"the tags take {tags_cost(tags)} bytes, more than max_tag_bytes "
-                         f"({max_tag_bytes})")  # fmt: skip
-
-
-def _show(text: str) -> str:
-    return repr(text if len(text) <= 40 else text[:40] + "...")
+MAX_GONE = 10_000  # forgotten ids whose forget time is kept, for STRANGER_SLACK at most
 
 
 def _missing_template() -> dict[str, Any]:
@@ -215,39 +81,114 @@ def merge(known: list[dict[str, Any]], missing: list[Missing]) -> list[dict[str,
     return sorted(known + [missing_snapshot(m) for m in missing], key=lambda d: str(d["id"]))
 
 
-class Lifecycle:
-    """The expected ids and the forgetting, over the fleet's devices, eviction and log."""
+class Roster(dict[str, Device]):
+    """The fleet's devices by id, counting those the expected list names (`listed_known`),
+    so that the count of missing ones costs nothing to read (`Lifecycle.stats`)."""
 
-    def __init__(self, devices: dict[str, Device], eviction: Eviction, log: EventLog) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: Container[str] = ()
+        self.listed_known = 0
+
+    def __setitem__(self, k: str, v: Device) -> None:
+        if k not in self and k in self.listed:
+            self.listed_known += 1
+        super().__setitem__(k, v)
+
+    def __delitem__(self, k: str) -> None:
+        super().__delitem__(k)
+        if k in self.listed:
+            self.listed_known -= 1
+
+    def pop(self, k: str, *default: Any) -> Any:
+        if k in self and k in self.listed:
+            self.listed_known -= 1
+        return super().pop(k, *default)
+
+    def relist(self, listed: dict[str, Any]) -> None:
+        """A new expected list: counted over the smaller of the two."""
+        self.listed = listed
+        small, big = (self, listed) if len(self) <= len(listed) else (listed, self)
+        self.listed_known = sum(1 for k in small if k in big)
+
+
+class Lifecycle:
+    """The expected ids and the forgetting, over the fleet's devices, eviction and log.
+
+    The expected list (`_expected`) is replaced whole by `expect` and never changed in
+    place (a forget's new missing-since goes to `_reset`): readers may copy the reference
+    under the fleet's lock and read it after (`listed`, `missing_of`)."""
+
+    def __init__(self, devices: Roster, eviction: Eviction, log: EventLog) -> None:
         self._devices = devices
         self._eviction = eviction
         self._log = log
         self._expected: dict[str, tuple[Mapping[str, str], float]] = {}  # id -> tags, since
+        self._reset: dict[str, float] = {}  # listed ids forgotten: missing again since then
         self._pending: list[tuple[str, int]] = []  # forgotten, stored: id, log takes then
+        # forgotten within STRANGER_SLACK, oldest first: id -> (when, its clock skew then),
+        # so a captured signed heartbeat cannot bring the device back (`device.replayed`)
+        self.gone: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
         self._scan_at = -math.inf
+        self._unlisted: dict[str, float] = {}  # tracked ids that left the list: id -> when
         self.forget_after = 0.0  # s; 0: never
         self.forgotten = {"forgotten": 0, "forget_after": 0}
 
-    def expect(self, expected: Expected, now: float) -> tuple[int, int]:
-        """A new list of expected ids (sorted here); (how many were added, removed)."""
+    def expect(
+        self, expected: Expected, now: float, lock: Lock, *, path: str = ""
+    ) -> tuple[int, int]:
+        """A new list of expected ids (sorted here); (how many were added, removed). Built
+        outside the fleet's `lock` (only the main thread replaces the list), installed
+        under it in O(devices) at most, never O(ids listed).
+
+        With `path` (a SIGHUP re-read of that file): ExpectedError, and the old list kept,
+        when the new one keeps none of a non-empty old list (an empty or all-comment file,
+        a generator that failed): it would lift every listed device's protection at once.
+        A listed device that leaves the list is not forgotten by `forget_after` until
+        forget_after has passed since it left (`scan`)."""
         old = self._expected
-        self._expected = {k: (expected[k], old[k][1] if k in old else now)
-                          for k in sorted(expected)}  # fmt: skip
-        return len(self._expected.keys() - old.keys()), len(old.keys() - self._expected.keys())
+        if path and old and expected.keys().isdisjoint(old):
+            raise ExpectedError([f"{path}: lists none of the {len(old)} expected devices "
+                                 "(empty, or all comments?): refused; to clear the list, set "
+                                 'expected_devices = "" and reload'])  # fmt: skip
+        new = {k: (expected[k], old[k][1] if k in old else now) for k in sorted(expected)}
+        added = len(new) - sum(1 for k in old if k in new)
+        removed = {k for k in old if k not in new}
+        with lock:
+            self._expected = new
+            self._devices.relist(new)
+            self._eviction.keep = new  # listed devices are never evicted
+            unconfirmed, devices = self._eviction.unconfirmed, self._devices
+            for k in [k for k in unconfirmed if k in new]:  # no longer the first to go
+                del unconfirmed[k]
+            for k in [k for k in self._unlisted if k in new]:
+                del self._unlisted[k]
+            for k in [k for k in self._reset if k not in new]:
+                del self._reset[k]
+            left = (k for k in removed if k in devices) if len(removed) < len(devices) else (
+                k for k in devices if k in removed)  # fmt: skip
+            for k in left:  # protected until now: forget_after counts from here
+                self._unlisted[k] = now
+        return added, len(removed)
 
     def __len__(self) -> int:
         return len(self._expected)
 
-    def missing(self) -> list[Missing]:
-        """The expected ids the fleet does not know, sorted."""
-        known = self._devices
-        return [(k, e[0], e[1]) for k, e in self._expected.items() if k not in known]
+    def listed(self) -> dict[str, tuple[Mapping[str, str], float]]:
+        """The expected list as it is now (under the fleet's lock; read it after)."""
+        return self._expected
+
+    def missing_of(self, listed: dict[str, tuple[Mapping[str, str], float]],
+                   known: Container[str]) -> list[Missing]:  # fmt: skip
+        """The ids of `listed` not in `known`, sorted: no lock needed (see the class)."""
+        reset = self._reset
+        return [(k, e[0], reset.get(k, e[1])) for k, e in listed.items() if k not in known]
 
     def missing_one(self, dev_id: str) -> Optional[dict[str, Any]]:
         e = self._expected.get(dev_id)
         if e is None or dev_id in self._devices:
             return None
-        return missing_snapshot((dev_id, e[0], e[1]))
+        return missing_snapshot((dev_id, e[0], self._reset.get(dev_id, e[1])))
 
     def dress(self, snap: dict[str, Any]) -> dict[str, Any]:
         """A tracked device's dict: `listed` (expected), the file's tags its heartbeat lacks."""
@@ -281,13 +222,22 @@ class Lifecycle:
             del self._devices[d.id]
             self._eviction.unconfirmed.pop(d.id, None)
             dirty.discard(d.id)
-            e = self._expected.get(d.id)
-            if e is not None:
-                self._expected[d.id] = (e[0], now)
+            if d.id in self._expected:
+                self._reset[d.id] = now
             if d.confirmed:  # stored (a device heard once never was)
                 self._pending.append((d.id, self._log.takes))
+            self._gone(d.id, now, d.clock_skew)
         self._log.forget(gone, reason, now)
         self.forgotten[reason] += len(gone)
+
+    def _gone(self, dev_id: str, when: float, skew: float) -> None:
+        gone = self.gone
+        gone[dev_id] = (when, skew)
+        gone.move_to_end(dev_id)
+        while gone and (
+            len(gone) > MAX_GONE or next(iter(gone.values()))[0] < when - STRANGER_SLACK
+        ):
+            gone.popitem(last=False)  # past the slack the stranger rule refuses its replays
 
     def scan(self, mono: float, wall: float, dirty: set[str]) -> int:
         """Forget the devices down or offline for `forget_after`, once a minute at most."""
@@ -295,9 +245,12 @@ class Lifecycle:
             return 0
         self._scan_at = mono + SCAN_EVERY
         wall_by, mono_by = wall - self.forget_after, mono - self.forget_after
+        grace = self._unlisted  # left the list less than forget_after ago: not yet
+        for k in [k for k, at in grace.items() if at <= wall_by or k not in self._devices]:
+            del grace[k]
         old = [d for d in self._devices.values()
                if d.state in UNHEARD and d.state_since <= wall_by and d.seen <= mono_by
-               and d.id not in self._expected]  # fmt: skip
+               and d.id not in self._expected and d.id not in grace]  # fmt: skip
         if len(old) > MAX_FORGET_PER_SCAN:  # the longest down first
             old = heapq.nsmallest(MAX_FORGET_PER_SCAN, old, key=lambda d: d.state_since)
         if old:
@@ -307,15 +260,21 @@ class Lifecycle:
     def stats(self) -> dict[str, Any]:
         """For `Fleet.stats`: devices by state, the missing ones too; expected; forgotten."""
         states = count_by_state(d.state for d in self._devices.values())
-        states["missing"] += len(self.missing())
+        states["missing"] += len(self._expected) - self._devices.listed_known
         return {"devices": states, "devices_expected": len(self._expected),
                 "forgotten": dict(self.forgotten)}  # fmt: skip
 
-    def restore(self, rows: list[tuple[Any, ...]], wall: float, mono: float, max_devices: int,
+    def restore(self, rows: list[tuple[Any, ...]], events: list[dict[str, Any]], wall: float,
+                mono: float, *, max_devices: int,
                 share: Callable[[Device], None]) -> tuple[list[Device], int]:  # fmt: skip
         """Devices from the store's rows at start, each taking the fleet's shared sets:
         (those kept, how many were skipped: unreadable, twice, or past max_devices, where
-        the least recently seen go)."""
+        the least recently seen go); and, from the stored events, the devices forgotten
+        within STRANGER_SLACK (`gone`; their clock skew is not kept: 0)."""
+        forgets = [e for e in events if event_ok(e) and e["to"] == FORGOTTEN]
+        for ev in sorted(forgets, key=lambda e: float(e["time"])):
+            if wall - STRANGER_SLACK <= ev["time"] <= wall:
+                self._gone(ev["device"], ev["time"], 0.0)
         revived, skipped = [], 0
         for row in rows:
             d = revive(row, wall=wall, mono=mono)

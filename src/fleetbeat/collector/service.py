@@ -10,7 +10,9 @@ one's judgement settings (late_after, down_after, max_down_after, max_devices,
 max_payload, intervals, retention, missing_after, forget_after) apply at once, and the
 listen addresses, state_dir, receive buffer and MQTT settings need a restart (logged).
 The `expected_devices` file is read at start (a bad line is a config error) and again
-on SIGHUP (a bad file is logged, and the list read before stays), as the signing keys.
+on SIGHUP, in a thread of its own so that a big file holds up no check, flush or
+watchdog ping (a bad file is logged, and the list read before stays), as the signing
+keys.
 
 Alerts (`collector.alerting`) are built after the store and hear every event once, at
 the flush after it was logged (`Fleet.take_heard`), whether the store's write succeeds,
@@ -39,13 +41,12 @@ import time
 from types import FrameType
 from typing import Any, Callable, Optional
 
-from fleetbeat.collector import lifecycle
+from fleetbeat.collector import expected as expected_file
 from fleetbeat.collector.alerting import Alerting
 from fleetbeat.collector.auth import ApiToken, Keyring
 from fleetbeat.collector.config import (
     AuthSection,
     CollectorConfig,
-    CollectorSection,
     api_token_path,
 )
 from fleetbeat.collector.fleet import Fleet
@@ -93,6 +94,7 @@ class Collector:
         self._unforgotten: list[str] = []  # evicted devices still to delete from the store
         self.alerting: Optional[Alerting] = None
         self._turn_gap = 0.0  # s between the last two turns of the main loop
+        self.rereader = expected_file.Rereader(self.fleet)  # expected_devices on SIGHUP
 
     def status_line(self) -> str:
         """One line for `systemctl status`: devices by state and the overall loss."""
@@ -116,8 +118,8 @@ class Collector:
         """Reload stored state, then start receiving and serving."""
         c = self.config.collector
         try:  # before anything starts: a bad line is a config error (exit status 78)
-            expected = lifecycle.load_expected(c)
-        except lifecycle.ExpectedError as err:
+            expected = expected_file.load_expected(c)
+        except expected_file.ExpectedError as err:
             raise ConfigError([f"collector.expected_devices: {p}" for p in err.problems]) from None
         self.fleet.expect(expected)
         if c.expected_devices:
@@ -214,7 +216,7 @@ class Collector:
         else:
             ring = load_keyring(new.collector.auth)  # raises: the old keys stay in force
         self.fleet.apply_limits(new.collector)
-        self._expect(new.collector)
+        self.rereader.soon(new.collector, old.expected_devices)  # in a thread of its own
         if self.store is not None:  # what prune deletes
             self.store.retention = new.collector.event_retention
             self.store.loss_history = new.collector.loss_history
@@ -223,19 +225,6 @@ class Collector:
         if self.alerting is not None:
             self.alerting.apply(new.collector)  # [collector.alerts], maintenance windows
         self.config = new
-
-    def _expect(self, c: CollectorSection) -> None:
-        """Re-read expected_devices (SIGHUP): a bad file is logged, the old list stays."""
-        try:
-            expected = lifecycle.load_expected(c)
-        except lifecycle.ExpectedError as err:
-            log.error("reload: expected_devices: %s; keeping the expected devices read before",
-                      err)  # fmt: skip
-            return
-        added, removed = self.fleet.expect(expected)
-        if added or removed or c.expected_devices != self.config.collector.expected_devices:
-            log.info("reload: expected devices: %d in %s (+%d, -%d)", len(expected),
-                     c.expected_devices or '""', added, removed)  # fmt: skip
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)

@@ -118,9 +118,10 @@ class StoreReader:
         return {d: (t, to) for d, t, to in self._all(_OPEN, ())}
 
     def first_counted_from(self, since: float) -> dict[str, tuple[float, str]]:
-        """For the devices whose oldest stored event is after `since` and came from a
-        counted state: (its time, that state); the time before it was in that state
-        (older history pruned)."""
+        """For the devices whose oldest stored event is after `since`, came from a counted
+        state and is not a forget: (its time, that state); the time before it was in that
+        state (older history pruned). Before a forget the device has no state (the store
+        deleted its older history)."""
         return {d: (t, f) for d, t, f in self._all(_FIRST, (since,))}
 
     def scan(self, since: float) -> Iterator[tuple[str, list[Event]]]:
@@ -187,6 +188,7 @@ _FIRST = (
     "SELECT e.device, e.time, e.from_state FROM devices AS d JOIN events AS e ON e.rowid ="
     " (SELECT rowid FROM events WHERE device = d.id ORDER BY time, rowid LIMIT 1)"
     " WHERE e.time > ? AND e.from_state IN ('up', 'late', 'down')"
+    " AND e.to_state <> 'forgotten'"  # a forget: nothing before it is the device's
 )
 _SCAN = (
     "SELECT device, time, from_state, to_state, reason FROM events INDEXED BY events_device"

@@ -32,7 +32,7 @@ name this one as their parent):
   "alerts": [
     {"kind": "down", "name": "down", "device": "pi-barn-01", "severity": "critical",
      "status": "firing", "new": true, "started": 1764160001.5, "resolved": null,
-     "value": null, "behind": 0, "tags": {"site": "barn"}}
+     "resolved_reason": null, "value": null, "behind": 0, "tags": {"site": "barn"}}
   ]
 }
 ```
@@ -41,7 +41,9 @@ name this one as their parent):
 a repeat of what still lasts; `expires` is when the next reminder would come: hearing
 nothing by then means the collector is gone. `kind` is one of down, missing, offline,
 flapping, reboot, restart, loss, rule (`name` is the rule's name, else the kind); `value`
-is the metric's value (rules) or the loss % (loss).
+is the metric's value (rules) or the loss % (loss). `resolved_reason` is null, or, for
+an alert that resolved because its device left the fleet, why: "forgotten", "no longer
+expected", "no longer tracked".
 """
 
 from __future__ import annotations
