@@ -48,9 +48,25 @@ def test_a_window_starting_mid_state_takes_the_state_before_it() -> None:
 
 
 def test_without_an_event_before_the_window_the_oldest_kept_from_state_is_used() -> None:
-    """Older history pruned: the oldest kept event's `from` fills the window's start."""
-    segs = h.segments([ev(300, "late", "up", "heartbeat")], 200, 400, 1000)
+    """Older history pruned: the oldest kept event's `from` fills the window's start, as far
+    back as the store pruned (`pruned_to`) and no further; not at all if it never pruned."""
+    events = [ev(300, "late", "up", "heartbeat")]
+    segs = h.segments(events, 200, 400, 1000, pruned_to=100)
     assert segs == [(200, 300, "late", "unknown"), (300, 400, "up", "heartbeat")]
+    segs = h.segments(events, 200, 400, 1000, pruned_to=250)
+    assert segs == [(250, 300, "late", "unknown"), (300, 400, "up", "heartbeat")]
+    assert h.segments(events, 200, 400, 1000) == [(300, 400, "up", "heartbeat")]
+
+
+def test_a_first_seen_or_forgotten_oldest_event_opens_nothing_before_it() -> None:
+    """A device's `first_seen` had nothing before it, and a `forgotten` event opens no state
+    before or after it: neither `from` is stretched back, whatever the store pruned."""
+    first = [ev(300, "missing", "up", "first_seen")]
+    assert h.segments(first, 0, 400, 1000, pruned_to=0) == [(300, 400, "up", "first_seen")]
+    gone = [ev(300, "down", "forgotten", "forgotten"), ev(350, None, "up", "first_seen")]
+    assert h.segments(gone, 0, 400, 1000, pruned_to=0) == [(350, 400, "up", "first_seen")]
+    tally = h.tally(h.segments(gone, 0, 1000, 1000, pruned_to=0, current=("up", 350)), 1000)
+    assert tally[0] == 350 and tally[5:] == (650, 650)  # up since it came back, no down
 
 
 def test_forgotten_and_unknown_states_are_no_state() -> None:

@@ -5,8 +5,14 @@ No I/O and no clock: the callers (`collector.http_history`) read the store
 
 Segments. A device's events (time, from, to, reason), oldest first, cut its time into
 segments, each in the event's `to` state from its time to the next event's. The state
-before the first event is the one the last event before the window left (`prior`);
-when none is kept (pruned), the `from` state of the oldest kept event. After the last
+before the first event is the one the last event before the window left (`prior`).
+When none is kept, the oldest kept event's `from` state held back to `pruned_to` (the
+store's prune deleted only events at or before it, so none came in between), and no
+further; before that, no state. It is not stretched back at all when the store never
+pruned (`pruned_to` None), when the read of the events was truncated at its limit
+(the caller passes None: older events exist, unread), when the oldest event is the
+device's `first_seen` (nothing came before it), or when it is a `forgotten` one (a
+forgotten device opens nothing, before or after). After the last
 event the device is in its current state (`current`: the fleet's state and
 state_since, so a change not yet written to the store is already there). A `to` of
 "forgotten" (a device removed) or of any state this collector does not know means no
@@ -36,6 +42,8 @@ WINDOWS = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0))
 LONGEST = WINDOWS[-1][1]
 HOUR = 3600.0
 UNKNOWN = "unknown"
+FORGOTTEN = "forgotten"  # an event's `to` when a device was removed: no state
+FIRST_SEEN = "first_seen"  # the reason of a device's first event: nothing before it
 
 # (time, from state or None, to state, reason), as stored
 Event = tuple[float, Optional[str], str, str]
@@ -51,6 +59,11 @@ def state_of(name: Optional[str]) -> Optional[str]:
     return name if name in _RANK else None
 
 
+def opens_before(e: Event) -> bool:
+    """Whether an oldest kept event's `from` state tells what came before it."""
+    return e[2] != FORGOTTEN and e[3] != FIRST_SEEN and state_of(e[1]) is not None
+
+
 def segments(
     events: Sequence[Event],
     since: float,
@@ -59,13 +72,15 @@ def segments(
     *,
     prior: Optional[Event] = None,
     current: Optional[tuple[str, float]] = None,
+    pruned_to: Optional[float] = None,
 ) -> list[Segment]:
     """The device's segments within [since, min(until, now)] (see the module docstring).
 
     `events`: every kept event after `since` (not only those before `until`: the open
     segment begins at the very last one), oldest first, ties in stored order. `prior`:
     the last event at or before `since`, if kept. `current`: (state, state_since) when
-    the device is known now.
+    the device is known now. `pruned_to`: how far back the oldest event's `from` state
+    may be stretched when there is no `prior` (None: not at all).
     """
     end = min(until, now)
     if not end > since:
@@ -74,8 +89,8 @@ def segments(
     points: list[tuple[float, Optional[str], Optional[str]]] = []
     if prior is not None:
         points.append((prior[0], state_of(prior[2]), prior[3]))
-    elif events:
-        points.append((-math.inf, state_of(events[0][1]), UNKNOWN))
+    elif events and pruned_to is not None and opens_before(events[0]):
+        points.append((min(pruned_to, events[0][0]), state_of(events[0][1]), UNKNOWN))
     for t, _from, to, reason in events:
         points.append((t, state_of(to), reason))
     if current is not None:

@@ -8,11 +8,16 @@ routes read from the store. Times are epoch seconds; every answer is JSON.
     GET /api/devices/{id}/history   ?since= ?until= (default: the 7 days up to now) ->
                                     segments [{from, to, state, reason}], hours
                                     [{hour, received, expected}], availability, truncated
-                                    (true: only the newest MAX_EVENTS events were read);
+                                    (true: only the newest MAX_EVENTS events were read,
+                                    and the time before the oldest one read is no
+                                    state, in the segments and the availability);
                                     404 unknown
     GET /api/timelines              ?since= ?until= (default 24 h) ?id=a&id=b (or id=a,b;
                                     at most 500) -> {"devices": {id: [[from, to, state,
-                                    reason], ...]}} (ids not known are left out)
+                                    reason], ...]}, "truncated": [ids]} (ids not known
+                                    are left out; "truncated": the ids with more than
+                                    MAX_STRIP events in the range, whose strip starts
+                                    at the oldest event read, no state before it)
     GET /api/fleet/history          ?since= ?until= (default 24 h) ?step=900 (60 s to 1 d,
                                     at most 2,000 buckets) -> buckets [{time, up, late,
                                     down, offline, missing}]: each device once per bucket,
@@ -174,20 +179,22 @@ class HistoryApi:
         spans = reader.spans(now)
         opened = reader.open_events()
         first = reader.first_counted_from(since)
-        return TallyTable(fleet_tallies(spans, opened, first, current, now))
+        pruned = reader.pruned_to()
+        return TallyTable(fleet_tallies(spans, opened, first, current, now, pruned_to=pruned))
 
     def _each_device(self, current: dict[str, tuple[str, float]], since: float, until: float,
                      now: float) -> Any:  # fmt: skip
         """(id, segments) for every device in `current`: two passes over the store."""
         reader = self._reader()
         priors = reader.priors(since)
+        pruned = reader.pruned_to()
         done = set()
         for dev, events in reader.scan(since):
             cur = current.get(dev)
             if cur is not None:
                 done.add(dev)
                 yield dev, h.segments(events, since, until, now, prior=priors.get(dev),
-                                      current=cur)  # fmt: skip
+                                      current=cur, pruned_to=pruned)  # fmt: skip
         for dev, cur in current.items():
             if dev not in done:
                 yield dev, h.segments((), since, until, now, prior=priors.get(dev), current=cur)
@@ -227,11 +234,15 @@ class HistoryApi:
         current = (dev["state"], dev["state_since"])
         start = min(since, now - h.LONGEST)
         prior, events, cut_short = reader.events(dev_id, start, MAX_EVENTS)
+        # truncated: what came before the oldest event read is not known (no state)
+        pruned = None if cut_short else reader.pruned_to()
         # the window's own prior: the last of these at or before `since`
         cut = next((i for i, e in enumerate(events) if e[0] > since), len(events))
         w_prior = events[cut - 1] if cut else prior
-        segs = h.segments(events[cut:], since, until, now, prior=w_prior, current=current)
-        whole = h.segments(events, start, now, now, prior=prior, current=current)
+        segs = h.segments(events[cut:], since, until, now, prior=w_prior, current=current,
+                          pruned_to=pruned)  # fmt: skip
+        whole = h.segments(events, start, now, now, prior=prior, current=current,
+                           pruned_to=pruned)  # fmt: skip
         first = since // 3600.0 * 3600.0
         before, rows = reader.hours(dev_id, first, until)
         hours = h.hourly(rows, before, no_base_before=reader.no_base_before())
@@ -248,16 +259,21 @@ class HistoryApi:
         ids = device_ids(query)
         reader = self._reader()
         now = self._clock()
+        pruned = reader.pruned_to()
         out: dict[str, Any] = {}
+        truncated = []
         for dev_id in ids:
             dev = self.fleet.device(dev_id)
             if dev is None:
                 continue
-            prior, events, _ = reader.events(dev_id, since, MAX_STRIP)
+            prior, events, cut_short = reader.events(dev_id, since, MAX_STRIP)
+            if cut_short:
+                truncated.append(dev_id)
             segs = h.segments(events, since, until, now, prior=prior,
-                              current=(dev["state"], dev["state_since"]))  # fmt: skip
+                              current=(dev["state"], dev["state_since"]),
+                              pruned_to=None if cut_short else pruned)  # fmt: skip
             out[dev_id] = [list(s) for s in segs]
-        return {"since": since, "until": until, "devices": out}
+        return {"since": since, "until": until, "devices": out, "truncated": truncated}
 
     def fleet_history(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         since, until = time_range(query, DAY, self._clock())

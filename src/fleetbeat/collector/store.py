@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional
 from fleetbeat.collector.events import MAX_EVENTS_IN_MEMORY
 from fleetbeat.collector.history import HOUR
 from fleetbeat.collector.rows import HB_EXPECTED, HB_RECEIVED, ROW_COLUMNS, lifetime_totals
+from fleetbeat.collector.store_events import chain
 from fleetbeat.errors import FleetbeatError
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ class Store:
                 rows.append((dev_id, base, *totals))
         self._db.executemany(_UPSERT_HOUR, rows)
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('hours_since', ?)", (now,))
+        self._db.execute(_PRUNED_TO, (now - self.retention,))  # older versions pruned it
 
     def load(self, now: float) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
         """Every stored device row, and the newest events within the retention."""
@@ -198,7 +200,11 @@ class Store:
         """
         if not rows and not events:
             return 0
-        event_rows, closes = _chain(events)
+        try:
+            latest = {d: self._latest(d) for d in {e["device"] for e in events}}
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
+        event_rows, closes = chain(events, latest)
         hour = self.hour_of(self._clock())
         hour_rows = [
             (r[0], hour, r[HB_RECEIVED], r[HB_EXPECTED])
@@ -236,6 +242,22 @@ class Store:
         self.skipped_rows += skipped
         return skipped
 
+    def _latest(self, device: Any) -> float:
+        """The time of the device's newest stored event (-inf: none)."""
+        try:
+            found = self._db.execute(_LATEST, (device,)).fetchone()[0]
+        except _ROW_ERRORS:  # a device id SQLite will not take: its row is skipped later
+            return -math.inf
+        return float(found) if type(found) in (int, float) else -math.inf
+
+    def latest_events(self) -> dict[str, float]:
+        """Every device's newest stored event time (what a restored file already holds)."""
+        try:
+            rows = self._db.execute("SELECT device, MAX(time) FROM events GROUP BY device")
+            return {d: float(t) for d, t in rows if type(t) in (int, float)}
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
+
     @staticmethod
     def hour_of(t: float) -> float:
         """The start of the hour `t` is in (epoch s); 0.0 for a time that is not finite."""
@@ -272,7 +294,9 @@ class Store:
     def prune(self, now: float) -> int:
         """Delete events older than the retention and hourly rows older than loss_history
         (one hour more, the base of the oldest difference; each device's newest row stays
-        as the base of its next one); return how many events went."""
+        as the base of its next one); return how many events went. `meta.pruned_to`
+        keeps the latest time up to which events may have been deleted: after it, every
+        event is still there (so an oldest kept event's `from` state held back to it)."""
         try:
             with self._db:
                 self._db.execute("BEGIN")
@@ -280,6 +304,7 @@ class Store:
                     "DELETE FROM events WHERE time <= ?", (now - self.retention,)
                 )
                 gone = cur.rowcount
+                self._db.execute(_PRUNED_TO, (now - self.retention,))
                 self._db.execute(
                     "DELETE FROM hours WHERE hour < ? AND hour < (SELECT MAX(h.hour) FROM"
                     " hours AS h WHERE h.device = hours.device)",
@@ -327,27 +352,11 @@ _BACKFILL_ENDS = (
 )
 
 
-def _chain(
-    events: Sequence[dict[str, Any]],
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The event rows to insert, each with its `ends` (the time of the same device's next
-    event in the batch; None for its last), and per device (its first time in the batch,
-    id): where the device's open stored event ends."""
-    rows: list[tuple[Any, ...]] = []
-    last: dict[Any, int] = {}  # device -> index in rows of its latest event so far
-    closes = []
-    for e in events:
-        dev = e["device"]
-        at = last.get(dev)
-        if at is None:
-            closes.append((e["time"], dev))
-        else:
-            rows[at] = (*rows[at][:5], e["time"])
-        last[dev] = len(rows)
-        rows.append((e["time"], dev, e["from"], e["to"], e["reason"], None))
-    return rows, closes
-
-
+_LATEST = "SELECT MAX(time) FROM events WHERE device = ?"
+_PRUNED_TO = (
+    "INSERT INTO meta VALUES ('pruned_to', ?1) ON CONFLICT (key) DO UPDATE SET value ="
+    " MAX(value, ?1)"
+)
 _UPSERT_HOUR = "INSERT OR REPLACE INTO hours (device, hour, received, expected) VALUES (?, ?, ?, ?)"
 
 

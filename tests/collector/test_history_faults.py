@@ -1,0 +1,155 @@
+"""The history under faults a reviewer reproduced (issue 16): a wall clock stepped back, a
+read truncated at its limit, a database replaced by an older copy under the collector."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+from collector_helpers import CollectorProcess
+
+from fleetbeat import wire
+from fleetbeat.collector import history as h
+from fleetbeat.collector.config import CollectorSection
+from fleetbeat.collector.fleet import Fleet
+from fleetbeat.collector.http_history import HistoryApi
+from fleetbeat.collector.store import Store
+from fleetbeat.collector.store_reader import StoreReader
+from helpers import FakeClock, wait_until
+
+RUN = "0" * 15 + "1"
+T0 = 1_800_000_000.0
+DAY = 86400.0
+
+
+def hb(dev: str, seq: int, interval: float = 10.0) -> bytes:
+    return wire.dumps({"v": 1, "k": "hb", "dev": dev, "run": RUN, "seq": seq,
+                       "ts": time.time(), "int": interval})  # fmt: skip
+
+
+def test_a_clock_stepped_back_counts_no_time_twice_and_both_paths_agree(tmp_path: Path) -> None:
+    """The collector's wall clock steps back 2 h between a `down` and the next `up`: the up
+    event is stored at the down one's time (its spans cannot overlap), so the time counted
+    is at most the wall time since the first event, and the fleet pass (/api/devices) and
+    the device's own history give the same availability."""
+    wall, mono = FakeClock(T0), FakeClock(1000.0)
+    store = Store(str(tmp_path), retention=31 * DAY, clock=wall)
+    fleet = Fleet(CollectorSection(), clock=wall, monotonic=mono)
+    seq = 0
+
+    def send() -> None:
+        nonlocal seq
+        fleet.receive(hb("pi", seq), ("10.0.0.1", 1))
+        seq += 1
+
+    def tick() -> None:
+        wall.now += 10
+        mono.now += 10
+        fleet.check()
+
+    send()
+    for _ in range(360):  # up 1 h
+        tick()
+        send()
+    for _ in range(360):  # silent 1 h: late, then down
+        tick()
+    store.write(*fleet.take_changes())
+    wall.now -= 7200  # NTP steps the clock back 2 h
+    send()
+    for _ in range(3 * 360):
+        tick()
+        send()
+    store.write(*fleet.take_changes())
+    with sqlite3.connect(store.path) as db:
+        times = [t for (t,) in db.execute("SELECT time FROM events ORDER BY rowid")]
+    assert times == sorted(times) and len(times) == 4
+    api = HistoryApi(fleet, StoreReader(store.path), clock=wall)
+    tally = api.tallies()["pi"]
+    assert tally[0] is not None and tally[2] <= wall.now - tally[0]
+    assert tally[6] <= wall.now - T0
+    assert api.device_history("pi", {})[1]["availability"] == h.availability(tally)
+    store.close()
+
+
+def test_a_truncated_read_shows_no_state_before_the_oldest_event_read(tmp_path: Path) -> None:
+    """A device that flapped all day (more events than a read takes): its history and its
+    strip start at the oldest event read, with nothing stretched back before it, and both
+    answers say so ("truncated")."""
+    clock = FakeClock(T0)
+    store = Store(str(tmp_path), retention=31 * DAY, clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
+    for q in (0, 1):
+        fleet.receive(hb("pi", q), ("10.0.0.1", 1))
+    store.write(*fleet.take_changes())
+    store.prune(T0)  # the store has pruned: a `from` could otherwise be stretched back
+    events, t, state = [], T0 + 60, "up"
+    while t < T0 + DAY:  # down 11.4 s, up 0.6 s: 10 events a minute
+        new = "down" if state == "up" else "up"
+        events.append({"time": t, "device": "pi", "from": state, "to": new, "reason": "x"})
+        state = new
+        t += 11.4 if new == "down" else 0.6
+    store.write([], events)
+    clock.now = t
+    api = HistoryApi(fleet, StoreReader(store.path), clock=clock)
+    body = api.device_history("pi", {"since": [str(clock.now - DAY)]})[1]
+    oldest_read = events[-10_000]["time"]
+    assert body["truncated"] is True
+    assert body["segments"][0]["from"] == oldest_read
+    assert body["availability"]["since"] == oldest_read
+    assert body["availability"]["24h"] < 10  # not the 34 % of an `up` stretched back
+    strips = api.timelines({"id": ["pi"]})
+    assert strips["truncated"] == ["pi"]
+    assert strips["devices"]["pi"][0][0] == events[-1000]["time"]
+    store.close()
+
+
+def test_a_restored_older_copy_gets_no_event_twice(tmp_path: Path) -> None:
+    """A real collector; an older copy of its database is put back under it: it reopens the
+    file and writes the events newer than the copy's own, none twice (and none lost), so
+    the stored spans never add up to more than the device has existed."""
+    col = CollectorProcess(tmp_path)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    seq = 0
+    path = str(tmp_path / "state" / "fleetbeat.db")
+
+    def flap(cycles: int) -> None:
+        nonlocal seq
+        for _ in range(cycles):
+            for _ in range(10):  # 2 s up
+                sock.sendto(hb("pi", seq, 0.2), ("127.0.0.1", col.udp_port))
+                seq += 1
+                time.sleep(0.2)
+            time.sleep(1.5)  # silent: late, down
+
+    def stored() -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    try:
+        start = time.time()
+        flap(2)
+        wait_until(lambda: stored() >= 4, timeout=10)
+        backup = str(tmp_path / "backup.db")
+        with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+            src.backup(dst)
+        flap(2)
+        before = stored()
+        os.replace(backup, path)
+        wait_until(lambda: "was replaced under the running collector" in col.log(), timeout=10)
+        flap(1)
+        time.sleep(0.5)
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT time, from_state, to_state, reason FROM events").fetchall()
+            now = time.time()
+            (spans,) = db.execute(
+                "SELECT SUM(MIN(COALESCE(ends, ?1), ?1) - time) FROM events"
+                " WHERE to_state IN ('up', 'late', 'down')", (now,)
+            ).fetchone()  # fmt: skip
+        assert len(rows) == len(set(rows)) >= before > 4
+        assert spans <= now - start
+    finally:
+        sock.close()
+        col.stop()
