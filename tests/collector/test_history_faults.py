@@ -16,7 +16,7 @@ from fleetbeat.collector import history as h
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.http_history import HistoryApi
-from fleetbeat.collector.store import Store
+from fleetbeat.collector.store import Store, StoreError
 from fleetbeat.collector.store_reader import StoreReader
 from helpers import FakeClock, wait_until
 
@@ -153,3 +153,97 @@ def test_a_restored_older_copy_gets_no_event_twice(tmp_path: Path) -> None:
     finally:
         sock.close()
         col.stop()
+
+
+def beat_hours(fleet: Fleet, clock: FakeClock, hours: int, seq: int, *,
+               store: Store | None = None, mono: FakeClock | None = None) -> int:  # fmt: skip
+    """`hours` hours of heartbeats every 10 s (flushed every 5 min when `store` is given)."""
+    for _ in range(hours):
+        for k in range(360):
+            clock.now += 10
+            if mono is not None:
+                mono.now += 10
+            fleet.receive(hb("pi", seq), ("10.0.0.1", 1))
+            seq += 1
+            fleet.check()
+            if store is not None and k % 30 == 0:
+                store.write(*fleet.take_changes())
+        if store is not None:
+            store.write(*fleet.take_changes())
+    return seq
+
+
+def test_an_hour_without_its_row_before_is_a_base_never_lifetime_totals(tmp_path: Path) -> None:
+    """Ten days of heartbeats with 7 days of hourly rows kept, then the database deleted and
+    recreated: the oldest kept row and the first of the new file hold the device's whole
+    past, so they are bases (counted nowhere), and no hour counts more than its 360."""
+    clock = FakeClock(T0)
+    store = Store(str(tmp_path), retention=31 * DAY, loss_history=7 * DAY, clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
+    seq = 0
+    for _ in range(10):
+        seq = beat_hours(fleet, clock, 24, seq, store=store)
+        store.prune(clock.now)
+    api = HistoryApi(fleet, StoreReader(store.path), clock=clock)
+    hours = api.device_history("pi", {"since": [str(clock.now - 9 * DAY)]})[1]["hours"]
+    assert hours[0]["base"] is True and hours[0]["received"] is None
+    assert all(x["received"] == 360 for x in hours[1:-1]) and len(hours) > 160
+    store.close()
+    os.remove(store.path)
+    store.reopen()  # as the collector does when the file is deleted under it
+    fleet.requeue([("pi",)], [])
+    seq = beat_hours(fleet, clock, 1, seq, store=store)
+    hours = api.device_history("pi", {"since": [str(clock.now - 1800)]})[1]["hours"]
+    assert hours[0]["base"] is True and all(0 < x["received"] <= 360 for x in hours[1:])
+    store.close()
+
+
+def test_a_clock_stepped_back_never_rewrites_an_older_hour(tmp_path: Path) -> None:
+    """The wall clock steps back 2 h: the hourly rows stay in the newest stored hour until it
+    catches up, so no earlier hour gets newer totals, no difference goes negative, and the
+    hours add up to the heartbeats received."""
+    wall, mono = FakeClock(T0), FakeClock(1000.0)
+    store = Store(str(tmp_path), retention=31 * DAY, clock=wall)
+    fleet = Fleet(CollectorSection(), clock=wall, monotonic=mono)
+    seq = beat_hours(fleet, wall, 5, 0, store=store, mono=mono)
+    wall.now -= 2 * 3600
+    seq = beat_hours(fleet, wall, 1, seq, store=store, mono=mono)
+    wall.now += 3 * 3600
+    api = HistoryApi(fleet, StoreReader(store.path), clock=wall)
+    hours = api.device_history("pi", {"since": [str(T0 - 3600)]})[1]["hours"]
+    assert [x["hour"] for x in hours] == sorted({x["hour"] for x in hours})
+    assert not any(x.get("base") for x in hours)
+    assert sum(x["received"] for x in hours) == seq == 2160
+    store.close()
+
+
+def test_hours_that_could_not_be_written_are_not_piled_into_one(tmp_path: Path) -> None:
+    """A full disk for three hours: the writes are retried, and the first that succeeds holds
+    those hours' heartbeats, more than an hour can hold at the device's interval: a base,
+    not 1,440 heartbeats in one hour."""
+    from test_store_faults import SmallDisk  # a real tmpfs, filled and freed
+
+    disk = SmallDisk(tmp_path / "disk")
+    try:
+        clock = FakeClock(T0)
+        store = Store(str(disk.path), retention=31 * DAY, clock=clock)
+        fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
+        seq = 0
+        for hour in range(5):
+            if hour == 1:
+                disk.fill()
+            if hour == 4:
+                disk.free()
+            seq = beat_hours(fleet, clock, 1, seq)
+            rows, events = fleet.take_changes()
+            try:
+                store.write(rows, events)
+            except StoreError:
+                assert 1 <= hour <= 3
+                fleet.requeue(rows, events)
+        api = HistoryApi(fleet, StoreReader(store.path), clock=clock)
+        hours = api.device_history("pi", {"since": [str(T0)]})[1]["hours"]
+        assert [(x["received"], x.get("base")) for x in hours] == [(360, None), (None, True)]
+        store.close()
+    finally:
+        disk.unmount()

@@ -60,7 +60,7 @@ def test_each_flush_upserts_the_hour_with_lifetime_totals(tmp_path: Path) -> Non
     flush(fleet, store)
     assert hours(store.path, "a") == [(T0, 7, 8), (T0 + 3600, 9, 10)]
     assert h.hourly(hours(store.path, "a")) == [
-        {"hour": T0, "received": 7, "expected": 8},
+        {"hour": T0, "received": None, "expected": None, "base": True},  # no interval
         {"hour": T0 + 3600, "received": 2, "expected": 2},
     ]
     store.forget(["a"])
@@ -145,13 +145,13 @@ def test_a_version_1_database_is_migrated_and_keeps_its_devices(tmp_path: Path) 
     reader = StoreReader(store.path)
     before, found = reader.hours("old-1", T0, T0 + 3 * 3600)
     assert (before, found) == ((T0 - 3600, 6, 6), [(T0 + 3600, 8, 8), (T0 + 7200, 11, 12)])
-    assert reader.no_base_before() == T0
-    got = h.hourly(found, before, no_base_before=reader.no_base_before())
+    got = h.hourly(found, before)
     assert got == [{"hour": T0 + 3600, "received": 2, "expected": 2},
                    {"hour": T0 + 7200, "received": 3, "expected": 4}]  # fmt: skip
     before, found = reader.hours("old-2", T0 - 7200, T0 + 3 * 3600)  # the base is no hour
     assert (before, found) == (None, [(T0 - 3600, 3, 4)])
-    assert h.hourly(found, before, no_base_before=reader.no_base_before()) == []
+    assert h.hourly(found, before) == [{"hour": T0 - 3600, "received": None,
+                                        "expected": None, "base": True}]  # fmt: skip
     reader.close()
     store.close()
     Store(str(tmp_path), retention=1.0).close()  # opened again: version 2 as it is

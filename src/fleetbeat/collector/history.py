@@ -41,6 +41,7 @@ _RANK = {s: i for i, s in enumerate(SEVERITY)}
 WINDOWS = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0))
 LONGEST = WINDOWS[-1][1]
 HOUR = 3600.0
+SLACK = 1.1  # an hour may hold this many times HOUR / interval heartbeats (jitter, flushes)
 UNKNOWN = "unknown"
 FORGOTTEN = "forgotten"  # an event's `to` when a device was removed: no state
 FIRST_SEEN = "first_seen"  # the reason of a device's first event: nothing before it
@@ -158,31 +159,35 @@ def hourly(
     rows: Sequence[tuple[float, int, int]],
     prior: Optional[tuple[float, int, int]] = None,
     *,
-    no_base_before: Optional[float] = None,
+    interval: Optional[float] = None,
 ) -> list[dict[str, Any]]:
     """Each hour's heartbeats received and expected, from stored lifetime totals.
 
     `rows`: (hour, lifetime received, lifetime expected), oldest first; `prior`: the
-    device's stored row before the first. An hour's counts are the difference with
-    the row before; a negative one means the counters were reset (a new device of the
-    same id): the totals themselves. A device's first row counts from zero, except an
-    hour before `no_base_before` (a database that had devices before it had hours:
-    that row's totals hold the device's whole past, so it is only a base).
+    device's stored row before the first. An hour's counts are the difference with the
+    stored row before it: the heartbeats between the last flush of that row's hour and
+    the last flush of this one. A row with no row before it counts from zero (a
+    device's first hour). Any count larger than the heartbeats one hour can hold at the
+    device's `interval` (the totals of a device whose older rows are pruned or were
+    never in a recreated database; hours that could not be written, piled into the
+    next), or a negative one (the counters were reset: a new device of the same id),
+    makes the row a base: {"hour", "received": None, "expected": None, "base": True},
+    counted nowhere (the dashboard leaves the hour blank). Without an `interval`, every
+    row with no row before it is a base.
     """
-    out = []
+    most = math.inf if not interval or interval <= 0 else HOUR / interval * SLACK + 10
+    out: list[dict[str, Any]] = []
     prev = prior
     for row in rows:
         hour, received, expected = row
-        if prev is None:
-            if no_base_before is not None and hour < no_base_before:
-                prev = row
-                continue
-            dr, de = received, expected
-        else:
+        if prev is not None:
             dr, de = received - prev[1], expected - prev[2]
-            if dr < 0 or de < 0:
-                dr, de = received, expected
-        out.append({"hour": hour, "received": dr, "expected": de})
+        else:
+            dr, de = (received, expected) if most < math.inf else (-1, -1)
+        if 0 <= dr <= most and 0 <= de <= most:
+            out.append({"hour": hour, "received": dr, "expected": de})
+        else:
+            out.append({"hour": hour, "received": None, "expected": None, "base": True})
         prev = row
     return out
 

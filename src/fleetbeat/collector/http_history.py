@@ -7,7 +7,9 @@ routes read from the store. Times are epoch seconds; every answer is JSON.
                                     each device has "availability" (below)
     GET /api/devices/{id}/history   ?since= ?until= (default: the 7 days up to now) ->
                                     segments [{from, to, state, reason}], hours
-                                    [{hour, received, expected}], availability, truncated
+                                    [{hour, received, expected}] (or {hour, received:
+                                    null, expected: null, base: true}: an hour that
+                                    cannot be told, `history.hourly`), availability, truncated
                                     (true: only the newest MAX_EVENTS events were read,
                                     and the time before the oldest one read is no
                                     state, in the segments and the availability);
@@ -245,7 +247,7 @@ class HistoryApi:
                            pruned_to=pruned)  # fmt: skip
         first = since // 3600.0 * 3600.0
         before, rows = reader.hours(dev_id, first, until)
-        hours = h.hourly(rows, before, no_base_before=reader.no_base_before())
+        hours = h.hourly(rows, before, interval=dev.get("interval"))
         return 200, {
             "device": dev_id, "since": since, "until": until,
             "segments": [{"from": a, "to": b, "state": s, "reason": r} for a, b, s, r in segs],

@@ -17,12 +17,17 @@ set when that one is written, NULL for its latest: the fleet-wide availability i
 one SQL sum, see `collector.availability`) and `hours`, the heartbeat loss over time: per
 device and hour (its start, epoch s) the device's LIFETIME heartbeats received and
 expected as of the last flush in that hour, upserted by every `write` from the device
-rows, in the same transaction. An hour's own counts are the difference with the
-device's previous stored hour (`collector.history.hourly`). A version-1 database
-(before history) is migrated in place when opened: its devices and events are kept,
-each device gets a base row an hour before (its totals then: not an hour of its own),
-and `meta` holds `hours_since`, when that happened. The HTTP threads read through
-`collector.store_reader.StoreReader`, never through this connection.
+rows, in the same transaction, into the hour of the wall clock, or the newest stored
+hour if that is later (a clock stepped back never rewrites an older hour). An hour's
+own counts are the difference with the device's previous stored row: the heartbeats
+between the last flush of that row's hour and the last flush of this one; a row with
+no row before it, a negative difference or one more than an hour can hold at the
+device's interval (failed writes piled into one hour) is a base, counted nowhere
+(`collector.history.hourly`). A version-1 database (before history) is migrated in
+place when opened: its devices and events are kept, each device gets a base row an
+hour before (its totals then), and `meta` holds `hours_since`, when that happened.
+The HTTP threads read through `collector.store_reader.StoreReader`, never through
+this connection.
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ class Store:
             if checked != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {checked}")
             self._create()
+            newest = self._db.execute("SELECT MAX(hour) FROM hours").fetchone()[0]
+            self._hour_floor = float(newest) if isinstance(newest, (int, float)) else -math.inf
             self._identity = _identity(self.path)
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -205,7 +212,9 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self.path}: {exc}") from exc
         event_rows, closes = chain(events, latest)
-        hour = self.hour_of(self._clock())
+        # never an hour before the newest stored one: a wall clock stepped back would
+        # rewrite an older hour with newer totals (and make the next difference negative)
+        hour = max(self.hour_of(self._clock()), self._hour_floor)
         hour_rows = [
             (r[0], hour, r[HB_RECEIVED], r[HB_EXPECTED])
             for r in rows
@@ -213,6 +222,7 @@ class Store:
         ]
         try:
             self._transaction(rows, closes, event_rows, hour_rows)
+            self._hour_floor = hour if hour_rows else self._hour_floor
             return 0
         except (*_ROW_ERRORS, sqlite3.IntegrityError):
             pass  # one bad value spoils executemany: find it, keep the rest
@@ -239,6 +249,7 @@ class Store:
                                       row[name_at], exc)  # fmt: skip
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        self._hour_floor = hour if hour_rows else self._hour_floor
         self.skipped_rows += skipped
         return skipped
 
