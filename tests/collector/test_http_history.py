@@ -16,7 +16,7 @@ from fleetbeat import wire
 from fleetbeat.collector import history as h
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
-from fleetbeat.collector.http_history import Cached, HistoryApi
+from fleetbeat.collector.http_history import CACHED_KEYS, Cached, HistoryApi
 from fleetbeat.collector.store import Store
 from fleetbeat.collector.store_events import rewrite
 from fleetbeat.collector.store_reader import StoreReader
@@ -58,6 +58,54 @@ def test_a_burst_computes_once_and_a_stale_answer_is_served_while_recomputing() 
     release.set()
     worker.join()
     assert got[-1] == 2 and cache.get("k", slow) == 2
+
+
+def test_a_slow_answer_makes_only_its_own_key_wait_and_the_keys_are_bounded() -> None:
+    """While one key's computation is slow, another key is computed and answered at once
+    (no wait, no Busy); a request for the slow key waits for it; no more than CACHED_KEYS
+    answers are kept."""
+    cache = Cached(60.0, clock=FakeClock(0.0))
+    release = threading.Event()
+    got: list[Any] = []
+    slow = threading.Thread(target=lambda: got.append(cache.get("a", lambda: release.wait(5))))
+    slow.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert cache.get("b", lambda: "b") == "b"
+    assert time.monotonic() - started < 0.5
+    waiter = threading.Thread(target=lambda: got.append(cache.get("a", lambda: "again")))
+    waiter.start()
+    release.set()
+    slow.join()
+    waiter.join()
+    assert got == [True, True]  # the waiter had the first computation's answer
+    for k in range(100):
+        cache.get(k, lambda: 0)
+    assert len(cache._values) == CACHED_KEYS and not cache._locks
+
+
+def test_respelled_ranges_are_one_cached_answer(tmp_path: Path) -> None:
+    """/api/fleet/history keys its cache by the values, rounded to the minute: `since=100`,
+    `since=100.000` and `since=130` (and `by=b,a` against `by=a,b`) are one computation."""
+    clock = FakeClock(1_800_000_000.0)
+    store = Store(str(tmp_path), retention=31 * 86400.0, clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
+    api = HistoryApi(fleet, StoreReader(store.path), clock=clock)
+    computed: list[int] = []
+    each = api._each_device
+
+    def counting(*args: Any) -> Any:
+        computed.append(1)
+        return each(*args)
+
+    api._each_device = counting  # type: ignore[method-assign]
+    base = clock.now - 86400 + 1
+    for text in (f"{base:.0f}", f"{base:.0f}.000", f"{base + 30:.0f}", f"{base:.0f}e0"):
+        body = api.fleet_history({"since": [text], "step": ["900"]})
+        assert body["since"] == (base // 60) * 60
+    assert len(computed) == 1
+    assert api.groups({"by": ["b,a"]}) is api.groups({"by": ["a", "b"]})
+    store.close()
 
 
 def hb(dev: str, seq: int) -> bytes:

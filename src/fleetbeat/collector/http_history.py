@@ -20,12 +20,14 @@ routes read from the store. Times are epoch seconds; every answer is JSON.
                                     are left out; "truncated": the ids with more than
                                     MAX_STRIP events in the range, whose strip starts
                                     at the oldest event read, no state before it)
-    GET /api/fleet/history          ?since= ?until= (default 24 h) ?step=900 (60 s to 1 d,
+    GET /api/fleet/history          ?since= ?until= (default 24 h; to the minute: since
+                                    rounded down, until up) ?step=900 (60 s to 1 d,
                                     at most 2,000 buckets) -> buckets [{time, up, late,
                                     down, offline, missing}]: each device once per bucket,
                                     in its worst state there (down > missing > late > up >
                                     offline)
-    GET /api/availability           ?by=site,room (tag keys; none: one group) -> groups
+    GET /api/availability           ?by=site,room (tag keys, answered sorted; none: one
+                                    group) -> groups
                                     [{tags, devices, availability}] time-weighted over
                                     their devices (no tag: the value ""), and the worst
                                     10 devices by 7-day availability
@@ -38,10 +40,13 @@ counted time; null where nothing was counted (`collector.history`). A range is a
 cannot be read is a 503.
 
 The fleet-wide answers (the availability of every device, used by `/api/devices` and
-`/metrics`; the fleet buckets; the groups) are cached for CACHE_TTL seconds and
-computed by one thread at a time, so a burst of requests never rescans SQLite per
-request: the others get the previous answer meanwhile, or wait for the first (BUSY_WAIT
-seconds at most, then 503). Kept in memory: per device one tally (`history.Tally`:
+`/metrics`; the fleet buckets; the groups) are cached for CACHE_TTL seconds, keyed by
+the parsed values (the fleet history's since and until rounded to the minute, ROUND;
+the groups' tag keys sorted), at most CACHED_KEYS of them, and each is computed by one
+thread at a time, so a burst of requests never rescans SQLite per request: the others
+asking for the same answer get its previous value meanwhile, or wait for the first
+(BUSY_WAIT seconds at most, then 503); a request for another answer does not wait.
+Kept in memory: per device one tally (`history.Tally`:
 since, and the seconds good and counted in each window, which the groups need to
 weigh their devices), seven doubles in one array (`availability.TallyTable`).
 """
@@ -77,7 +82,8 @@ BUSY_WAIT = 5.0  # s a request waits for another thread's computation before a 5
 DAY = 86400.0
 MIN_STEP, MAX_STEP, MAX_BUCKETS = 60.0, 86400.0, 2000
 MAX_LIMIT = 1_000_000
-CACHED_KEYS = 32  # distinct fleet-history or group requests remembered
+CACHED_KEYS = 32  # distinct fleet-history or group answers remembered
+ROUND = 60.0  # s: /api/fleet/history's since is rounded down to it, until up
 # Events read per device: a device flapping at max_events_per_minute (10) for 31 days
 # leaves 446,400; the newest this many are read (a strip has ~1,000 pixels to show them)
 MAX_EVENTS = 10_000  # for one device's history ("truncated": true when there were more)
@@ -91,36 +97,48 @@ class Busy(Exception):
 
 
 class Cached:
-    """One value computed by one thread at a time, reused for `ttl` seconds."""
+    """Values computed once per key by one thread at a time, reused for `ttl` seconds.
+
+    Each key has its own lock: a slow computation makes only the requests for the same
+    key wait (BUSY_WAIT at most, then Busy), or get its previous value meanwhile; other
+    keys go on. At most CACHED_KEYS values are kept (the least recently computed go)."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self._clock = clock
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()  # held only to look up or store, never to compute
+        self._locks: dict[Any, threading.Lock] = {}
         self._values: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
 
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
         """The value for `key`: fresh, or the stale one while another thread recomputes."""
-        found = self._values.get(key)
-        if found is not None and self._clock() - found[0] < self.ttl:
-            return found[1]
+        with self._guard:
+            found = self._values.get(key)
+            if found is not None and self._clock() - found[0] < self.ttl:
+                return found[1]
+            lock = self._locks.setdefault(key, threading.Lock())
         waits = found is None  # nothing to answer meanwhile: wait for the other thread
-        if not self._lock.acquire(blocking=waits, timeout=BUSY_WAIT if waits else -1):
+        if not lock.acquire(blocking=waits, timeout=BUSY_WAIT if waits else -1):
             if found is not None:
                 return found[1]  # being recomputed: the previous answer meanwhile
             raise Busy("another request is computing this answer; try again in a second")
         try:
-            found = self._values.get(key)  # computed while this thread waited?
+            with self._guard:
+                found = self._values.get(key)  # computed while this thread waited?
             if found is not None and self._clock() - found[0] < self.ttl:
                 return found[1]
             value = compute()
-            self._values[key] = (self._clock(), value)
-            self._values.move_to_end(key)
-            while len(self._values) > CACHED_KEYS:
-                self._values.popitem(last=False)
+            with self._guard:
+                self._values[key] = (self._clock(), value)
+                self._values.move_to_end(key)
+                while len(self._values) > CACHED_KEYS:
+                    self._values.popitem(last=False)
             return value
         finally:
-            self._lock.release()
+            with self._guard:
+                if self._locks.get(key) is lock:
+                    del self._locks[key]  # the next computation of it takes a new lock
+            lock.release()
 
 
 class HistoryApi:
@@ -279,6 +297,8 @@ class HistoryApi:
 
     def fleet_history(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         since, until = time_range(query, DAY, self._clock())
+        # to the minute, so that any spelling of about the same range is one cached answer
+        since, until = math.floor(since / ROUND) * ROUND, math.ceil(until / ROUND) * ROUND
         step = number(query, "step", 900.0)
         if not MIN_STEP <= step <= MAX_STEP:
             raise BadRequest(f"step: expected {MIN_STEP:g} to {MAX_STEP:g} seconds, got {step:g}")
@@ -287,7 +307,7 @@ class HistoryApi:
             raise BadRequest(f"step: at most {MAX_BUCKETS} buckets; use a step of at least "
                              f"{least} s for this range")  # fmt: skip
         self._reader()
-        key = ("fleet", *(tuple(query.get(k, ())) for k in ("since", "until", "step")))
+        key = ("fleet", since, until, step)  # the values, not the text that spelled them
 
         def compute() -> dict[str, Any]:
             now = self._clock()
@@ -301,7 +321,7 @@ class HistoryApi:
         return result
 
     def groups(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
-        by = by_keys(query)
+        by = sorted(by_keys(query))
         self._reader()
 
         def compute() -> dict[str, Any]:
