@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from collector_helpers import CollectorProcess
 
 from fleetbeat import wire
@@ -16,6 +18,7 @@ from fleetbeat.collector import history as h
 from fleetbeat.collector.config import CollectorSection
 from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.http_history import HistoryApi
+from fleetbeat.collector.http_params import BadRequest
 from fleetbeat.collector.store import Store, StoreError
 from fleetbeat.collector.store_reader import StoreReader
 from helpers import FakeClock, wait_until
@@ -247,3 +250,53 @@ def test_hours_that_could_not_be_written_are_not_piled_into_one(tmp_path: Path) 
         store.close()
     finally:
         disk.unmount()
+
+
+def test_a_strip_holds_no_more_segments_than_it_can_draw(tmp_path: Path) -> None:
+    """A device that changed state 1,000 times in a day: its strip has at most 2 x 200 + 1
+    segments (neighbours under 1/200 of the range merged, in their worst state), the strip
+    still starts and ends where the unmerged one does, and a range over 7 days is a 400."""
+    clock = FakeClock(T0)
+    store = Store(str(tmp_path), retention=31 * DAY, clock=clock)
+    fleet = Fleet(CollectorSection(), clock=clock, monotonic=clock)
+    for q in (0, 1):
+        fleet.receive(hb("pi", q), ("10.0.0.1", 1))
+    store.write(*fleet.take_changes())
+    events = [{"time": T0 + 60 + k * 80.0, "device": "pi", "from": "down" if k % 2 else "up",
+               "to": "up" if k % 2 else "down", "reason": "x"} for k in range(999)]  # fmt: skip
+    store.write([], events)
+    clock.now = T0 + DAY
+    api = HistoryApi(fleet, StoreReader(store.path), clock=clock)
+    strip = api.timelines({"id": ["pi"]})["devices"]["pi"]
+    assert len(strip) <= 401
+    assert all(b > a for a, b, _, _ in strip)
+    assert "down" in {s for _, _, s, r in strip if r == "merged"}  # the worst state shows
+    assert strip[-1][1] == clock.now
+    with pytest.raises(BadRequest, match="since: the range is at most 7 days"):
+        api.timelines({"since": [str(clock.now - 8 * DAY)]})
+    store.close()
+
+
+def test_as_many_ids_as_allowed_fit_the_request_head() -> None:
+    """MAX_IDS ids of 64 characters fit the HTTP server's 16 KiB request head; one more id
+    is a 400 that names `id` (not a 431 for an oversized head)."""
+    import urllib.error
+    import urllib.request
+
+    from fleetbeat.collector.http_params import MAX_IDS
+
+    col = CollectorProcess(Path(tempfile.mkdtemp()))
+    try:
+        base = col.http_url()
+        ids = [f"d{i:03d}-" + "x" * 59 for i in range(MAX_IDS + 1)]
+        query = "&".join(f"id={d}" for d in ids[:MAX_IDS])
+        with urllib.request.urlopen(f"{base}/api/timelines?{query}", timeout=10) as r:  # noqa: S310
+            assert r.status == 200
+        try:
+            more = f"{base}/api/timelines?{query}&id={ids[-1]}"
+            urllib.request.urlopen(more, timeout=10)  # noqa: S310 - loopback
+            raise AssertionError("201 ids accepted")
+        except urllib.error.HTTPError as err:
+            assert err.code == 400 and b"id: at most 200" in err.read()
+    finally:
+        col.stop()

@@ -110,6 +110,34 @@ def segments(
     return out
 
 
+def coarsen(segs: Iterable[Segment], resolution: float) -> list[Segment]:
+    """Segments for a strip that draws nothing finer than `resolution` seconds: neighbours
+    each shorter than it (and the gaps between them shorter than it) are merged into one
+    run in the worst state among them (SEVERITY), reason "merged" when it holds more than
+    one. A run ends when it reaches `resolution` or a longer segment or gap comes, so a
+    strip over T seconds has at most about 2 * T / resolution + 1 segments."""
+    out: list[Segment] = []
+    run: Optional[list[Any]] = None  # [from, to, state, reason]
+    for seg in segs:
+        a, b, state, why = seg
+        if run is not None and (a - run[1] >= resolution or run[1] - run[0] >= resolution
+                                or b - a >= resolution):  # fmt: skip
+            out.append((run[0], run[1], run[2], run[3]))
+            run = None
+        if b - a >= resolution:
+            out.append(seg)
+        elif run is None:
+            run = [a, b, state, why]
+        else:
+            run[1] = b
+            run[3] = "merged"
+            if _RANK.get(state, -1) > _RANK.get(run[2], -1):
+                run[2] = state
+    if run is not None:
+        out.append((run[0], run[1], run[2], run[3]))
+    return out
+
+
 def tally(segs: Iterable[Segment], now: float) -> Tally:
     """Seconds good and counted in each window of WINDOWS, and when counting began."""
     since: Optional[float] = None

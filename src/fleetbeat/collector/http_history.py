@@ -14,12 +14,15 @@ routes read from the store. Times are epoch seconds; every answer is JSON.
                                     and the time before the oldest one read is no
                                     state, in the segments and the availability);
                                     404 unknown
-    GET /api/timelines              ?since= ?until= (default 24 h) ?id=a&id=b (or id=a,b;
-                                    at most 500) -> {"devices": {id: [[from, to, state,
-                                    reason], ...]}, "truncated": [ids]} (ids not known
-                                    are left out; "truncated": the ids with more than
-                                    MAX_STRIP events in the range, whose strip starts
-                                    at the oldest event read, no state before it)
+    GET /api/timelines              ?since= ?until= (default 24 h, at most 7 d) ?id=a&id=b
+                                    (or id=a,b; at most MAX_IDS, 200) -> {"devices": {id:
+                                    [[from, to, state, reason], ...]}, "truncated": [ids]}
+                                    (ids not known are left out; nothing finer than
+                                    1/STRIP_PIXELS of the range: shorter neighbours are
+                                    one segment in their worst state, reason "merged";
+                                    "truncated": the ids with more than MAX_STRIP events
+                                    in the range, whose strip starts at the oldest event
+                                    read, no state before it)
     GET /api/fleet/history          ?since= ?until= (default 24 h; to the minute: since
                                     rounded down, until up) ?step=900 (60 s to 1 d,
                                     at most 2,000 buckets) -> buckets [{time, up, late,
@@ -88,6 +91,10 @@ ROUND = 60.0  # s: /api/fleet/history's since is rounded down to it, until up
 # leaves 446,400; the newest this many are read (a strip has ~1,000 pixels to show them)
 MAX_EVENTS = 10_000  # for one device's history ("truncated": true when there were more)
 MAX_STRIP = 1_000  # per device of /api/timelines
+# /api/timelines: at most 7 days, and nothing finer than a strip's pixel (the dashboard's
+# strips are 200 px wide): at most MAX_IDS x ~2 x STRIP_PIXELS segments an answer
+MAX_STRIP_RANGE = 7 * DAY
+STRIP_PIXELS = 200
 
 Answer = tuple[int, Any]  # HTTP status, JSON-ready body
 
@@ -275,7 +282,8 @@ class HistoryApi:
         }  # fmt: skip
 
     def timelines(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
-        since, until = time_range(query, DAY, self._clock())
+        since, until = time_range(query, DAY, self._clock(), longest=MAX_STRIP_RANGE)
+        resolution = (until - since) / STRIP_PIXELS
         ids = device_ids(query)
         reader = self._reader()
         now = self._clock()
@@ -292,7 +300,7 @@ class HistoryApi:
             segs = h.segments(events, since, until, now, prior=prior,
                               current=(dev["state"], dev["state_since"]),
                               pruned_to=None if cut_short else pruned)  # fmt: skip
-            out[dev_id] = [list(s) for s in segs]
+            out[dev_id] = [list(s) for s in h.coarsen(segs, resolution)]
         return {"since": since, "until": until, "devices": out, "truncated": truncated}
 
     def fleet_history(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
