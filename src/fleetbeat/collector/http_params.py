@@ -1,8 +1,10 @@
 """Query parameters of the history routes, each checked as an attacker would send it.
 
 Every bad value is a `BadRequest` whose message names the parameter (a 400): numbers
-must be finite, times from 0 to MAX_TIME epoch seconds, a range in order and at most MAX_RANGE long, counts plain decimal
-digits within bounds, device ids valid wire ids (MAX_IDS at most), fields known names,
+must be finite, times from 0 to MAX_TIME epoch seconds, a range in order and at most
+MAX_RANGE long (7 days for the strips), counts plain decimal digits within bounds,
+device ids valid wire ids (MAX_IDS at most: what fits the 16 KiB request head), fields
+known names,
 tag keys at most MAX_BY of wire.MAX_TEXT characters. A repeated single-valued
 parameter counts by its last value.
 """
