@@ -211,3 +211,34 @@ def test_a_flapping_device_is_read_up_to_a_limit_newest_first(tmp_path: Path) ->
     assert (prior, len(events), cut) == ((T0 + 19, "up", "down", "x"), 10, False)
     reader.close()
     store.close()
+
+
+def test_the_stored_events_are_bounded_oldest_first(tmp_path: Path) -> None:
+    """A flood of events past max_events is cut back to it by the write that goes 10% past
+    (the oldest first), and by the prune; `pruned_to` moves up to the newest deleted, so
+    no older `from` state is stretched over what went; forget keeps the count right."""
+    store = Store(str(tmp_path), retention=31 * 86400.0, max_events=1000, clock=FakeClock(T0))
+    flood = [{"time": T0 + i, "device": f"f{i % 50}", "from": "up", "to": "down",
+              "reason": "x"} for i in range(1099)]  # fmt: skip
+    store.write([], flood)
+
+    def count() -> int:
+        with sqlite3.connect(store.path) as db:
+            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    assert count() == 1099  # within the 10%: left to the prune
+    store.write([], [{**flood[0], "time": T0 + 2000.0}, {**flood[0], "time": T0 + 2001.0}])
+    assert count() == 1000
+    reader = StoreReader(store.path)
+    assert reader.pruned_to() == T0 + 100  # the newest of the 101 deleted
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT MIN(time) FROM events").fetchone()[0] == T0 + 101
+    store.max_events = 900
+    assert store.prune(T0 + 3000) == 100 and count() == 900
+    assert reader.pruned_to() == T0 + 200
+    store.forget(["f1"])
+    assert store._count == count() < 900
+    store.max_events = 10**6
+    assert store.prune(T0 + 3000) == 0
+    reader.close()
+    store.close()

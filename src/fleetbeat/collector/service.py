@@ -7,8 +7,9 @@ and under systemd it sends the watchdog pings and STATUS= from there (a stuck
 loop stops the pings). SIGTERM or SIGINT stops it cleanly with a last flush.
 SIGHUP re-reads the config file: an invalid one is logged and ignored; a valid
 one's judgement settings (late_after, down_after, max_down_after, max_devices,
-max_payload, intervals, retention, missing_after, forget_after) apply at once, and the
-listen addresses, state_dir, receive buffer and MQTT settings need a restart (logged).
+max_payload, intervals, retention, max_stored_events, missing_after, forget_after)
+apply at once, and the listen addresses, state_dir, receive buffer and MQTT settings
+need a restart (logged).
 The `expected_devices` file is read at start (a bad line is a config error) and again
 on SIGHUP (a bad file is logged, and the list read before stays), as the signing keys.
 
@@ -127,7 +128,8 @@ class Collector:
         self.keyring = load_keyring(c.auth)
         self.fleet.use_keyring(self.keyring)  # before anything is received
         self.store = Store(c.state_dir, retention=c.event_retention,
-                           loss_history=c.loss_history, clock=self._clock)  # fmt: skip
+                           max_events=c.max_stored_events, loss_history=c.loss_history,
+                           clock=self._clock)  # fmt: skip
         rows, events = self.store.load(self._clock())
         loaded = self.fleet.restore(rows, events)
         log.info("state in %s: %d devices reloaded", self.store.path, loaded)
@@ -220,6 +222,7 @@ class Collector:
         if self.store is not None:  # what prune deletes
             self.store.retention = new.collector.event_retention
             self.store.loss_history = new.collector.loss_history
+            self.store.max_events = new.collector.max_stored_events
         self.fleet.use_keyring(ring)
         self.keyring = ring
         if self.alerting is not None:
