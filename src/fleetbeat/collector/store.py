@@ -339,7 +339,8 @@ class Store:
                 )
                 gone = cur.rowcount
                 self._db.execute(PRUNED_TO, (now - self.retention,))
-                gone += self._oldest_out(self.max_events, self._count - gone)
+                left = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+                over = self._oldest_out(self.max_events, left)  # recounted: writes skip rows
                 self._db.execute(
                     "DELETE FROM hours WHERE hour < ? AND hour < (SELECT MAX(h.hour) FROM"
                     " hours AS h WHERE h.device = hours.device)",
@@ -347,8 +348,8 @@ class Store:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prune old events in {self.path}: {exc}") from exc
-        self._count = max(0, self._count - gone)
-        return gone
+        self._count = left - over
+        return gone + over
 
     def _oldest_out(self, keep: int, count: int) -> int:
         """Within a transaction: delete the oldest of `count` events past `keep`, moving
