@@ -150,8 +150,10 @@ def test_a_version_1_database_is_migrated_and_keeps_its_devices(tmp_path: Path) 
                    {"hour": T0 + 7200, "received": 3, "expected": 4}]  # fmt: skip
     before, found = reader.hours("old-2", T0 - 7200, T0 + 3 * 3600)  # the base is no hour
     assert (before, found) == (None, [(T0 - 3600, 3, 4)])
-    assert h.hourly(found, before) == [{"hour": T0 - 3600, "received": None,
-                                        "expected": None, "base": True}]  # fmt: skip
+    base = [{"hour": T0 - 3600, "received": None, "expected": None, "base": True}]
+    assert h.hourly(found, before) == base
+    assert reader.no_base_before() == T0  # small totals, yet the migration's base
+    assert h.hourly(found, before, interval=10.0, no_base_before=reader.no_base_before()) == base
     reader.close()
     store.close()
     Store(str(tmp_path), retention=1.0).close()  # opened again: version 2 as it is

@@ -188,6 +188,7 @@ def hourly(
     prior: Optional[tuple[float, int, int]] = None,
     *,
     interval: Optional[float] = None,
+    no_base_before: Optional[float] = None,
 ) -> list[dict[str, Any]]:
     """Each hour's heartbeats received and expected, from stored lifetime totals.
 
@@ -201,7 +202,8 @@ def hourly(
     next), or a negative one (the counters were reset: a new device of the same id),
     makes the row a base: {"hour", "received": None, "expected": None, "base": True},
     counted nowhere (the dashboard leaves the hour blank). Without an `interval`, every
-    row with no row before it is a base.
+    row with no row before it is a base, and so is one before `no_base_before` (the
+    base row the migration of a database older than the hours table wrote).
     """
     most = math.inf if not interval or interval <= 0 else HOUR / interval * SLACK + 10
     out: list[dict[str, Any]] = []
@@ -211,7 +213,8 @@ def hourly(
         if prev is not None:
             dr, de = received - prev[1], expected - prev[2]
         else:
-            dr, de = (received, expected) if most < math.inf else (-1, -1)
+            first = most < math.inf and (no_base_before is None or hour >= no_base_before)
+            dr, de = (received, expected) if first else (-1, -1)
         if 0 <= dr <= most and 0 <= de <= most:
             out.append({"hour": hour, "received": dr, "expected": de})
         else:

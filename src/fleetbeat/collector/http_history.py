@@ -272,7 +272,8 @@ class HistoryApi:
                            pruned_to=pruned)  # fmt: skip
         first = since // 3600.0 * 3600.0
         before, rows = reader.hours(dev_id, first, until)
-        hours = h.hourly(rows, before, interval=dev.get("interval"))
+        hours = h.hourly(rows, before, interval=dev.get("interval"),
+                         no_base_before=reader.no_base_before())  # fmt: skip
         return 200, {
             "device": dev_id, "since": since, "until": until,
             "segments": [{"from": a, "to": b, "state": s, "reason": r} for a, b, s, r in segs],

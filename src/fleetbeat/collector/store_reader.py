@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 from urllib.parse import quote
 
-from fleetbeat.collector.history import WINDOWS, Event
+from fleetbeat.collector.history import HOUR, WINDOWS, Event
 from fleetbeat.errors import FleetbeatError
 
 BUSY_TIMEOUT = 2.0  # s a read waits for a lock (a checkpoint) before giving up
@@ -92,6 +92,13 @@ class StoreReader:
         before = self._all(_HOUR_BEFORE, (device, since))
         rows = self._all(_HOURS, (device, since, until))
         return (tuple(before[0]) if before else None), [tuple(r) for r in rows]
+
+    def no_base_before(self) -> Optional[float]:
+        """The hour the hours table was added to an older database (or None): a device's
+        first row before it is the base the migration wrote, not an hour of its own."""
+        rows = self._all("SELECT value FROM meta WHERE key = 'hours_since'", ())
+        value = rows[0][0] if rows else None
+        return value // HOUR * HOUR if isinstance(value, float) else None
 
     def pruned_to(self) -> Optional[float]:
         """The latest time up to which the store's prune may have deleted events (None:
