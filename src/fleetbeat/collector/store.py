@@ -12,22 +12,24 @@ deleted or swapped under the running collector, so the caller can `reopen()` it 
 write everything again.
 
 Tables (schema version 2): `devices` (one row per device, `rows.ROW_COLUMNS`), `events`
-(indexed by time and by device and time; `ends` is the time of the device's next event,
-set when that one is written, NULL for its latest: the fleet-wide availability is then
-one SQL sum, see `collector.availability`) and `hours`, the heartbeat loss over time: per
+(indexed by time and by device and time; a device's in time order, `store_events`;
+`ends` is the time of the device's next event, set when that one is written, NULL for
+its latest: the fleet-wide availability is then one SQL sum, see
+`collector.availability`; at most `max_events`, the oldest deleted first, and
+`meta.pruned_to` the latest time deleted up to) and `hours`, the heartbeat loss over time: per
 device and hour (its start, epoch s) the device's LIFETIME heartbeats received and
 expected as of the last flush in that hour, upserted by every `write` from the device
 rows, in the same transaction, into the hour of the wall clock, or the newest stored
 hour if that is later (a clock stepped back never rewrites an older hour). An hour's
 own counts are the difference with the device's previous stored row: the heartbeats
-between the last flush of that row's hour and the last flush of this one; a row with
-no row before it, a negative difference or one more than an hour can hold at the
-device's interval (failed writes piled into one hour) is a base, counted nowhere
-(`collector.history.hourly`). A version-1 database (before history) is migrated in
-place when opened: its devices and events are kept, each device gets a base row an
-hour before (its totals then), and `meta` holds `hours_since`, when that happened.
-The HTTP threads read through `collector.store_reader.StoreReader`, never through
-this connection.
+between the last flush of that row's hour and the last flush of this one (a device's
+first row counts from zero); a negative difference, or a count more than an hour can
+hold at the device's interval (older rows gone, failed writes piled into one hour) is
+a base, counted nowhere (`collector.history.hourly`). A version-1 database (before
+history) is migrated in place when opened: its devices and events are kept, each
+device gets a base row an hour before (its totals then), and `meta` holds
+`hours_since`, when that happened. The HTTP threads read through
+`collector.store_reader.StoreReader`, never through this connection.
 """
 
 from __future__ import annotations
