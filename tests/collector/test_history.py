@@ -48,9 +48,25 @@ def test_a_window_starting_mid_state_takes_the_state_before_it() -> None:
 
 
 def test_without_an_event_before_the_window_the_oldest_kept_from_state_is_used() -> None:
-    """Older history pruned: the oldest kept event's `from` fills the window's start."""
-    segs = h.segments([ev(300, "late", "up", "heartbeat")], 200, 400, 1000)
+    """Older history pruned: the oldest kept event's `from` fills the window's start, as far
+    back as the store pruned (`pruned_to`) and no further; not at all if it never pruned."""
+    events = [ev(300, "late", "up", "heartbeat")]
+    segs = h.segments(events, 200, 400, 1000, pruned_to=100)
     assert segs == [(200, 300, "late", "unknown"), (300, 400, "up", "heartbeat")]
+    segs = h.segments(events, 200, 400, 1000, pruned_to=250)
+    assert segs == [(250, 300, "late", "unknown"), (300, 400, "up", "heartbeat")]
+    assert h.segments(events, 200, 400, 1000) == [(300, 400, "up", "heartbeat")]
+
+
+def test_a_first_seen_or_forgotten_oldest_event_opens_nothing_before_it() -> None:
+    """A device's `first_seen` had nothing before it, and a `forgotten` event opens no state
+    before or after it: neither `from` is stretched back, whatever the store pruned."""
+    first = [ev(300, "missing", "up", "first_seen")]
+    assert h.segments(first, 0, 400, 1000, pruned_to=0) == [(300, 400, "up", "first_seen")]
+    gone = [ev(300, "down", "forgotten", "forgotten"), ev(350, None, "up", "first_seen")]
+    assert h.segments(gone, 0, 400, 1000, pruned_to=0) == [(350, 400, "up", "first_seen")]
+    tally = h.tally(h.segments(gone, 0, 1000, 1000, pruned_to=0, current=("up", 350)), 1000)
+    assert tally[0] == 350 and tally[5:] == (650, 650)  # up since it came back, no down
 
 
 def test_forgotten_and_unknown_states_are_no_state() -> None:
@@ -120,15 +136,23 @@ def test_availability_is_a_percentage_with_two_decimals() -> None:
 
 
 def test_hourly_counts_are_differences_of_lifetime_totals() -> None:
-    """An hour's counts are its totals minus the previous stored hour's; a reset takes the
-    totals themselves; a first hour counts from zero unless it predates the hours table."""
-    rows = [(7200.0, 100, 110), (10800.0, 150, 170), (18000.0, 20, 25)]
-    got = h.hourly(rows, (3600.0, 40, 45))
+    """An hour's counts are its totals minus the previous stored row's (a first row's, from
+    zero); a reset (a negative difference) and more than an hour can hold at the device's
+    interval are bases, counted nowhere: never lifetime totals as one hour."""
+    rows = [(7200.0, 100, 110), (10800.0, 150, 170), (18000.0, 20, 25), (21600.0, 380, 385),
+            (25200.0, 5000, 5005), (28800.0, 5300, 5310)]  # fmt: skip
+    base = {"received": None, "expected": None, "base": True}
+    got = h.hourly(rows, (3600.0, 40, 45), interval=10.0)
     assert got == [{"hour": 7200.0, "received": 60, "expected": 65},
                    {"hour": 10800.0, "received": 50, "expected": 60},
-                   {"hour": 18000.0, "received": 20, "expected": 25}]  # fmt: skip
-    assert h.hourly(rows[:1])[0] == {"hour": 7200.0, "received": 100, "expected": 110}
-    assert h.hourly(rows, no_base_before=10800.0)[0]["hour"] == 10800.0
+                   {"hour": 18000.0, **base},  # a reset
+                   {"hour": 21600.0, "received": 360, "expected": 360},
+                   {"hour": 25200.0, **base},  # 4,620 in an hour of 360 at most: piled up
+                   {"hour": 28800.0, "received": 300, "expected": 305}]  # fmt: skip
+    assert h.hourly(rows[:1]) == [{"hour": 7200.0, **base}]  # no row before, no interval
+    first = h.hourly(rows[:1], interval=10.0)  # a device's first hour: counted from zero
+    assert first == [{"hour": 7200.0, "received": 100, "expected": 110}]
+    assert h.hourly(rows[4:5], interval=10.0) == [{"hour": 25200.0, **base}]  # older rows gone
 
 
 def test_fleet_buckets_count_each_device_once_in_its_worst_state() -> None:

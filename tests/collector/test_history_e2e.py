@@ -132,7 +132,11 @@ HOSTILE = [
     ("/api/fleet/history?step=86401", "step"),
     ("/api/fleet/history?step=nan", "step"),
     ("/api/fleet/history?since=0&until=2678400&step=60", "step"),
-    ("/api/fleet/history?until=1e308&since=-1e308", "since"),
+    ("/api/fleet/history?until=1e308&since=-1e308", "until"),
+    ("/api/fleet/history?until=1e308", "until"),  # not "since", which was not sent
+    ("/api/timelines?until=1e12", "until"),
+    ("/api/timelines?since=-1", "since"),
+    ("/api/timelines?id=" + ",".join(f"d{i}" for i in range(201)), "id"),
     ("/api/availability?by=site,,room", "by"),
     ("/api/availability?by=" + ",".join(f"k{i}" for i in range(9)), "by"),
     ("/api/availability?by=" + "k" * 129, "by"),

@@ -60,7 +60,7 @@ def test_each_flush_upserts_the_hour_with_lifetime_totals(tmp_path: Path) -> Non
     flush(fleet, store)
     assert hours(store.path, "a") == [(T0, 7, 8), (T0 + 3600, 9, 10)]
     assert h.hourly(hours(store.path, "a")) == [
-        {"hour": T0, "received": 7, "expected": 8},
+        {"hour": T0, "received": None, "expected": None, "base": True},  # no interval
         {"hour": T0 + 3600, "received": 2, "expected": 2},
     ]
     store.forget(["a"])
@@ -145,13 +145,15 @@ def test_a_version_1_database_is_migrated_and_keeps_its_devices(tmp_path: Path) 
     reader = StoreReader(store.path)
     before, found = reader.hours("old-1", T0, T0 + 3 * 3600)
     assert (before, found) == ((T0 - 3600, 6, 6), [(T0 + 3600, 8, 8), (T0 + 7200, 11, 12)])
-    assert reader.no_base_before() == T0
-    got = h.hourly(found, before, no_base_before=reader.no_base_before())
+    got = h.hourly(found, before)
     assert got == [{"hour": T0 + 3600, "received": 2, "expected": 2},
                    {"hour": T0 + 7200, "received": 3, "expected": 4}]  # fmt: skip
     before, found = reader.hours("old-2", T0 - 7200, T0 + 3 * 3600)  # the base is no hour
     assert (before, found) == (None, [(T0 - 3600, 3, 4)])
-    assert h.hourly(found, before, no_base_before=reader.no_base_before()) == []
+    base = [{"hour": T0 - 3600, "received": None, "expected": None, "base": True}]
+    assert h.hourly(found, before) == base
+    assert reader.no_base_before() == T0  # small totals, yet the migration's base
+    assert h.hourly(found, before, interval=10.0, no_base_before=reader.no_base_before()) == base
     reader.close()
     store.close()
     Store(str(tmp_path), retention=1.0).close()  # opened again: version 2 as it is
@@ -209,5 +211,36 @@ def test_a_flapping_device_is_read_up_to_a_limit_newest_first(tmp_path: Path) ->
     assert (prior, [e[0] for e in events], cut) == (None, [T0 + i for i in range(20, 30)], True)
     prior, events, cut = reader.events("f", T0 + 19, limit=10)
     assert (prior, len(events), cut) == ((T0 + 19, "up", "down", "x"), 10, False)
+    reader.close()
+    store.close()
+
+
+def test_the_stored_events_are_bounded_oldest_first(tmp_path: Path) -> None:
+    """A flood of events past max_events is cut back to it by the write that goes 10% past
+    (the oldest first), and by the prune; `pruned_to` moves up to the newest deleted, so
+    no older `from` state is stretched over what went; forget keeps the count right."""
+    store = Store(str(tmp_path), retention=31 * 86400.0, max_events=1000, clock=FakeClock(T0))
+    flood = [{"time": T0 + i, "device": f"f{i % 50}", "from": "up", "to": "down",
+              "reason": "x"} for i in range(1099)]  # fmt: skip
+    store.write([], flood)
+
+    def count() -> int:
+        with sqlite3.connect(store.path) as db:
+            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    assert count() == 1099  # within the 10%: left to the prune
+    store.write([], [{**flood[0], "time": T0 + 2000.0}, {**flood[0], "time": T0 + 2001.0}])
+    assert count() == 1000
+    reader = StoreReader(store.path)
+    assert reader.pruned_to() == T0 + 100  # the newest of the 101 deleted
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT MIN(time) FROM events").fetchone()[0] == T0 + 101
+    store.max_events = 900
+    assert store.prune(T0 + 3000) == 100 and count() == 900
+    assert reader.pruned_to() == T0 + 200
+    store.forget(["f1"])
+    assert store._count == count() < 900
+    store.max_events = 10**6
+    assert store.prune(T0 + 3000) == 0
     reader.close()
     store.close()

@@ -7,7 +7,9 @@ when that one is written), so SQLite sums the ended spans clipped to each window
 one pass over a covering index (`store_reader.StoreReader.spans`), and Python adds per
 device only what the sums cannot know: the open segment after its latest event (in
 its current state, see `history.segments`) and, when its older history is pruned, the
-time before its oldest event (in that event's `from` state). See
+time before its oldest event back to the store's `pruned_to` (in that event's `from`
+state; never before a `first_seen` or a `forgotten` event, never before `pruned_to`,
+nothing if the store never pruned). See
 `benchmarks/history.py` for how it compares with folding every row in Python.
 tests/collector/test_http_history.py checks it against the general path on a real
 store.
@@ -37,12 +39,15 @@ def fleet_tallies(
     first_from: Mapping[str, tuple[float, str]],
     current: Mapping[str, tuple[str, float]],
     now: float,
+    *,
+    pruned_to: Optional[float] = None,
 ) -> Iterator[tuple[str, Tally]]:
     """(device, tally) for every device in `current` (the fleet's state and state_since).
 
     `spans`: `StoreReader.spans(now)`; `open_events`: each device's latest stored event
     (time, to); `first_from`: (time, from) of the oldest stored event of the devices
-    whose older history is gone. Devices not in `current` (no longer known) are left out.
+    whose older history is gone, filled back to `pruned_to` (None: not filled). Devices
+    not in `current` (no longer known) are left out.
     """
     w30 = now - LONGEST
     sums = {row[0]: row for row in spans}
@@ -56,9 +61,9 @@ def fleet_tallies(
         if row and row[7] is not None:
             acc[0] = row[7]
         pieces: list[tuple[float, float, Optional[str]]] = []
-        fill = first_from.get(dev)
-        if fill is not None:
-            pieces.append((w30, fill[0], fill[1]))
+        fill = first_from.get(dev) if pruned_to is not None else None
+        if fill is not None and pruned_to is not None:
+            pieces.append((pruned_to, fill[0], fill[1]))
         t_open, s_open = opened
         state, state_since = cur
         if state_since > t_open:  # a change not stored yet

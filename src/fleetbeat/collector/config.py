@@ -219,6 +219,8 @@ class CollectorSection:
     udp_receive_buffer: int = option(4 << 20, integer(min=0))
     # 31 days: the 30-day availability needs the state before its window
     event_retention: float = option(31 * 86400.0, duration(min=60.0))
+    # stored events at most, the oldest deleted first (about 320 bytes each at 64-char ids)
+    max_stored_events: int = option(1_000_000, integer(min=1000, max=10**9))
     # hourly heartbeat loss rows kept (the history API's "hours"; ~24 rows a device a day)
     loss_history: float = option(7 * 86400.0, duration(min=3600.0, max=400 * 86400.0))
     flush_interval: float = option(5.0, duration(min=0.05))

@@ -5,9 +5,14 @@ No I/O and no clock: the callers (`collector.http_history`) read the store
 
 Segments. A device's events (time, from, to, reason), oldest first, cut its time into
 segments, each in the event's `to` state from its time to the next event's. The state
-before the first event is the one the last event before the window left (`prior`);
-when none is kept (pruned), the `from` state of the oldest kept event, unless that
-event is a forget (the store deleted what came before it: no state). After the last
+before the first event is the one the last event before the window left (`prior`).
+When none is kept, the oldest kept event's `from` state held back to `pruned_to` (the
+store's prune deleted only events at or before it, so none came in between), and no
+further; before that, no state. It is not stretched back at all when the store never
+pruned (`pruned_to` None), when the read of the events was truncated at its limit
+(the caller passes None: older events exist, unread), when the oldest event is the
+device's `first_seen` (nothing came before it), or when it is a `forgotten` one (a
+forgotten device opens nothing, before or after). After the last
 event the device is in its current state (`current`: the fleet's state and
 state_since, so a change not yet written to the store is already there). A `to` of
 "forgotten" (a device removed) or of any state this collector does not know means no
@@ -36,8 +41,10 @@ _RANK = {s: i for i, s in enumerate(SEVERITY)}
 WINDOWS = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0))
 LONGEST = WINDOWS[-1][1]
 HOUR = 3600.0
+SLACK = 1.1  # an hour may hold this many times HOUR / interval heartbeats (jitter, flushes)
 UNKNOWN = "unknown"
-FORGOTTEN = "forgotten"  # an event's `to` when the device was removed (`collector.events`)
+FORGOTTEN = "forgotten"  # an event's `to` when a device was removed: no state
+FIRST_SEEN = "first_seen"  # the reason of a device's first event: nothing before it
 
 # (time, from state or None, to state, reason), as stored
 Event = tuple[float, Optional[str], str, str]
@@ -53,6 +60,11 @@ def state_of(name: Optional[str]) -> Optional[str]:
     return name if name in _RANK else None
 
 
+def opens_before(e: Event) -> bool:
+    """Whether an oldest kept event's `from` state tells what came before it."""
+    return e[2] != FORGOTTEN and e[3] != FIRST_SEEN and state_of(e[1]) is not None
+
+
 def segments(
     events: Sequence[Event],
     since: float,
@@ -61,13 +73,15 @@ def segments(
     *,
     prior: Optional[Event] = None,
     current: Optional[tuple[str, float]] = None,
+    pruned_to: Optional[float] = None,
 ) -> list[Segment]:
     """The device's segments within [since, min(until, now)] (see the module docstring).
 
     `events`: every kept event after `since` (not only those before `until`: the open
     segment begins at the very last one), oldest first, ties in stored order. `prior`:
     the last event at or before `since`, if kept. `current`: (state, state_since) when
-    the device is known now.
+    the device is known now. `pruned_to`: how far back the oldest event's `from` state
+    may be stretched when there is no `prior` (None: not at all).
     """
     end = min(until, now)
     if not end > since:
@@ -76,8 +90,8 @@ def segments(
     points: list[tuple[float, Optional[str], Optional[str]]] = []
     if prior is not None:
         points.append((prior[0], state_of(prior[2]), prior[3]))
-    elif events and events[0][2] != FORGOTTEN:  # a forget opens nothing before it either
-        points.append((-math.inf, state_of(events[0][1]), UNKNOWN))
+    elif events and pruned_to is not None and opens_before(events[0]):
+        points.append((min(pruned_to, events[0][0]), state_of(events[0][1]), UNKNOWN))
     for t, _from, to, reason in events:
         points.append((t, state_of(to), reason))
     if current is not None:
@@ -93,6 +107,34 @@ def segments(
         b = min(points[i + 1][0], end) if i + 1 < len(points) else end
         if state is not None and b > a:
             out.append((a, b, state, why if isinstance(why, str) else UNKNOWN))
+    return out
+
+
+def coarsen(segs: Iterable[Segment], resolution: float) -> list[Segment]:
+    """Segments for a strip that draws nothing finer than `resolution` seconds: neighbours
+    each shorter than it (and the gaps between them shorter than it) are merged into one
+    run in the worst state among them (SEVERITY), reason "merged" when it holds more than
+    one. A run ends when it reaches `resolution` or a longer segment or gap comes, so a
+    strip over T seconds has at most about 2 * T / resolution + 1 segments."""
+    out: list[Segment] = []
+    run: Optional[list[Any]] = None  # [from, to, state, reason]
+    for seg in segs:
+        a, b, state, why = seg
+        if run is not None and (a - run[1] >= resolution or run[1] - run[0] >= resolution
+                                or b - a >= resolution):  # fmt: skip
+            out.append((run[0], run[1], run[2], run[3]))
+            run = None
+        if b - a >= resolution:
+            out.append(seg)
+        elif run is None:
+            run = [a, b, state, why]
+        else:
+            run[1] = b
+            run[3] = "merged"
+            if _RANK.get(state, -1) > _RANK.get(run[2], -1):
+                run[2] = state
+    if run is not None:
+        out.append((run[0], run[1], run[2], run[3]))
     return out
 
 
@@ -145,31 +187,38 @@ def hourly(
     rows: Sequence[tuple[float, int, int]],
     prior: Optional[tuple[float, int, int]] = None,
     *,
+    interval: Optional[float] = None,
     no_base_before: Optional[float] = None,
 ) -> list[dict[str, Any]]:
     """Each hour's heartbeats received and expected, from stored lifetime totals.
 
     `rows`: (hour, lifetime received, lifetime expected), oldest first; `prior`: the
-    device's stored row before the first. An hour's counts are the difference with
-    the row before; a negative one means the counters were reset (a new device of the
-    same id): the totals themselves. A device's first row counts from zero, except an
-    hour before `no_base_before` (a database that had devices before it had hours:
-    that row's totals hold the device's whole past, so it is only a base).
+    device's stored row before the first. An hour's counts are the difference with the
+    stored row before it: the heartbeats between the last flush of that row's hour and
+    the last flush of this one. A row with no row before it counts from zero (a
+    device's first hour). Any count larger than the heartbeats one hour can hold at the
+    device's `interval` (the totals of a device whose older rows are pruned or were
+    never in a recreated database; hours that could not be written, piled into the
+    next), or a negative one (the counters were reset: a new device of the same id),
+    makes the row a base: {"hour", "received": None, "expected": None, "base": True},
+    counted nowhere (the dashboard leaves the hour blank). Without an `interval`, every
+    row with no row before it is a base, and so is one before `no_base_before` (the
+    base row the migration of a database older than the hours table wrote).
     """
-    out = []
+    most = math.inf if not interval or interval <= 0 else HOUR / interval * SLACK + 10
+    out: list[dict[str, Any]] = []
     prev = prior
     for row in rows:
         hour, received, expected = row
-        if prev is None:
-            if no_base_before is not None and hour < no_base_before:
-                prev = row
-                continue
-            dr, de = received, expected
-        else:
+        if prev is not None:
             dr, de = received - prev[1], expected - prev[2]
-            if dr < 0 or de < 0:
-                dr, de = received, expected
-        out.append({"hour": hour, "received": dr, "expected": de})
+        else:
+            first = most < math.inf and (no_base_before is None or hour >= no_base_before)
+            dr, de = (received, expected) if first else (-1, -1)
+        if 0 <= dr <= most and 0 <= de <= most:
+            out.append({"hour": hour, "received": dr, "expected": de})
+        else:
+            out.append({"hour": hour, "received": None, "expected": None, "base": True})
         prev = row
     return out
 

@@ -1,8 +1,10 @@
 """Query parameters of the history routes, each checked as an attacker would send it.
 
 Every bad value is a `BadRequest` whose message names the parameter (a 400): numbers
-must be finite, a range in order and at most MAX_RANGE long, counts plain decimal
-digits within bounds, device ids valid wire ids (MAX_IDS at most), fields known names,
+must be finite, times from 0 to MAX_TIME epoch seconds, a range in order and at most
+MAX_RANGE long (7 days for the strips), counts plain decimal digits within bounds,
+device ids valid wire ids (MAX_IDS at most: what fits the 16 KiB request head), fields
+known names,
 tag keys at most MAX_BY of wire.MAX_TEXT characters. A repeated single-valued
 parameter counts by its last value.
 """
@@ -19,7 +21,8 @@ from fleetbeat.collector.device import Device
 from fleetbeat.collector.liveness import STATES
 
 MAX_RANGE = 31 * 86400.0
-MAX_IDS = 500
+MAX_TIME = 1e11  # s: the year 5138
+MAX_IDS = 200  # 200 ids of 64 characters (13.6 KB) fit the 16 KiB request head
 MAX_BY = 8
 # every key of a device's JSON (view.FleetView.devices), and the availability
 FIELDS = frozenset((*Device("x", 0.0, 0.0).snapshot(), "availability"))
@@ -80,15 +83,27 @@ def number(query: Mapping[str, list[str]], name: str, default: float) -> float:
     return value
 
 
-def time_range(query: Mapping[str, list[str]], default: float, now: float) -> tuple[float, float]:
-    """since and until: finite, since before until, at most MAX_RANGE apart."""
-    until = number(query, "until", now)
-    since = number(query, "since", until - default)
+def _epoch(query: Mapping[str, list[str]], name: str, default: float) -> float:
+    """A time in epoch seconds, 0 to MAX_TIME (a year past 5000): past it, a time plus or
+    minus a day is the same double, and `since` would be blamed for `until`."""
+    value = number(query, name, default)
+    if _last(query, name) is not None and not 0.0 <= value <= MAX_TIME:
+        raise BadRequest(f"{name}: expected epoch seconds from 0 to {MAX_TIME:g}, got "
+                         f"{_last(query, name) or value!r:.40}")  # fmt: skip
+    return value
+
+
+def time_range(
+    query: Mapping[str, list[str]], default: float, now: float, *, longest: float = MAX_RANGE
+) -> tuple[float, float]:
+    """since and until: finite, since before until, at most `longest` apart."""
+    until = _epoch(query, "until", now)
+    since = _epoch(query, "since", until - default)
     if not since < until:
         raise BadRequest(f"since: must be before until ({since:g} is not before {until:g})")
-    if until - since > MAX_RANGE:
-        raise BadRequest(f"since: the range is at most 31 days ({MAX_RANGE:g} s) long, "
-                         f"got {until - since:g} s")  # fmt: skip
+    if until - since > longest:
+        raise BadRequest(f"since: the range is at most {longest / 86400:g} days ({longest:g} s)"
+                         f" long, got {until - since:g} s")  # fmt: skip
     return since, until
 
 

@@ -7,8 +7,9 @@ and under systemd it sends the watchdog pings and STATUS= from there (a stuck
 loop stops the pings). SIGTERM or SIGINT stops it cleanly with a last flush.
 SIGHUP re-reads the config file: an invalid one is logged and ignored; a valid
 one's judgement settings (late_after, down_after, max_down_after, max_devices,
-max_payload, intervals, retention, missing_after, forget_after) apply at once, and the
-listen addresses, state_dir, receive buffer and MQTT settings need a restart (logged).
+max_payload, intervals, retention, max_stored_events, missing_after, forget_after)
+apply at once, and the listen addresses, state_dir, receive buffer and MQTT settings
+need a restart (logged).
 The `expected_devices` file is read at start (a bad line is a config error) and again
 on SIGHUP, in a thread of its own so that a big file holds up no check, flush or
 watchdog ping (a bad file is logged, and the list read before stays), as the signing
@@ -25,7 +26,8 @@ A store that cannot write (a full disk) never stops judging: the changes stay in
 memory (at most one row per device and a bounded number of events) and every flush
 tries again. The failure is logged as an error each time its reason changes, shown
 in systemd's STATUS= and answered by `/healthz` with 503; a database deleted or
-replaced under the running collector is recreated and written whole. While it cannot
+replaced under the running collector is recreated and written whole (only the events
+newer than a restored copy's newest one of each device: none twice). While it cannot
 write, `DELETE /api/devices/{id}` is refused (503): a forget only in memory would be
 undone by a restart. When the last write at SIGTERM fails, the log says what was lost
 (the forgets not yet deleted from the store by id) and the exit status is 74 (EX_IOERR),
@@ -53,6 +55,7 @@ from fleetbeat.collector.fleet import Fleet
 from fleetbeat.collector.receivers import start_receivers
 from fleetbeat.collector.receivers.base import Receiver
 from fleetbeat.collector.store import Store, StoreError
+from fleetbeat.collector.store_events import rewrite
 from fleetbeat.errors import ConfigError
 from fleetbeat.logutil import RateLimitedLog
 from fleetbeat.sdnotify import Notifier, Supervision
@@ -127,7 +130,8 @@ class Collector:
         self.keyring = load_keyring(c.auth)
         self.fleet.use_keyring(self.keyring)  # before anything is received
         self.store = Store(c.state_dir, retention=c.event_retention,
-                           loss_history=c.loss_history, clock=self._clock)  # fmt: skip
+                           max_events=c.max_stored_events, loss_history=c.loss_history,
+                           clock=self._clock)  # fmt: skip
         rows, events = self.store.load(self._clock())
         loaded = self.fleet.restore(rows, events)
         log.info("state in %s: %d devices reloaded", self.store.path, loaded)
@@ -220,6 +224,7 @@ class Collector:
         if self.store is not None:  # what prune deletes
             self.store.retention = new.collector.event_retention
             self.store.loss_history = new.collector.loss_history
+            self.store.max_events = new.collector.max_stored_events
         self.fleet.use_keyring(ring)
         self.keyring = ring
         if self.alerting is not None:
@@ -236,9 +241,10 @@ class Collector:
         if store is None:
             return True
         gone = store.replaced()
-        if gone is not None:
-            self._recreate(store, gone)
+        stored = None if gone is None else self._recreate(store, gone)
         rows, events = self.fleet.take_changes()
+        if stored is not None:
+            events = rewrite(self.fleet.events(limit=10**9), events, stored)
         heard = self.fleet.take_heard()  # each event once, whatever the store does with it
         if self.alerting is not None:
             self.alerting.observe(heard)
@@ -257,18 +263,20 @@ class Collector:
         self.store_health.ok()
         return True
 
-    def _recreate(self, store: Store, how: str) -> None:
-        """The database file was deleted or swapped: open a new one and write everything."""
+    def _recreate(self, store: Store, how: str) -> Optional[dict[str, float]]:
+        """The database file was deleted or swapped: open a new one, mark every device to
+        be written again; return each device's newest event time in it (None: failed)."""
         log.error("the state database %s was %s under the running collector: recreating it "
                   "and writing every device and recent event again", store.path, how)  # fmt: skip
         try:
             store.reopen()
+            stored = store.latest_events()  # a restored copy holds events up to these
         except StoreError as err:
             self.store_health.failed(str(err), 0)
-            return
-        devices = self.fleet.devices()
-        # requeue marks each id dirty (it reads row[0]) and puts the events back in line
-        self.fleet.requeue([(d["id"],) for d in devices], self.fleet.events(limit=10**9))
+            return None
+        # requeue marks each id dirty (it reads row[0])
+        self.fleet.requeue([(d["id"],) for d in self.fleet.devices()], [])
+        return stored
 
     def _prune(self) -> None:
         if self.store is None:

@@ -12,16 +12,23 @@ deleted or swapped under the running collector, so the caller can `reopen()` it 
 write everything again.
 
 Tables (schema version 2): `devices` (one row per device, `rows.ROW_COLUMNS`), `events`
-(indexed by time and by device and time; `ends` is the time of the device's next event,
-set when that one is written, NULL for its latest: the fleet-wide availability is then
-one SQL sum, see `collector.availability`) and `hours`, the heartbeat loss over time: per
+(indexed by time and by device and time; a device's in time order, `store_events`;
+`ends` is the time of the device's next event, set when that one is written, NULL for
+its latest: the fleet-wide availability is then one SQL sum, see
+`collector.availability`; at most `max_events`, the oldest deleted first, and
+`meta.pruned_to` the latest time deleted up to) and `hours`, the heartbeat loss over time: per
 device and hour (its start, epoch s) the device's LIFETIME heartbeats received and
 expected as of the last flush in that hour, upserted by every `write` from the device
-rows, in the same transaction. An hour's own counts are the difference with the
-device's previous stored hour (`collector.history.hourly`). A version-1 database
-(before history) is migrated in place when opened: its devices and events are kept,
-each device gets a base row an hour before (its totals then: not an hour of its own),
-and `meta` holds `hours_since`, when that happened. The HTTP threads read through
+rows, in the same transaction, into the hour of the wall clock, or the newest stored
+hour if that is later (a clock stepped back never rewrites an older hour). An hour's
+own counts are the difference with the device's previous stored row: the heartbeats
+between the last flush of that row's hour and the last flush of this one (a device's
+first row counts from zero); a negative difference, or a count more than an hour can
+hold at the device's interval (older rows gone, failed writes piled into one hour) is
+a base, counted nowhere (`collector.history.hourly`). A version-1 database (before
+history) is migrated in place when opened: its devices and events are kept, each
+device gets a base row an hour before (its totals then), and `meta` holds
+`hours_since`, when that happened. The HTTP threads read through
 `collector.store_reader.StoreReader`, never through this connection.
 """
 
@@ -38,12 +45,26 @@ from typing import Any, Callable, Optional
 from fleetbeat.collector.events import MAX_EVENTS_IN_MEMORY
 from fleetbeat.collector.history import HOUR
 from fleetbeat.collector.rows import HB_EXPECTED, HB_RECEIVED, ROW_COLUMNS, lifetime_totals
+from fleetbeat.collector.store_events import chain
+from fleetbeat.collector.store_sql import (
+    BACKFILL_ENDS,
+    CLOSE_EVENT,
+    INDEXES,
+    INSERT_EVENT,
+    LATEST,
+    NTH_OLDEST,
+    PRUNED_TO,
+    UPSERT_HOUR,
+    corrupt_advice,
+    identity,
+)
 from fleetbeat.errors import FleetbeatError
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "fleetbeat.db"
 SCHEMA_VERSION = 2  # 2: hb_received, hb_expected, the hours and meta tables
+TRIM_SLACK = 1.1  # a write past max_events by this factor deletes the oldest at once
 
 _TYPES = {
     "state_since": "REAL", "last_seen": "REAL", "boot_time": "REAL", "interval": "REAL",
@@ -68,6 +89,7 @@ class Store:
     Args:
         state_dir: created when missing (mode 0700).
         retention: seconds events are kept.
+        max_events: events kept at most, the oldest deleted first (the disk's bound).
         loss_history: seconds hourly heartbeat rows are kept (one hour more, as the base
             of the oldest hour's difference; a device's newest row is always kept).
         clock: wall clock (epoch s): which hour a write's loss rows belong to.
@@ -78,11 +100,13 @@ class Store:
         state_dir: str,
         *,
         retention: float,
+        max_events: int = 1_000_000,
         loss_history: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = os.path.join(state_dir, DB_NAME)
         self.retention = retention
+        self.max_events = max_events
         self.loss_history = loss_history
         self._clock = clock
         self.skipped_rows = 0  # rows the database would not take, since start
@@ -107,10 +131,13 @@ class Store:
             if checked != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {checked}")
             self._create()
-            self._identity = _identity(self.path)
+            self._count = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+            newest = self._db.execute("SELECT MAX(hour) FROM hours").fetchone()[0]
+            self._hour_floor = float(newest) if isinstance(newest, (int, float)) else -math.inf
+            self._identity = identity(self.path)
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise StoreError(_corrupt_advice(self.path, exc)) from exc
+            raise StoreError(corrupt_advice(self.path, exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             self._db.close()
             raise StoreError(f"cannot use the state database {self.path}: {exc}") from exc
@@ -143,8 +170,8 @@ class Store:
                     self._db.execute(f"ALTER TABLE devices ADD COLUMN {col} {_TYPES[col]}")
             if "ends" not in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
                 self._db.execute("ALTER TABLE events ADD COLUMN ends REAL")
-                self._db.execute(_BACKFILL_ENDS)
-            for sql in _INDEXES:
+                self._db.execute(BACKFILL_ENDS)
+            for sql in INDEXES:
                 self._db.execute(sql)
             if version == 1:
                 self._base_hours()
@@ -166,8 +193,9 @@ class Store:
             totals = lifetime_totals(counters)
             if totals is not None and isinstance(dev_id, str):
                 rows.append((dev_id, base, *totals))
-        self._db.executemany(_UPSERT_HOUR, rows)
+        self._db.executemany(UPSERT_HOUR, rows)
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('hours_since', ?)", (now,))
+        self._db.execute(PRUNED_TO, (now - self.retention,))  # older versions pruned it
 
     def load(self, now: float) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
         """Every stored device row, and the newest events within the retention."""
@@ -180,7 +208,7 @@ class Store:
                 (now - self.retention, MAX_EVENTS_IN_MEMORY),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(_corrupt_advice(self.path, exc)) from exc
+            raise StoreError(corrupt_advice(self.path, exc)) from exc
         events = [
             {"time": t, "device": d, "from": f, "to": to, "reason": r}
             for t, d, f, to, r in reversed(found)
@@ -198,8 +226,14 @@ class Store:
         """
         if not rows and not events:
             return 0
-        event_rows, closes = _chain(events)
-        hour = self.hour_of(self._clock())
+        try:
+            latest = {d: self._latest(d) for d in {e["device"] for e in events}}
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
+        event_rows, closes = chain(events, latest)
+        # never an hour before the newest stored one: a wall clock stepped back would
+        # rewrite an older hour with newer totals (and make the next difference negative)
+        hour = max(self.hour_of(self._clock()), self._hour_floor)
         hour_rows = [
             (r[0], hour, r[HB_RECEIVED], r[HB_EXPECTED])
             for r in rows
@@ -207,6 +241,9 @@ class Store:
         ]
         try:
             self._transaction(rows, closes, event_rows, hour_rows)
+            self._hour_floor = hour if hour_rows else self._hour_floor
+            self._count += len(event_rows)
+            self._trim()
             return 0
         except (*_ROW_ERRORS, sqlite3.IntegrityError):
             pass  # one bad value spoils executemany: find it, keep the rest
@@ -220,9 +257,9 @@ class Store:
                 self._db.execute("BEGIN")
                 for sql, batch, name_at in (
                     (self._upsert, rows, 0),
-                    (_CLOSE_EVENT, closes, 1),
-                    (_INSERT_EVENT, event_rows, 1),
-                    (_UPSERT_HOUR, hour_rows, 0),
+                    (CLOSE_EVENT, closes, 1),
+                    (INSERT_EVENT, event_rows, 1),
+                    (UPSERT_HOUR, hour_rows, 0),
                 ):
                     for row in batch:
                         try:
@@ -233,8 +270,27 @@ class Store:
                                       row[name_at], exc)  # fmt: skip
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        self._hour_floor = hour if hour_rows else self._hour_floor
+        self._count += len(event_rows)  # an upper bound: some may have been skipped
+        self._trim()
         self.skipped_rows += skipped
         return skipped
+
+    def _latest(self, device: Any) -> float:
+        """The time of the device's newest stored event (-inf: none)."""
+        try:
+            found = self._db.execute(LATEST, (device,)).fetchone()[0]
+        except _ROW_ERRORS:  # a device id SQLite will not take: its row is skipped later
+            return -math.inf
+        return float(found) if type(found) in (int, float) else -math.inf
+
+    def latest_events(self) -> dict[str, float]:
+        """Every device's newest stored event time (what a restored file already holds)."""
+        try:
+            rows = self._db.execute("SELECT device, MAX(time) FROM events GROUP BY device")
+            return {d: float(t) for d, t in rows if type(t) in (int, float)}
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
 
     @staticmethod
     def hour_of(t: float) -> float:
@@ -251,9 +307,9 @@ class Store:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(self._upsert, rows)
-            self._db.executemany(_CLOSE_EVENT, closes)  # before the new open ones exist
-            self._db.executemany(_INSERT_EVENT, events)
-            self._db.executemany(_UPSERT_HOUR, hours)
+            self._db.executemany(CLOSE_EVENT, closes)  # before the new open ones exist
+            self._db.executemany(INSERT_EVENT, events)
+            self._db.executemany(UPSERT_HOUR, hours)
 
     def forget(self, device_ids: Sequence[str]) -> None:
         """Delete devices (evicted or forgotten) with their events and hourly rows."""
@@ -264,15 +320,19 @@ class Store:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany("DELETE FROM devices WHERE id = ?", ids)
-                self._db.executemany("DELETE FROM events WHERE device = ?", ids)
+                gone = self._db.executemany("DELETE FROM events WHERE device = ?", ids)
                 self._db.executemany("DELETE FROM hours WHERE device = ?", ids)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot delete devices from {self.path}: {exc}") from exc
+        self._count -= max(0, gone.rowcount)
 
     def prune(self, now: float) -> int:
-        """Delete events older than the retention and hourly rows older than loss_history
+        """Delete events older than the retention, the oldest past max_events, and hourly
+        rows older than loss_history
         (one hour more, the base of the oldest difference; each device's newest row stays
-        as the base of its next one); return how many events went."""
+        as the base of its next one); return how many events went. `meta.pruned_to`
+        keeps the latest time up to which events may have been deleted: after it, every
+        event is still there (so an oldest kept event's `from` state held back to it)."""
         try:
             with self._db:
                 self._db.execute("BEGIN")
@@ -280,6 +340,9 @@ class Store:
                     "DELETE FROM events WHERE time <= ?", (now - self.retention,)
                 )
                 gone = cur.rowcount
+                self._db.execute(PRUNED_TO, (now - self.retention,))
+                left = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+                over = self._oldest_out(self.max_events, left)  # recounted: writes skip rows
                 self._db.execute(
                     "DELETE FROM hours WHERE hour < ? AND hour < (SELECT MAX(h.hour) FROM"
                     " hours AS h WHERE h.device = hours.device)",
@@ -287,11 +350,42 @@ class Store:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prune old events in {self.path}: {exc}") from exc
-        return gone
+        self._count = left - over
+        return gone + over
+
+    def _oldest_out(self, keep: int, count: int) -> int:
+        """Within a transaction: delete the oldest of `count` events past `keep`, moving
+        `meta.pruned_to` up to the newest one deleted; how many went."""
+        excess = count - keep
+        if excess <= 0:
+            return 0
+        last = self._db.execute(NTH_OLDEST, (excess - 1,)).fetchone()
+        if last is None:
+            return 0
+        cur = self._db.execute("DELETE FROM events WHERE time <= ?", (last[0],))
+        self._db.execute(PRUNED_TO, (last[0],))
+        return int(cur.rowcount)
+
+    def _trim(self) -> None:
+        """After a write: past max_events by more than a tenth, delete the oldest down to
+        max_events at once (a flood of events must not wait for the hourly prune). A
+        failure is logged; the write itself was done."""
+        if self._count <= self.max_events * TRIM_SLACK:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                gone = self._oldest_out(self.max_events, self._count)
+        except sqlite3.Error as exc:
+            log.error("store: cannot delete the oldest events past max_stored_events: %s", exc)
+            return
+        self._count = max(0, self._count - gone)
+        log.warning("store: more than max_stored_events (%d): deleted the oldest %d events",
+                    self.max_events, gone)  # fmt: skip
 
     def replaced(self) -> Optional[str]:
         """ "deleted" or "replaced" when the file at `path` is no longer the one open."""
-        now = _identity(self.path)
+        now = identity(self.path)
         if now is None:
             return "deleted"
         return None if now == self._identity else "replaced"
@@ -303,67 +397,3 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
-
-
-_INSERT_EVENT = (
-    "INSERT INTO events (time, device, from_state, to_state, reason, ends)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
-# by time (load, prune); by device and time (one device's history); by device and end,
-# covering the fleet-wide sums of `store_reader.spans` (and finding a device's open
-# event, `ends IS NULL`, to close it)
-_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
-    "CREATE INDEX IF NOT EXISTS events_device ON events (device, time)",
-    "CREATE INDEX IF NOT EXISTS events_spans ON events (device, ends, time, to_state)",
-)
-# the device's open event (its latest) ends where the next one starts
-_CLOSE_EVENT = "UPDATE events SET ends = ? WHERE device = ? AND ends IS NULL"
-# a version-1 database: each event ends where the device's next one starts
-_BACKFILL_ENDS = (
-    "UPDATE events SET ends = n.next FROM (SELECT rowid AS r, LEAD(time) OVER"
-    " (PARTITION BY device ORDER BY time, rowid) AS next FROM events) AS n"
-    " WHERE events.rowid = n.r"
-)
-
-
-def _chain(
-    events: Sequence[dict[str, Any]],
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The event rows to insert, each with its `ends` (the time of the same device's next
-    event in the batch; None for its last), and per device (its first time in the batch,
-    id): where the device's open stored event ends."""
-    rows: list[tuple[Any, ...]] = []
-    last: dict[Any, int] = {}  # device -> index in rows of its latest event so far
-    closes = []
-    for e in events:
-        dev = e["device"]
-        at = last.get(dev)
-        if at is None:
-            closes.append((e["time"], dev))
-        else:
-            rows[at] = (*rows[at][:5], e["time"])
-        last[dev] = len(rows)
-        rows.append((e["time"], dev, e["from"], e["to"], e["reason"], None))
-    return rows, closes
-
-
-_UPSERT_HOUR = "INSERT OR REPLACE INTO hours (device, hour, received, expected) VALUES (?, ?, ?, ?)"
-
-
-def _identity(path: str) -> Optional[tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _corrupt_advice(path: str, exc: BaseException) -> str:
-    return (
-        f"the state database {path} is damaged ({exc}). Stop the collector, move the file "
-        f"aside (mv {path} {path}.damaged; also its -wal and -shm files if present) and start "
-        "it again: it recreates the database and relearns every device from its next "
-        "heartbeat; the device history in the old file is lost unless `sqlite3 .recover` "
-        "can save it"
-    )

@@ -100,6 +100,13 @@ class StoreReader:
         value = rows[0][0] if rows else None
         return value // HOUR * HOUR if isinstance(value, float) else None
 
+    def pruned_to(self) -> Optional[float]:
+        """The latest time up to which the store's prune may have deleted events (None:
+        it never pruned): an oldest kept event's `from` state held back to it, no further."""
+        rows = self._all("SELECT value FROM meta WHERE key = 'pruned_to'", ())
+        value = rows[0][0] if rows else None
+        return float(value) if isinstance(value, (int, float)) else None
+
     def priors(self, since: float) -> dict[str, Event]:
         """For every stored device, its last event at or before `since` (one index seek each)."""
         return {row[0]: _event(row[1:]) for row in self._all(_PRIORS, (since,))}
@@ -118,10 +125,10 @@ class StoreReader:
         return {d: (t, to) for d, t, to in self._all(_OPEN, ())}
 
     def first_counted_from(self, since: float) -> dict[str, tuple[float, str]]:
-        """For the devices whose oldest stored event is after `since`, came from a counted
-        state and is not a forget: (its time, that state); the time before it was in that
-        state (older history pruned). Before a forget the device has no state (the store
-        deleted its older history)."""
+        """For the devices whose oldest stored event is after `since` and came from a
+        counted state (and is neither a `first_seen` nor a `forgotten` one, see
+        `history.opens_before`): (its time, that state); the time before it, back to
+        `pruned_to`, was in that state (older history pruned)."""
         return {d: (t, f) for d, t, f in self._all(_FIRST, (since,))}
 
     def scan(self, since: float) -> Iterator[tuple[str, list[Event]]]:
@@ -178,7 +185,7 @@ _SPANS = (  # built from constants only
         for w in ("w24", "w7", "w30")
     )
     + ", MIN(MAX(time, :w30)) FROM events INDEXED BY events_spans WHERE ends > :w30"
-    " AND time < :now AND to_state IN ('up', 'late', 'down') GROUP BY device"
+    " AND ends > time AND time < :now AND to_state IN ('up', 'late', 'down') GROUP BY device"
 )
 _OPEN = (
     "SELECT e.device, e.time, e.to_state FROM devices AS d JOIN events AS e INDEXED BY"
@@ -188,7 +195,7 @@ _FIRST = (
     "SELECT e.device, e.time, e.from_state FROM devices AS d JOIN events AS e ON e.rowid ="
     " (SELECT rowid FROM events WHERE device = d.id ORDER BY time, rowid LIMIT 1)"
     " WHERE e.time > ? AND e.from_state IN ('up', 'late', 'down')"
-    " AND e.to_state <> 'forgotten'"  # a forget: nothing before it is the device's
+    " AND e.to_state <> 'forgotten' AND e.reason <> 'first_seen'"
 )
 _SCAN = (
     "SELECT device, time, from_state, to_state, reason FROM events INDEXED BY events_device"
