@@ -155,18 +155,21 @@ def test_hourly_counts_are_differences_of_lifetime_totals() -> None:
     assert h.hourly(rows[4:5], interval=10.0) == [{"hour": 25200.0, **base}]  # older rows gone
 
 
-def test_fleet_buckets_count_each_device_once_in_its_worst_state() -> None:
-    """A device down for a moment in a bucket counts as down there, and only once."""
+def test_fleet_buckets_count_a_moment_down_as_down_and_otherwise_the_longest_state() -> None:
+    """A device down for a moment in a bucket counts as down there, and only once; one
+    late for a few seconds of a bucket it was otherwise up in counts as up."""
     b = h.Buckets(0, 3600, 900)
     b.add([(0, 1000, "up", ""), (1000, 1001, "down", ""), (1001, 3600, "up", "")])
     b.add([(0, 3600, "offline", "")])
     b.add([(1800, 3600, "late", "")])  # no state before 1800
+    b.add([(0, 2000, "up", ""), (2000, 2005, "late", ""), (2005, 2600, "up", ""),
+           (2600, 3600, "late", "")])  # fmt: skip
     got = [(x["time"], x["up"], x["down"], x["late"], x["offline"]) for x in b.result()]
-    assert got == [(0, 1, 0, 0, 1), (900, 0, 1, 0, 1), (1800, 1, 0, 1, 1), (2700, 1, 0, 1, 1)]
+    assert got == [(0, 2, 0, 0, 1), (900, 1, 1, 0, 1), (1800, 2, 0, 1, 1), (2700, 1, 0, 2, 1)]
 
 
 def test_fleet_buckets_match_a_per_bucket_count_on_random_sequences() -> None:
-    """The range-and-edges counting equals the plain per-bucket worst state, on random data."""
+    """The range-and-edges counting equals a plain per-bucket count, on random data."""
     rng = random.Random(16)
     since, until, step = 1000.0, 1000.0 + 96 * 900, 900.0
     fast = h.Buckets(since, until, step)
@@ -180,9 +183,15 @@ def test_fleet_buckets_match_a_per_bucket_count_on_random_sequences() -> None:
         fast.add(segs)
         for i in range(96):
             lo, hi = since + i * step, since + (i + 1) * step
-            ranks = [h.SEVERITY.index(s) for a, b, s, _ in segs if a < hi and b > lo]
-            if ranks:
-                plain[i][h.SEVERITY[max(ranks)]] += 1
+            held = dict.fromkeys(h.SEVERITY, 0.0)
+            for a, b, s, _ in segs:
+                if a < hi and b > lo:
+                    held[s] += min(b, hi) - max(a, lo)
+            if held["down"] > 0:
+                plain[i]["down"] += 1
+            elif any(held.values()):
+                longest = max(held.values())
+                plain[i][[s for s in h.SEVERITY if held[s] == longest][-1]] += 1
     assert [{s: x[s] for s in h.SEVERITY} for x in fast.result()] == plain
 
 

@@ -224,8 +224,11 @@ def hourly(
 
 
 class Buckets:
-    """The fleet's devices by state per `step` seconds: each device once per bucket, in
-    the worst state it was in during it (down > missing > late > up > offline).
+    """The fleet's devices by state per `step` seconds, each device once per bucket:
+    `down` if it was down at any moment in it (a short outage must show), otherwise in
+    the state it held longest there (a heartbeat late by a few seconds does not make a
+    quarter of an hour "late": on lossy links nearly every device is late for a moment
+    in every bucket). Ties go to the worse state (SEVERITY).
 
     `add` takes one device's segments; its cost is per segment, not per bucket: a
     bucket inside a segment can belong to no other segment of that device, so those
@@ -241,25 +244,31 @@ class Buckets:
         self._edges = [[0] * self.n for _ in SEVERITY]
 
     def add(self, segs: Iterable[Segment]) -> None:
-        edges: dict[int, int] = {}
-        last = self.n - 1
+        edges: dict[int, list[float]] = {}  # bucket -> seconds in each state (SEVERITY)
+        last, since, step = self.n - 1, self.since, self.step
         for a, b, state, _ in segs:
             rank = _RANK.get(state)
             if rank is None or b <= a:
                 continue
-            b0 = max(0, int((a - self.since) // self.step))
-            b1 = min(last, math.ceil((b - self.since) / self.step) - 1)
+            b0 = max(0, int((a - since) // step))
+            b1 = min(last, math.ceil((b - since) / step) - 1)
             if b1 < b0:
                 continue
             if b1 - b0 >= 2:
                 diff = self._diff[rank]
                 diff[b0 + 1] += 1
                 diff[b1] -= 1
-            for k in (b0, b1):
-                if edges.get(k, -1) < rank:
-                    edges[k] = rank
-        for k, rank in edges.items():
-            self._edges[rank][k] += 1
+            for k in {b0, b1}:
+                lo = since + k * step
+                held = min(b, lo + step) - max(a, lo)
+                if held > 0:
+                    edges.setdefault(k, [0.0] * len(SEVERITY))[rank] += held
+        down = _RANK["down"]
+        for k, held in edges.items():
+            if held[down] > 0:
+                self._edges[down][k] += 1
+            else:  # the longest; on a tie the worse (the later in SEVERITY)
+                self._edges[max(range(len(held)), key=lambda r: (held[r], r))][k] += 1
 
     def result(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [

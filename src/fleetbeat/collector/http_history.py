@@ -27,8 +27,8 @@ routes read from the store. Times are epoch seconds; every answer is JSON.
                                     rounded down, until up) ?step=900 (60 s to 1 d,
                                     at most 2,000 buckets) -> buckets [{time, up, late,
                                     down, offline, missing}]: each device once per bucket,
-                                    in its worst state there (down > missing > late > up >
-                                    offline)
+                                    down if down at any moment in it, else in the state it
+                                    held longest there (`history.Buckets`)
     GET /api/availability           ?by=site,room (tag keys, answered sorted; none: one
                                     group) -> groups
                                     [{tags, devices, availability}] time-weighted over
