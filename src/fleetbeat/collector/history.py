@@ -260,15 +260,16 @@ class Buckets:
                 diff[b1] -= 1
             for k in {b0, b1}:
                 lo = since + k * step
-                held = min(b, lo + step) - max(a, lo)
-                if held > 0:
-                    edges.setdefault(k, [0.0] * len(SEVERITY))[rank] += held
+                overlap = min(b, lo + step) - max(a, lo)
+                if overlap > 0:
+                    edges.setdefault(k, [0.0] * len(SEVERITY))[rank] += overlap
         down = _RANK["down"]
         for k, held in edges.items():
             if held[down] > 0:
                 self._edges[down][k] += 1
             else:  # the longest; on a tie the worse (the later in SEVERITY)
-                self._edges[max(range(len(held)), key=lambda r: (held[r], r))][k] += 1
+                longest = max(zip(held, range(len(held))))[1]
+                self._edges[longest][k] += 1
 
     def result(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
