@@ -49,15 +49,22 @@ function writeHash() {
   const h = deviceId === null ? fleetHash() : deviceHash(deviceId);
   history.replaceState(null, "", h ? "#" + h : location.pathname);
 }
+// A tag chip writes key:value into the filter with what the filter splits on (space,
+// comma, colon) and "%" percent-encoded, so clicking `room:living room` finds it;
+// what people type (site:barn) has none of these and reads as it is.
+function escapeTag(s) { return String(s).replace(/[\s,:%]/g, (c) => encodeURIComponent(c)); }
+function unescapeTag(s) {
+  try { return decodeURIComponent(s); } catch (e) { return s; }
+}
 function matches(d) {
   const state = $("f-state").value, q = $("f-id").value.trim().toLowerCase();
   if (state && d.state !== state) return false;
   if (q && !String(d.id).toLowerCase().includes(q)) return false;
   for (const f of $("f-tag").value.split(/[\s,]+/).filter(Boolean)) {
     const i = f.indexOf(":");
-    const k = i < 0 ? f : f.slice(0, i), v = i < 0 ? null : f.slice(i + 1);
+    const k = unescapeTag(i < 0 ? f : f.slice(0, i)), v = i < 0 ? null : unescapeTag(f.slice(i + 1));
     const tags = d.tags || {};
-    if (!(k in tags) || (v !== null && String(tags[k]) !== v)) return false;
+    if (!Object.prototype.hasOwnProperty.call(tags, k) || (v !== null && String(tags[k]) !== v)) return false;
   }
   return true;
 }
@@ -158,8 +165,8 @@ function renderRows() {
     const tags = el("td");
     for (const [k, v] of Object.entries(d.tags || {})) {
       const t = el("span", "tag", k + ":" + v);
-      t.title = "filter by this tag";
-      t.onclick = () => { $("f-tag").value = k + ":" + v; page = 0; update(); };
+      t.title = "filter by this tag: " + shown(k + ":" + v);
+      t.onclick = () => { $("f-tag").value = escapeTag(k) + ":" + escapeTag(v); page = 0; update(); };
       tags.append(t);
     }
     tr.append(tags);

@@ -54,7 +54,11 @@ function globMatch(pattern, text) {  // fnmatch's *, ? and [...], as silences ma
       re += "[" + body + "]"; i = j;
     } else re += c.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   }
-  return new RegExp("^" + re + "$", "s").test(text);
+  try {
+    return new RegExp("^" + re + "$", "s").test(text);
+  } catch (e) {  // "[z-a]": fnmatch matches nothing with it; one bad silence breaks no page
+    return false;
+  }
 }
 function silenceApplies(s, id, tags) {
   const m = s.match || {};
@@ -206,7 +210,11 @@ function renderDevice() {
   const d = dev.device, now = dev.time;
   top.append(el("span", "state " + d.state, d.state),
              el("span", "muted", "since " + (d.state_since ? ago(now - d.state_since) : "–")));
-  for (const [k, v] of Object.entries(d.tags || {})) top.append(el("span", "tag", k + ":" + v));
+  for (const [k, v] of Object.entries(d.tags || {})) {
+    const t = el("span", "tag", k + ":" + v);
+    t.title = shown(k + ":" + v);
+    top.append(t);
+  }
   const hist = dev.hist;
   const av = (hist && hist.availability) || d.availability;
   const parts = [top, card("Availability", availabilityFigures(av, now))];

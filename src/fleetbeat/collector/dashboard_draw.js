@@ -6,10 +6,17 @@ const RANK = {down: 0, missing: 1, late: 2, up: 3, offline: 4};  // worst first
 const SVG_NS = "http://www.w3.org/2000/svg";  // a name, not an address: nothing is loaded
 const $ = (id) => document.getElementById(id);
 
+// Bidi overrides and invisible characters, shown as what they are: a sender's tag
+// "\u202egnp.exe" must not read "exe.png", nor "barn\u200b" pass for "barn".
+const HIDDEN_CHARS = /[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+function shown(text) {
+  return String(text).replace(HIDDEN_CHARS,
+    (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+}
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;  // never innerHTML: ids and tags are data
+  if (text !== undefined) e.textContent = shown(text);  // never innerHTML: ids and tags are data
   return e;
 }
 function svg(tag, attrs, title) {
