@@ -46,7 +46,7 @@ from fleetbeat.collector.config import split_hostport
 from fleetbeat.collector.http_alerts import AlertsApi
 from fleetbeat.collector.http_devices import with_devices
 from fleetbeat.collector.http_history import HistoryApi
-from fleetbeat.collector.http_params import BadRequest
+from fleetbeat.collector.http_params import BadRequest, number
 from fleetbeat.collector.http_write import BadBody, Reply, WriteGuard
 from fleetbeat.collector.httpserver import (
     DEFAULT_LIMITS,
@@ -216,8 +216,8 @@ class _App:
             dev["availability"] = self.history.device_availability(ident)
             return _json(HTTPStatus.OK, {"time": time.time(), "device": dev})
         if path == "/api/events":
-            since = _number_param(query, "since", 0.0)
-            limit = int(_number_param(query, "limit", 1000))
+            since = number(query, "since", 0.0)
+            limit = int(number(query, "limit", 1000))
             if not 1 <= limit <= MAX_EVENTS:
                 raise BadRequest(f"limit: expected 1 to {MAX_EVENTS}, got {limit}")
             events = fleet.events(since=since, limit=limit)
@@ -272,19 +272,6 @@ def _json(status: int, obj: Any) -> tuple[int, bytes, dict[str, str]]:
 def _reply(reply: Reply) -> tuple[int, bytes, dict[str, str]]:
     status, body, headers = _json(reply[0], reply[1])
     return status, body, {**headers, **reply[2]}
-
-
-def _number_param(query: dict[str, list[str]], name: str, default: float) -> float:
-    values = query.get(name)
-    if not values:
-        return default
-    try:
-        value = float(values[-1])
-    except ValueError:
-        raise BadRequest(f"{name}: expected a number, got {values[-1]!r}") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{name}: expected a finite number, got {values[-1]!r}")
-    return value
 
 
 class HttpServer:
