@@ -30,7 +30,7 @@ from typing import Any, Optional
 from fleetbeat.netaddr import hostport
 from fleetbeat.outputs.base import Identity, Tally
 from fleetbeat.outputs.mqtt_link import MqttLink
-from fleetbeat.outputs.mqtt_packets import MAX_PACKET, publish_head
+from fleetbeat.outputs.mqtt_packets import publish_head
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,8 @@ class MqttTransport(MqttLink):
             return self.tally.snapshot()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            self._problem("broker refused the connection: %s", reason)
+        if not self._connack(reason, props):
             return
-        self.connects += 1
-        self._max_packet = int(getattr(props, "MaximumPacketSize", MAX_PACKET))
         if not self._closing:
             self._tail = None
             self._connected = True

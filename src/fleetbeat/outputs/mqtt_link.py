@@ -224,7 +224,17 @@ class MqttLink:
         text = fmt % args
         self._news.log(logging.WARNING, text, "%s: %s; retrying in the background", self.name, text)
 
-    # --- paho callback (called with self._lock held) ----------------------------------
+    # --- paho callbacks (called with self._lock held) ---------------------------------
+
+    def _connack(self, reason: Any, props: Any) -> bool:
+        """A CONNACK: False (said, at a limited rate) when the broker refused; else the
+        connect is counted and the broker's packet limit taken (MQTT 5; else the protocol's)."""
+        if reason.is_failure:
+            self._problem("broker refused the connection: %s", reason)
+            return False
+        self.connects += 1
+        self._max_packet = int(getattr(props, "MaximumPacketSize", MAX_PACKET))
+        return True
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any

@@ -80,7 +80,6 @@ from fleetbeat.netaddr import hostport
 from fleetbeat.outputs.base import Identity, Outgoing, Tally
 from fleetbeat.outputs.mqtt_link import MqttLink, describe_os_error
 from fleetbeat.outputs.mqtt_packets import (
-    MAX_PACKET,
     properties,
     publish_head,
     topic_level,
@@ -278,11 +277,8 @@ class MqttOutput(MqttLink):
     # --- paho callbacks (called with self._lock held) ---------------------------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            self._problem("broker refused the connection: %s", reason)
+        if not self._connack(reason, props):
             return
-        self.connects += 1
-        self._max_packet = int(getattr(props, "MaximumPacketSize", MAX_PACKET))
         # Encoders size messages by max_payload: keep it under the broker's packet limit,
         # so a reading is split and a heartbeat sheds its extras instead of being dropped.
         overhead = 5 + 2 + len(self._rd_base) + 128 + len(self._props)  # header, topic, props
