@@ -23,7 +23,6 @@ Run: .venv/bin/python benchmarks/simulate.py [devices] [seconds] [http_devices]
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,16 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from fleetbeat import simulate, simulate_send
+from mqtt_output import free_port, start_broker
 
 DEVICES = 100_000
 HTTP_DEVICES = 10_000
 INTERVAL = 10.0
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sink() -> socket.socket:
@@ -64,18 +58,6 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port(socket.SOCK_STREAM)
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_type error\nuser root\n")  # fmt: skip
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_port(port, proc, "mosquitto")
-    return proc, port
 
 
 def start_collector(tmp: Path, n: int) -> tuple[subprocess.Popen[bytes], int]:
