@@ -29,7 +29,7 @@ def replayed(d: Optional[Device], msg: dict[str, Any], now: float,
     (a real restart comes later; a device needs a clock that moves forward, from NTP or
     an RTC); and, for a device not known (new, or evicted), a message more than an hour
     behind the collector's clock, or, for one forgotten within STRANGER_SLACK
-    (`forgotten`: id -> (forget time, its clock skew then), `lifecycle.Lifecycle.gone`),
+    (`forgotten`: id -> (forget time, its clock skew then), `events.EventLog.gone`),
     a message whose clock is not past that forget (a captured heartbeat of a retired
     device cannot bring it back). `run in old_runs` matches a whole 16-hex token only.
     """

@@ -16,7 +16,7 @@ from fleetbeat.collector.liveness import STATES
 
 MAX_EVENTS_IN_MEMORY = 10_000
 FORGOTTEN = "forgotten"  # an event's `to` when the device was removed: no state after it
-MAX_GONE = 10_000  # forgotten ids remembered, so a requeued write cannot bring back their events
+MAX_GONE = 10_000  # forgotten ids whose forget time is kept (`EventLog.gone`)
 
 
 class EventLog:
@@ -32,7 +32,10 @@ class EventLog:
         self.suppressed = 0  # past max_per_minute
         self.unsaved = 0  # dropped by `requeue` while the store could not write
         self.takes = 0  # calls of `take`: what the store was handed, in order
-        self._gone: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # the last MAX_GONE forgotten ids: id -> (forget time, the device's clock skew then),
+        # so a requeued write cannot bring back their events, nor (`device.replayed`) a
+        # captured signed heartbeat the device itself
+        self.gone: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
 
     def add(self, d: Device, from_: Any, to: str, reason: str, *, now: float, mono: float) -> None:
         """Log a device's event at wall time `now`; past the per-minute cap it is only counted."""
@@ -83,21 +86,26 @@ class EventLog:
                                          maxlen=MAX_EVENTS_IN_MEMORY)  # fmt: skip
         self._new = [e for e in self._new if e["device"] not in gone]
         for d in devices:
-            self._gone[d.id] = now
-            self._gone.move_to_end(d.id)
+            self.remember_gone(d.id, now, d.clock_skew)
             if d.confirmed:
                 ev = {"time": now, "device": d.id, "from": d.state, "to": FORGOTTEN,
                       "reason": reason}  # fmt: skip
                 self._append(ev)
-        while len(self._gone) > MAX_GONE:
-            self._gone.popitem(last=False)
+
+    def remember_gone(self, dev_id: str, when: float, skew: float) -> None:
+        """Keep `dev_id`'s forget time (and clock skew) in `gone`, the newest MAX_GONE."""
+        gone = self.gone
+        gone[dev_id] = (when, skew)
+        gone.move_to_end(dev_id)
+        while len(gone) > MAX_GONE:
+            gone.popitem(last=False)
 
     def requeue(self, events: list[dict[str, Any]]) -> int:
         """Give back what a failed write took, the newest MAX_EVENTS_IN_MEMORY kept; dropped."""
-        if self._gone:  # a device forgotten while this write failed: its old events are gone
-            gone = self._gone
+        if self.gone:  # a device forgotten while this write failed: its old events are gone
+            gone, never = self.gone, (-math.inf, 0.0)
             events = [e for e in events if e["to"] == FORGOTTEN
-                      or e["time"] > gone.get(e["device"], -math.inf)]  # fmt: skip
+                      or e["time"] > gone.get(e["device"], never)[0]]  # fmt: skip
         pending = events + self._new
         dropped = max(0, len(pending) - MAX_EVENTS_IN_MEMORY)
         self._new = pending[dropped:]

@@ -137,7 +137,7 @@ class Fleet:
             if over:
                 self._intake.reject(over, transport)
                 return
-        if signed and replayed(d, msg, now, self._life.gone):
+        if signed and replayed(d, msg, now, self._log.gone):
             self._intake.reject("replay", transport)
             return
         if d is None:

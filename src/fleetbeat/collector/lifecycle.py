@@ -26,15 +26,14 @@ and its events from memory, and log one event (`to` "forgotten", reason "forgott
 `Fleet.take_forgotten`) at the first flush after one whose batch was taken after the
 forget: so that delete comes after any write of the device's old row, and before the
 write of the event that records it. A forgotten device that speaks again is new; but
-for STRANGER_SLACK the forget time of the last MAX_GONE forgotten ids is kept (`gone`,
-rebuilt at start from the stored `forgotten` events), so that a signed message no newer
-than the forget is a replay (`device.replayed`), not the device back.
+for STRANGER_SLACK its forget time counts (`EventLog.gone`, rebuilt at start from the
+stored `forgotten` events), so that a signed message no newer than the forget is a
+replay (`device.replayed`), not the device back.
 Not thread-safe by itself: the fleet calls `Lifecycle` under its lock.
 """
 
 from __future__ import annotations
 
-import collections
 import heapq
 import math
 from collections.abc import Container, Mapping
@@ -51,7 +50,6 @@ from fleetbeat.collector.rows import revive
 SCAN_EVERY = 60.0  # s between forget_after scans (O(devices) each, under the lock)
 MAX_FORGET_PER_SCAN = 1000  # the rest wait for the next scan: each flush stays small
 UNHEARD = ("down", "offline")  # the states forget_after applies to
-MAX_GONE = 10_000  # forgotten ids whose forget time is kept, for STRANGER_SLACK at most
 
 
 def _missing_template() -> dict[str, Any]:
@@ -126,9 +124,6 @@ class Lifecycle:
         self._expected: dict[str, tuple[Mapping[str, str], float]] = {}  # id -> tags, since
         self._reset: dict[str, float] = {}  # listed ids forgotten: missing again since then
         self._pending: list[tuple[str, int]] = []  # forgotten, stored: id, log takes then
-        # forgotten within STRANGER_SLACK, oldest first: id -> (when, its clock skew then),
-        # so a captured signed heartbeat cannot bring the device back (`device.replayed`)
-        self.gone: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
         self._scan_at = -math.inf
         self._unlisted: dict[str, float] = {}  # tracked ids that left the list: id -> when
         self.forget_after = 0.0  # s; 0: never
@@ -226,18 +221,8 @@ class Lifecycle:
                 self._reset[d.id] = now
             if d.confirmed:  # stored (a device heard once never was)
                 self._pending.append((d.id, self._log.takes))
-            self._gone(d.id, now, d.clock_skew)
         self._log.forget(gone, reason, now)
         self.forgotten[reason] += len(gone)
-
-    def _gone(self, dev_id: str, when: float, skew: float) -> None:
-        gone = self.gone
-        gone[dev_id] = (when, skew)
-        gone.move_to_end(dev_id)
-        while gone and (
-            len(gone) > MAX_GONE or next(iter(gone.values()))[0] < when - STRANGER_SLACK
-        ):
-            gone.popitem(last=False)  # past the slack the stranger rule refuses its replays
 
     def scan(self, mono: float, wall: float, dirty: set[str]) -> int:
         """Forget the devices down or offline for `forget_after`, once a minute at most."""
@@ -270,11 +255,11 @@ class Lifecycle:
         """Devices from the store's rows at start, each taking the fleet's shared sets:
         (those kept, how many were skipped: unreadable, twice, or past max_devices, where
         the least recently seen go); and, from the stored events, the devices forgotten
-        within STRANGER_SLACK (`gone`; their clock skew is not kept: 0)."""
+        within STRANGER_SLACK (`EventLog.gone`; their clock skew is not kept: 0)."""
         forgets = [e for e in events if event_ok(e) and e["to"] == FORGOTTEN]
         for ev in sorted(forgets, key=lambda e: float(e["time"])):
             if wall - STRANGER_SLACK <= ev["time"] <= wall:
-                self._gone(ev["device"], ev["time"], 0.0)
+                self._log.remember_gone(ev["device"], ev["time"], 0.0)
         revived, skipped = [], 0
         for row in rows:
             d = revive(row, wall=wall, mono=mono)
