@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,10 +17,37 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS = random.Random()
+
+
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the kernel picks it)."""
+    """A port nothing listens on right now, below the kernel's ephemeral range.
+
+    Not one the kernel picks: a test often starts a peer on the port later, while a
+    client already retries it, and a client's own port comes from the ephemeral range.
+    When it drew the very port it connects to, Linux connected the socket to itself
+    (a TCP simultaneous open), and the peer then failed with "Address already in use"
+    (seen on CI: mosquitto started for a receiver that was already retrying).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
+    low = max(1025, min(_ephemeral_low(), 65536) - 1)
+    for _ in range(200):
+        port = _PORTS.randrange(max(1024, low - 12000), low)
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(family, kind) as s:  # crowded: let the kernel pick
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
